@@ -1,0 +1,41 @@
+"""hpi: high-performance inference for PaddleX / PaddleClas vision models.
+
+>>> import hpi
+>>> model = hpi.create_model("PP-LCNet_x1_0", model_dir="path/to/PP-LCNet_x1_0_infer", device="cpu")
+>>> for res in model.predict("cat.jpg", topk=5):
+...     res.print()
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from hpi.predictor import Predictor
+
+
+def create_model(
+    model_name: str,
+    model_dir: str | None = None,
+    *,
+    device: str | None = None,
+    use_hpip: bool = False,
+    hpi_config: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Predictor:
+    """Load a model for inference, as PaddleX's ``create_model`` does. See :func:`hpi.predictor.create_model`."""
+    from hpi.predictor import create_model as _create_model
+
+    return _create_model(model_name, model_dir, device=device, use_hpip=use_hpip, hpi_config=hpi_config, **kwargs)
+
+
+def create_pipeline(pipeline: str, **kwargs: Any) -> Any:
+    """Build a pipeline by name or YAML path. See :func:`hpi.pipelines.create_pipeline`."""
+    from hpi.pipelines import create_pipeline as _create_pipeline
+
+    return _create_pipeline(pipeline, **kwargs)
+
+
+__all__ = ["__version__", "create_model", "create_pipeline"]

@@ -1,0 +1,48 @@
+"""The one exception tree of hpi.
+
+Everything a user can cause (a missing file, a bad image, an unavailable backend) raises a subclass of
+:class:`HpiError` whose message names the item. Bugs in hpi itself raise :class:`HpiInternalError`, which is
+deliberately *not* an ``HpiError``, so that ``except HpiError`` never hides them.
+"""
+
+from __future__ import annotations
+
+
+class HpiError(Exception):
+    """Base class of every error a caller of hpi can cause or handle."""
+
+
+class ModelSourceError(HpiError):
+    """A model directory, file or ``inference.yml`` is missing or malformed."""
+
+
+class UnknownModelError(HpiError):
+    """A model name is neither in the local model store nor a directory that was given."""
+
+
+class BackendUnavailableError(HpiError):
+    """A backend cannot run here: a package is missing, or the device is not there."""
+
+
+class ExportError(HpiError):
+    """Converting a model (Paddle to ONNX, ONNX to OpenVINO IR or TensorRT) failed."""
+
+
+class EngineCacheError(HpiError):
+    """The engine cache is unusable (unwritable directory, corrupted entry that cannot be rebuilt)."""
+
+
+class InvalidInputError(HpiError):
+    """An input item is unreadable or of the wrong kind, shape or dtype."""
+
+
+class InvalidConfigError(HpiError):
+    """A configuration value (device string, hpi_config, pipeline YAML) is wrong."""
+
+
+class InferenceError(HpiError):
+    """A backend failed while running a batch."""
+
+
+class HpiInternalError(Exception):
+    """A bug in hpi. Not an HpiError on purpose: report it."""
