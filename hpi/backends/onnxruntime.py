@@ -1,0 +1,144 @@
+"""ONNX Runtime: CPU, and the CUDA and TensorRT execution providers when onnxruntime-gpu is installed.
+
+A Paddle model is exported to ONNX once (cached); an ONNX source is loaded as is. The session's optimised graph is
+not persisted: ORT optimises in well under a second for these models.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from hpi.backends.base import Backend, BackendConfig, Capabilities, Engine, register_backend
+from hpi.device import cuda_device_count, resolve_threads
+from hpi.errors import InvalidConfigError
+from hpi.export import onnx_path
+
+logger = logging.getLogger(__name__)
+
+_ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(uint8)": np.uint8,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+}
+
+
+@dataclass(frozen=True)
+class OrtConfig(BackendConfig):
+    """ONNX Runtime settings. On GPU, fp16 means the TensorRT execution provider with fp16 enabled."""
+
+    threads: int | None = None  # intra-op threads on CPU; None: the machine's cores
+    use_tensorrt: bool = False  # GPU: put the TensorRT EP before the CUDA EP
+    graph_optimization: str = "all"  # "disable" | "basic" | "extended" | "all"
+    trt_max_batch_size: int = 8  # TensorRT EP profile maximum batch
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.graph_optimization not in ("disable", "basic", "extended", "all"):
+            raise InvalidConfigError(f"OrtConfig.graph_optimization: unknown level {self.graph_optimization!r}")
+        if self.precision == "bf16":
+            raise InvalidConfigError("OrtConfig: bf16 is not supported; use fp32 (CPU) or fp16 (TensorRT EP)")
+        if self.precision == "fp16" and not self.use_tensorrt:
+            raise InvalidConfigError("OrtConfig: fp16 needs use_tensorrt=True (the TensorRT execution provider)")
+
+
+class OrtEngine(Engine):
+    config: OrtConfig
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+
+        cfg = self.config
+        model_file = onnx_path(self.source, self.cache)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[cfg.graph_optimization]
+        options.log_severity_level = 3
+        if not self.device.is_gpu:
+            options.intra_op_num_threads = resolve_threads(cfg.threads)
+            options.inter_op_num_threads = 1
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self._session = ort.InferenceSession(str(model_file), sess_options=options, providers=self._providers())
+        self.input_names = [i.name for i in self._session.get_inputs()]
+        self.output_names = [o.name for o in self._session.get_outputs()]
+        for info in self._session.get_inputs():
+            self.input_shapes[info.name] = [d if isinstance(d, int) else None for d in info.shape]
+            if info.type in _ORT_DTYPES:
+                self.input_dtypes[info.name] = np.dtype(_ORT_DTYPES[info.type])
+        active = self._session.get_providers()
+        logger.info("onnxruntime session for %s uses %s", self.source.name, active)
+        if self.device.is_gpu and active[0] == "CPUExecutionProvider":
+            raise InvalidConfigError(f"onnxruntime fell back to CPU for {self.device}; providers: {active}")
+
+    def _providers(self) -> list:
+        if not self.device.is_gpu:
+            return ["CPUExecutionProvider"]
+        # Unverified on this project's CI machines (no GPU): written against onnxruntime-gpu's documented options.
+        cfg, index = self.config, self.device.index
+        providers: list = []
+        if cfg.use_tensorrt:
+            trt_cache = self.cache.get_or_build(
+                "ort-trt",
+                {"onnx": self.source.content_hash, "precision": cfg.precision, "device": str(self.device),
+                 "max_batch": cfg.trt_max_batch_size, "ort": self.backend.version()},
+                lambda d: (d / "README").write_text("ONNX Runtime TensorRT EP engine cache\n"),
+            )
+            providers.append((
+                "TensorrtExecutionProvider",
+                {
+                    "device_id": index,
+                    "trt_fp16_enable": cfg.precision == "fp16",
+                    "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": str(trt_cache),
+                    "trt_timing_cache_enable": True,
+                },
+            ))
+        providers.append(("CUDAExecutionProvider", {"device_id": index}))
+        return providers
+
+    def _run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self._session.run(self.output_names, feed)
+
+    def _close(self) -> None:
+        self._session = None
+
+
+class OrtBackend(Backend):
+    name = "onnxruntime"
+    capabilities = Capabilities(
+        devices=frozenset({"cpu", "gpu"}),
+        precisions={"cpu": ("fp32",), "gpu": ("fp32", "fp16")},
+        dynamic_batch=True,
+        model_formats=frozenset({"onnx"}),
+        input_layouts=("NCHW", "NHWC_U8"),
+    )
+    config_class = OrtConfig
+    engine_class = OrtEngine
+    requires = (("onnxruntime", "onnxruntime (pip install 'hpi[onnxruntime]')"),)
+
+    def _device_reason(self, device) -> str | None:  # noqa: ANN001
+        if not device.is_gpu:
+            return None
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return "onnxruntime-gpu is not installed (this onnxruntime has no CUDA execution provider)"
+        if cuda_device_count() <= device.index:
+            return "no CUDA device"
+        return None
+
+    def version(self) -> str:
+        import onnxruntime as ort
+
+        return ort.__version__
+
+
+register_backend(OrtBackend())

@@ -1,0 +1,1 @@
+"""Native TensorRT engines (placeholder module replaced by the TensorRT implementation)."""

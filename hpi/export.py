@@ -1,0 +1,122 @@
+"""Model conversion: Paddle -> ONNX (paddle2onnx's Python API) -> OpenVINO IR, each step through the engine cache.
+
+TensorRT plans are built from the ONNX file by :mod:`hpi.backends.tensorrt`, which owns the TensorRT API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from hpi.cache import EngineCache
+from hpi.errors import BackendUnavailableError, ExportError
+from hpi.model import ModelSource
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17  # HardSwish and LayerNormalization exist from here on; OpenVINO fuses them (PLATFORM-FACTS)
+ONNX_FILE = "model.onnx"
+OPENVINO_FILE = "model.xml"
+
+
+@contextlib.contextmanager
+def _captured_stdout() -> Iterator[list[str]]:
+    """Capture what C++ extensions write to file descriptor 1 (paddle2onnx logs there): a library must not print."""
+    lines: list[str] = []
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 1)
+        try:
+            yield lines
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read().decode(errors="replace").splitlines())
+
+
+def onnx_path(source: ModelSource, cache: EngineCache, *, opset: int = DEFAULT_OPSET) -> Path:
+    """The model as an ONNX file: the source itself if it is ONNX, else a cached paddle2onnx export."""
+    if source.format == "onnx":
+        return source.model_file
+    try:
+        import paddle2onnx
+    except ImportError as exc:
+        raise BackendUnavailableError("exporting a Paddle model to ONNX needs paddle2onnx: pip install 'hpi[paddle]'") from exc
+    parts = {"model": source.content_hash, "tool": "paddle2onnx", "version": paddle2onnx.__version__, "opset": opset}
+
+    def build(out: Path) -> None:
+        logger.info("exporting %s to ONNX (paddle2onnx %s, opset %d)", source.name, paddle2onnx.__version__, opset)
+        with _captured_stdout() as log:
+            try:
+                # save_file=None returns the bytes and skips paddle2onnx's own optimiser step, which pip-installs
+                # packages at run time.
+                data = paddle2onnx.export(
+                    str(source.model_file),
+                    str(source.params_file),
+                    save_file=None,
+                    opset_version=opset,
+                    auto_upgrade_opset=True,
+                    enable_onnx_checker=True,
+                    enable_optimize=True,
+                )
+            except Exception as exc:  # paddle2onnx raises bare Exceptions (or UnboundLocalError after logging)
+                data, error = None, exc
+            else:
+                error = None
+        if not isinstance(data, bytes) or not data:
+            detail = "; ".join(line for line in log if "rror" in line) or str(error)
+            raise ExportError(f"paddle2onnx could not convert {source.model_file}: {detail}") from error
+        import onnx
+
+        model = onnx.load_from_string(data)
+        actual_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+        (out / ONNX_FILE).write_bytes(data)
+        (out / "export.json").write_text(
+            json.dumps({"paddle2onnx": paddle2onnx.__version__, "opset": actual_opset, "source": source.name}),
+            encoding="utf-8",
+        )
+
+    return cache.get_or_build("onnx", parts, build) / ONNX_FILE
+
+
+def onnx_opset(path: Path) -> int | None:
+    """The default-domain opset of an ONNX file (recorded with every export)."""
+    meta = path.parent / "export.json"
+    if meta.is_file():
+        return json.loads(meta.read_text(encoding="utf-8")).get("opset")
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def openvino_ir_path(source: ModelSource, cache: EngineCache, *, opset: int = DEFAULT_OPSET) -> Path:
+    """The model as OpenVINO IR (``model.xml`` + ``model.bin``), converted from its ONNX export and cached.
+
+    Weights stay fp32 in the IR (``compress_to_fp16=False``): precision is chosen when compiling, not here.
+    """
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise BackendUnavailableError("the openvino backend needs openvino: pip install 'hpi[openvino]'") from exc
+    onnx_file = onnx_path(source, cache, opset=opset)
+    onnx_hash = source.content_hash if source.format == "onnx" else onnx_file.parent.name
+    parts = {"onnx": onnx_hash, "tool": "openvino", "version": ov.get_version()}
+
+    def build(out: Path) -> None:
+        try:
+            model = ov.convert_model(str(onnx_file))
+            ov.save_model(model, str(out / OPENVINO_FILE), compress_to_fp16=False)
+        except Exception as exc:  # openvino raises RuntimeError / OpConversionFailure with a useful message
+            raise ExportError(f"OpenVINO could not convert {onnx_file}: {exc}") from exc
+
+    return cache.get_or_build("openvino", parts, build) / OPENVINO_FILE
