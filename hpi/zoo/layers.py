@@ -83,7 +83,8 @@ class ConvBNAct(nn.Layer):
         kernel_size: square kernel side.
         stride: convolution stride.
         groups: convolution groups (``groups == in_channels`` for depthwise).
-        padding: explicit padding; default ``(kernel_size - 1) // 2 * dilation`` keeps the size at stride 1.
+        padding: explicit padding (an int, or a Paddle mode such as ``"SAME"``, which PP-HGNetV2's 2x2 stem
+            convolutions use); default ``(kernel_size - 1) // 2 * dilation`` keeps the size at stride 1.
         dilation: convolution dilation.
         act: activation after BN (name, layer or None).
         bias: whether the convolution has a bias (BN makes it redundant, so PaddleClas omits it).
@@ -99,7 +100,7 @@ class ConvBNAct(nn.Layer):
         stride: int = 1,
         *,
         groups: int = 1,
-        padding: int | None = None,
+        padding: int | str | None = None,
         dilation: int = 1,
         act: ActSpec = "relu",
         bias: bool = False,
