@@ -506,7 +506,7 @@ def _text_row(card: ModelCard) -> tuple[str, ...]:
 
 def _pair(pair: LatencyPair) -> str:
     def one(v: float | None) -> str:
-        return "-" if v is None else f"{v:g}"
+        return "-" if v is None else f"{v:.2f}"  # the seeds print latency with two decimals
 
     return f"{one(pair.normal)} / {one(pair.hpi)}"
 
