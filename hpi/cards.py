@@ -167,8 +167,8 @@ class ModelCard:
     size_published: str | None  # the size exactly as printed, e.g. "1.04 G"
     test_env: str  # key of TEST_ENVIRONMENTS the published figures were measured in
     buildable: bool  # hpi.zoo can build this architecture offline
-    params: int | None  # parameter count of the zoo-built network (all stored tensors); None until measured
-    flops: int | None  # multiply-accumulates for one input at input_size; None until measured
+    params: int | None  # zoo build's parameter count incl. BatchNorm running stats; None until measured
+    flops: int | None  # one input at input_size, PaddleClas' FLOPs convention (fidelity.count_flops); or None
     size_ratio: float | None  # size_mb / (params * 4 bytes / 1e6); about 1 when the size is the FP32 weights
     fidelity_note: str | None  # why params, flops or size_ratio look the way they do, when that needs saying
 

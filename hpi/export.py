@@ -78,14 +78,57 @@ def onnx_path(source: ModelSource, cache: EngineCache, *, opset: int = DEFAULT_O
         import onnx
 
         model = onnx.load_from_string(data)
+        repaired = repair_shape_concats(model)
+        if repaired:
+            logger.info("repaired %d scalar shape concatenation(s) in the paddle2onnx output", repaired)
+            data = model.SerializeToString()
         actual_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
         (out / ONNX_FILE).write_bytes(data)
         (out / "export.json").write_text(
-            json.dumps({"paddle2onnx": paddle2onnx.__version__, "opset": actual_opset, "source": source.name}),
+            json.dumps({"paddle2onnx": paddle2onnx.__version__, "opset": actual_opset, "source": source.name,
+                        "repaired_shape_concats": repaired}),
             encoding="utf-8",
         )
 
     return cache.get_or_build("onnx", parts, build) / ONNX_FILE
+
+
+def repair_shape_concats(model) -> int:  # noqa: ANN001 - onnx.ModelProto
+    """Make every input of a Concat that builds a Reshape target shape one-dimensional.
+
+    paddle2onnx 2.1 translates old-format programs (``inference.pdmodel``) so that ``reshape(x, [N, -1])``
+    concatenates a *scalar* batch size (Squeeze of a one-element Slice of Shape) with a 1-D constant, which ONNX
+    forbids ("axis must be in [-rank, rank-1]"). A Reshape's shape input is 1-D by definition, so flattening each
+    of that Concat's inputs with ``Reshape(input, [-1])`` is a no-op for correct inputs and repairs scalar ones.
+    Returns the number of Concat nodes changed.
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    shape_targets = {node.input[1] for node in graph.node if node.op_type == "Reshape" and len(node.input) > 1}
+    flat_name = "hpi_repair_flat_shape"
+    changed = 0
+    new_nodes = []
+    for node in graph.node:
+        concat = node if node.op_type == "Concat" and node.output[0] in shape_targets else None
+        if concat is not None:
+            for i, name in enumerate(list(concat.input)):
+                if producers.get(name) is not None and producers[name].op_type == "Constant":
+                    continue
+                flat = f"{name}_hpi_1d"
+                new_nodes.append(helper.make_node("Reshape", [name, flat_name], [flat], name=f"hpi_repair_{flat}"))
+                concat.input[i] = flat
+                changed += 1
+        new_nodes.append(node)
+    if changed:
+        graph.initializer.append(numpy_helper.from_array(np.array([-1], dtype=np.int64), flat_name))
+        del graph.node[:]
+        graph.node.extend(new_nodes)
+        onnx.checker.check_model(model)
+    return changed
 
 
 def onnx_opset(path: Path) -> int | None:

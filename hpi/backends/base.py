@@ -22,7 +22,13 @@ import numpy as np
 
 from hpi.cache import EngineCache
 from hpi.device import Device
-from hpi.errors import BackendUnavailableError, HpiInternalError, InferenceError, InvalidConfigError, InvalidInputError
+from hpi.errors import (
+    BackendUnavailableError,
+    HpiInternalError,
+    InferenceError,
+    InvalidConfigError,
+    InvalidInputError,
+)
 from hpi.model import ModelSource
 
 logger = logging.getLogger(__name__)

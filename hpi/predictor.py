@@ -1,0 +1,253 @@
+"""The predictor: PaddleX's ``create_model(...).predict(...)`` over any backend.
+
+Image to result, forward only: inputs are expanded into items, read and decoded per item (an unreadable item is
+recorded, not fatal), preprocessed into one batch, run in one engine call, post-processed into results.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpi.backends.base import Engine, get_backend
+from hpi.cache import EngineCache
+from hpi.device import Device, parse_device
+from hpi.errors import HpiError, InvalidConfigError, InvalidInputError, ModelSourceError, UnknownModelError
+from hpi.inputs import InputItem, expand_inputs
+from hpi.model import ModelSource
+from hpi.preprocess import reference
+from hpi.results import BaseResult, ClassificationResult, EmbeddingResult
+from hpi.select import BackendChoice, HpiConfig, resolve_backend
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ItemFailure:
+    """One input that could not be predicted, and why."""
+
+    index: int
+    input_path: str | None
+    error: HpiError
+
+
+class PredictionError(InvalidInputError):
+    """Raised after every good item of a ``predict()`` call was yielded, naming each item that failed."""
+
+    def __init__(self, failures: list[ItemFailure]) -> None:
+        self.failures = failures
+        lines = "; ".join(str(f.error) for f in failures)
+        super().__init__(f"{len(failures)} input(s) failed: {lines}")
+
+
+def locate_model(model_name: str, model_dir: str | Path | None) -> ModelSource:
+    """``model_dir`` if given, else the local model store (real weights before seeded ones)."""
+    if model_dir is not None:
+        return ModelSource.from_path(model_dir, model_name=model_name)
+    try:
+        from hpi.zoo.store import locate
+    except ImportError:  # the zoo needs nothing optional to *locate*; this guards a broken install only
+        locate = None
+    found = locate(model_name) if locate else None
+    if found is None:
+        raise UnknownModelError(
+            f"model {model_name!r} is not in the local model store and no model_dir was given; "
+            f"build it offline with 'hpi zoo build {model_name}', add downloaded weights with "
+            f"'hpi zoo add {model_name} DIR', or pass model_dir="
+        )
+    return ModelSource.from_path(found, model_name=model_name)
+
+
+def _weights_kind(source: ModelSource) -> str | None:
+    try:
+        from hpi.zoo.store import weights_kind
+    except ImportError:
+        return None
+    return weights_kind(source.directory)
+
+
+class Predictor:
+    """A loaded model. Use :func:`create_model` to make one."""
+
+    def __init__(self, source: ModelSource, engine: Engine, choice: BackendChoice, *, topk: int | None = None) -> None:
+        if source.spec.task not in ("classification", "embedding"):
+            raise InvalidConfigError(
+                f"{source.name} is a {source.spec.task} model; use it through a pipeline (hpi.create_pipeline)"
+            )
+        self.source = source
+        self.engine = engine
+        self.choice = choice
+        self.weights = _weights_kind(source)  # "seeded" for zoo builds: scores mean nothing about accuracy
+        self.topk = topk
+        self._spec = source.spec.preprocess
+        self._preprocess = _make_preprocessor(self._spec)
+
+    @property
+    def model_name(self) -> str:
+        return self.source.name
+
+    @property
+    def backend(self) -> str:
+        return self.engine.name
+
+    @property
+    def device(self) -> Device:
+        return self.engine.device
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.model_name!r}, {self.engine.describe()}, {self.choice.mode})"
+
+    def predict(self, input: Any, batch_size: int = 1, topk: int | None = None) -> Iterator[BaseResult]:  # noqa: A002
+        """Yield one result per input image, in order.
+
+        Args:
+            input: an array (HWC BGR uint8), a path, a URL, a directory, ``{"img": ...}`` or a list of these.
+            batch_size: images per engine call.
+            topk: classes per result; default: the model's ``PostProcess.Topk.topk``.
+
+        Raises:
+            PredictionError: after all good items were yielded, if any item could not be read or processed;
+                ``.failures`` lists them.
+        """
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        k = topk or self.topk
+        if k is not None and (not isinstance(k, int) or k < 1):
+            raise InvalidConfigError(f"topk must be a positive integer, got {k!r}")
+        items = expand_inputs(input)
+        failures: list[ItemFailure] = []
+        for start in range(0, len(items), batch_size):
+            yield from self._predict_batch(items[start:start + batch_size], k, failures)
+        if failures:
+            raise PredictionError(failures)
+
+    __call__ = predict
+
+    def _predict_batch(self, items: list[InputItem], topk: int | None, failures: list[ItemFailure]
+                       ) -> Iterator[BaseResult]:
+        loaded: list[tuple[InputItem, np.ndarray]] = []
+        for item in items:
+            try:
+                loaded.append((item, item.load_rgb()))
+            except HpiError as exc:
+                failures.append(ItemFailure(item.index, item.input_path, _named(exc, item)))
+        if not loaded:
+            return
+        try:
+            batch = self._preprocess([rgb for _, rgb in loaded])
+        except HpiError:
+            # Find the item(s) at fault one by one, so the others still run.
+            kept, rows = [], []
+            for item, rgb in loaded:
+                try:
+                    rows.append(self._preprocess([rgb])[0])
+                    kept.append((item, rgb))
+                except HpiError as exc:
+                    failures.append(ItemFailure(item.index, item.input_path, _named(exc, item)))
+            if not kept:
+                return
+            loaded, batch = kept, np.stack(rows)
+        output = self.engine.run(batch)[0]
+        for (item, rgb), row in zip(loaded, output):
+            yield self._make_result(item, rgb, row, topk)
+
+    def _make_result(self, item: InputItem, rgb: np.ndarray, row: np.ndarray, topk: int | None) -> BaseResult:
+        fields: dict[str, Any] = {"input_path": item.input_path, "page_index": None}
+        if self.source.spec.task == "embedding":
+            vec = row.reshape(-1).astype(np.float32)
+            norm = float(np.linalg.norm(vec))
+            fields["feature"] = (vec / norm if norm > 0 else vec).tolist()
+            result: BaseResult = EmbeddingResult(fields)
+        else:
+            spec = self.source.spec.topk
+            k = min(topk or (spec.topk if spec else 5), row.shape[-1])
+            order = np.argsort(-row, kind="stable")[:k]
+            labels = spec.label_list if spec else None
+            fields["class_ids"] = [int(i) for i in order]
+            fields["scores"] = [round(float(row[i]), 5) for i in order]
+            fields["label_names"] = [labels[i] if labels and i < len(labels) else str(int(i)) for i in order]
+            result = ClassificationResult(fields)
+        if self.weights == "seeded":
+            result["weights"] = "seeded"
+        result["_image"] = rgb
+        result["_index"] = item.index
+        return result
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _named(exc: HpiError, item: InputItem) -> HpiError:
+    """The error with the item's name in front, unless it already starts with it."""
+    if str(exc).startswith(item.label):
+        return exc
+    named = type(exc)(f"{item.label}: {exc}")
+    named.__cause__ = exc
+    return named
+
+
+def _make_preprocessor(spec):  # noqa: ANN001, ANN202
+    """The fastest CPU preprocessing available for ``spec`` (the fused kernel, else PaddleX's reference chain)."""
+    if spec is None:
+        raise ModelSourceError("model has no classification preprocessing (PreProcess.transform_ops)")
+    try:
+        from hpi.preprocess.fused import FusedPreprocessor
+    except ImportError:
+        return lambda images: reference.preprocess_batch(spec, images)
+    return FusedPreprocessor(spec)
+
+
+def create_model(
+    model_name: str,
+    model_dir: str | Path | None = None,
+    *,
+    device: str | Device | None = None,
+    use_hpip: bool = False,
+    hpi_config: Mapping[str, Any] | HpiConfig | None = None,
+    topk: int | None = None,
+    cache_dir: str | Path | None = None,
+) -> Predictor:
+    """Load a model for inference, as PaddleX's ``create_model`` does.
+
+    Args:
+        model_name: the PaddleX model name; must equal ``Global.model_name`` in the model's ``inference.yml``.
+        model_dir: a PaddleX inference directory (or ONNX + inference.yml). Default: the local model store.
+        device: "cpu", "gpu" or "gpu:N". Default: gpu:0 if a CUDA device is visible, else cpu.
+        use_hpip: False is normal mode (Paddle Inference fp32); True is high-performance mode.
+        hpi_config: PaddleX's keys (``auto_config``, ``backend``, ``backend_config``) and hpi's own
+            (``allow_reduced_precision``, ``threads``); see :class:`hpi.select.HpiConfig`.
+        topk: default number of classes per result.
+        cache_dir: the engine cache (default: ``$HPI_CACHE_DIR`` or the platform cache directory).
+
+    Example:
+        >>> model = create_model("PP-LCNet_x1_0", device="cpu", use_hpip=True)
+        >>> next(model.predict("cat.jpg")).print()
+    """
+    source = locate_model(model_name, model_dir)
+    dev = parse_device(device)
+    cfg = HpiConfig.from_dict(hpi_config)
+    cache = EngineCache(cache_dir)
+    measure = None
+    if use_hpip and cfg.auto_config and cfg.backend is None:
+        try:
+            from hpi.selection import measured_choice
+        except ImportError:
+            measure = None
+        else:
+            def measure(src, d, c):  # noqa: ANN001, ANN202
+                return measured_choice(src, d, c, cache=cache)
+    choice = resolve_backend(source, dev, use_hpip=use_hpip, hpi_config=cfg, measure=measure)
+    logger.info("%s runs on %s[%s]: %s", source.name, choice.backend, choice.precision, choice.reason)
+    engine = get_backend(choice.backend).engine(source, dev, choice.config, cache).load()
+    return Predictor(source, engine, choice, topk=topk)

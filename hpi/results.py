@@ -1,0 +1,120 @@
+"""Result objects with PaddleX's interface: ``print()``, ``save_to_json()``, ``save_to_img()``, ``.json``, ``.img``.
+
+A result is a dict of its fields (``res["class_ids"]``); ``.json`` is ``{"res": fields}`` as PaddleX prints it.
+Fields whose name starts with ``_`` (the decoded input image) are kept out of JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+
+def to_jsonable(value: Any) -> Any:
+    """numpy scalars and arrays to plain Python, recursively; NaN/inf become None (valid JSON)."""
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items() if not str(k).startswith("_")}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return to_jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class BaseResult(dict):
+    """Common behaviour of every result type."""
+
+    default_suffix = ".jpg"
+
+    @property
+    def json(self) -> dict[str, Any]:
+        return {"res": to_jsonable(dict(self))}
+
+    @property
+    def img(self) -> dict[str, Image.Image]:
+        return {"res": self._draw()}
+
+    def _draw(self) -> Image.Image:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return json.dumps(self.json, indent=4, ensure_ascii=False)
+
+    def print(self, format_json: bool = True, indent: int = 4, ensure_ascii: bool = False) -> None:
+        """Print to stdout, as PaddleX does: indented JSON by default, else the Python repr."""
+        if format_json:
+            print(json.dumps(self.json, indent=indent, ensure_ascii=ensure_ascii))
+        else:
+            print(self.json)
+
+    def _target(self, save_path: str | os.PathLike, suffix: str) -> Path:
+        """A directory (existing, or given without a suffix) gets a file named after the input."""
+        path = Path(save_path)
+        if path.is_dir() or not path.suffix:
+            stem = Path(urlpath_name(self.get("input_path"))).stem or f"res_{self.get('_index', 0)}"
+            path = path / f"{stem}_res{suffix}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def save_to_json(self, save_path: str | os.PathLike, indent: int = 4, ensure_ascii: bool = False) -> Path:
+        """Write ``.json`` to ``save_path`` (a file, or a directory to name it after the input). Returns the path."""
+        path = self._target(save_path, ".json")
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.json, indent=indent, ensure_ascii=ensure_ascii), encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    def save_to_img(self, save_path: str | os.PathLike) -> Path:
+        """Write the visualisation to ``save_path`` (a file, or a directory to name it after the input)."""
+        path = self._target(save_path, self.default_suffix)
+        self._draw().save(path)
+        return path
+
+
+def urlpath_name(input_path: str | None) -> str:
+    if not input_path:
+        return ""
+    return Path(input_path.split("?", 1)[0]).name
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has no size argument
+        return ImageFont.load_default()
+
+
+class ClassificationResult(BaseResult):
+    """``input_path, page_index, class_ids, scores, label_names`` (+ ``weights`` when the model is seeded)."""
+
+    def _draw(self) -> Image.Image:
+        image = Image.fromarray(self["_image"]).convert("RGB")
+        draw = ImageDraw.Draw(image)
+        size = max(12, image.width // 30)
+        font = _font(size)
+        names = self.get("label_names") or [str(c) for c in self["class_ids"]]
+        lines = [f"{name.split(',')[0]} {score:.2f}" for name, score in zip(names, self["scores"])]
+        y = 2
+        for line in lines:
+            box = draw.textbbox((4, y), line, font=font)
+            draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
+            draw.text((4, y), line, fill=(255, 255, 0), font=font)
+            y = box[3] + 6
+        return image
+
+
+class EmbeddingResult(BaseResult):
+    """``input_path, page_index, feature`` (L2-normalised)."""
+
+    def _draw(self) -> Image.Image:
+        return Image.fromarray(self["_image"]).convert("RGB")
