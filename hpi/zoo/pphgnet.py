@@ -55,7 +55,9 @@ class ESEModule(nn.Layer):
 class HGBlock(nn.Layer):
     """``layer_num`` chained 3x3 convs, concat of input and all outputs, 1x1 aggregation, ESE, optional identity."""
 
-    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, layer_num: int, *, identity: bool):
+    def __init__(
+        self, in_channels: int, mid_channels: int, out_channels: int, layer_num: int, *, identity: bool
+    ):
         super().__init__()
         self.identity = identity
         self.layers = nn.LayerList(
@@ -105,7 +107,10 @@ class PPHGNetBackbone(nn.Layer):
         super().__init__()
         channels = (3, *spec.stem_channels)
         self.stem = nn.Sequential(
-            *[ConvBNAct(channels[i], channels[i + 1], 3, 2 if i == 0 else 1) for i in range(len(channels) - 1)]
+            *[
+                ConvBNAct(channels[i], channels[i + 1], 3, 2 if i == 0 else 1)
+                for i in range(len(channels) - 1)
+            ]
         )
         self.pool = nn.MaxPool2D(kernel_size=3, stride=2, padding=1)
         self.stages = nn.LayerList([HGStage(s, spec.layer_num) for s in spec.stages])
@@ -139,7 +144,9 @@ class PPHGNet(nn.Layer):
         return self.head(self.backbone(x))
 
 
-def _stages(*rows: tuple[int, int, int, int, bool]) -> tuple[HGStageSpec, HGStageSpec, HGStageSpec, HGStageSpec]:
+def _stages(
+    *rows: tuple[int, int, int, int, bool],
+) -> tuple[HGStageSpec, HGStageSpec, HGStageSpec, HGStageSpec]:
     specs = tuple(HGStageSpec(*row) for row in rows)
     if len(specs) != 4:
         raise ValueError(f"PP-HGNet has 4 stages, got {len(specs)}")
@@ -150,14 +157,22 @@ def _stages(*rows: tuple[int, int, int, int, bool]) -> tuple[HGStageSpec, HGStag
 VARIANTS: dict[str, HGNetSpec] = {
     "tiny": HGNetSpec(
         (48, 48, 96),
-        _stages((96, 96, 224, 1, False), (224, 128, 448, 1, True), (448, 160, 512, 2, True), (512, 192, 768, 1, True)),
+        _stages(
+            (96, 96, 224, 1, False),
+            (224, 128, 448, 1, True),
+            (448, 160, 512, 2, True),
+            (512, 192, 768, 1, True),
+        ),
         layer_num=5,
         dropout=0.0,
     ),
     "small": HGNetSpec(
         (64, 64, 128),
         _stages(
-            (128, 128, 256, 1, False), (256, 160, 512, 1, True), (512, 192, 768, 2, True), (768, 224, 1024, 1, True)
+            (128, 128, 256, 1, False),
+            (256, 160, 512, 1, True),
+            (512, 192, 768, 2, True),
+            (768, 224, 1024, 1, True),
         ),
         layer_num=6,
         dropout=0.0,
@@ -165,7 +180,10 @@ VARIANTS: dict[str, HGNetSpec] = {
     "base": HGNetSpec(
         (96, 96, 160),
         _stages(
-            (160, 192, 320, 1, False), (320, 224, 640, 2, True), (640, 256, 960, 3, True), (960, 288, 1280, 2, True)
+            (160, 192, 320, 1, False),
+            (320, 224, 640, 2, True),
+            (640, 256, 960, 3, True),
+            (960, 288, 1280, 2, True),
         ),
         layer_num=7,
         dropout=0.2,

@@ -49,7 +49,12 @@ class RepDepthwiseSeparable(nn.Layer):
     """Depthwise conv (folded re-parameterised form when ``use_rep``), optional SE, pointwise conv(s), shortcut."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, stride: int, kernel_size: int, spec: StageSpec | None = None
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        kernel_size: int,
+        spec: StageSpec | None = None,
     ) -> None:
         super().__init__()
         spec = spec or StageSpec(in_channels, kernel_size, False, False, False, False)
@@ -68,7 +73,9 @@ class RepDepthwiseSeparable(nn.Layer):
                 nn.ReLU(),
             )
         else:
-            self.dw_conv = ConvBNAct(in_channels, in_channels, kernel_size, stride, groups=in_channels, act="relu")
+            self.dw_conv = ConvBNAct(
+                in_channels, in_channels, kernel_size, stride, groups=in_channels, act="relu"
+            )
         self.se = SEModule(in_channels, 4, act="relu", gate="sigmoid") if spec.use_se else nn.Identity()
         if spec.split_pw:
             half = int(out_channels * 0.5)
@@ -134,7 +141,9 @@ class PPLCNetV2(nn.Layer):
     ) -> None:
         super().__init__()
         self.backbone = PPLCNetV2Backbone(scale, depths)
-        self.head = PooledConvHead(self.backbone.out_channels, HEAD_CHANNELS, num_classes, act="relu", dropout=dropout)
+        self.head = PooledConvHead(
+            self.backbone.out_channels, HEAD_CHANNELS, num_classes, act="relu", dropout=dropout
+        )
 
     def forward_features(self, x: paddle.Tensor) -> paddle.Tensor:
         """The pooled 1280-d feature vector before the classifier."""
@@ -165,5 +174,6 @@ def _builder(variant: str):
 
 
 MODELS: list[ZooModel] = [
-    ZooModel(name=f"PP-LCNetV2_{variant}", family="PP-LCNetV2", build=_builder(variant)) for variant in VARIANTS
+    ZooModel(name=f"PP-LCNetV2_{variant}", family="PP-LCNetV2", build=_builder(variant))
+    for variant in VARIANTS
 ]
