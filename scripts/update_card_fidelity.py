@@ -67,6 +67,17 @@ def load_zoo() -> tuple[dict[str, ZooModel], list[str], list[str]]:
     return models, missing, failed
 
 
+def disagreements(card: ModelCard, model: ZooModel) -> list[str]:
+    """Where the zoo's record of a model contradicts its card (family, task, input size, resize)."""
+    pairs = (
+        ("family", model.family, card.family),
+        ("task", model.task, card.task),
+        ("input_size", model.input_size, card.input_size),
+        ("resize_short", model.resize_short, card.preprocessing.resize_short),
+    )
+    return [f"{key}: zoo {zoo!r}, card {carded!r}" for key, zoo, carded in pairs if zoo != carded]
+
+
 def lazy_param_count(model: ZooModel) -> int:
     """Parameter count from shapes, weights never allocated; falls back to a real build if lazy building fails."""
     import paddle
@@ -152,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     updated: dict[str, ModelCard] = dict(cards)
     for name in targets:
         card, model = cards[name], zoo[name]
+        for problem in disagreements(card, model):
+            print(f"{name}: zoo and card disagree on {problem}")
         t0 = time.perf_counter()
         try:
             params = lazy_param_count(model)
