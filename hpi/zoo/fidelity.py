@@ -17,24 +17,11 @@ Conventions, chosen to match the published tables:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import paddle
 from paddle import nn
-
-
-@dataclass(frozen=True)
-class PublishedFigures:
-    """A model's size as published, with where it was read, for comparison with a build."""
-
-    params_m: float  # parameters in millions, in the convention of `bn_stats_counted`
-    flops_g: (
-        float | None
-    )  # FLOPs in billions as the source counts them (see `count_flops`); None: not published
-    source: str  # where the figures come from
-    bn_stats_counted: bool = False  # True for PaddleClas tables (BN running mean/var included in params)
 
 
 def count_params(layer: nn.Layer, *, include_bn_stats: bool = False) -> int:
