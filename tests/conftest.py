@@ -133,7 +133,7 @@ def render_text_line(text: str = "Hello World 2026", size: tuple[int, int] = (38
 def render_page(seed: int = 0) -> np.ndarray:
     """A text page (600x800, several paragraphs), BGR uint8, upright."""
     rng = np.random.default_rng(seed)
-    words = "the quick brown fox jumps over lazy dog model engine latency backend image page text".split()
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "model", "engine", "latency", "backend", "image", "page", "text"]
     page = Image.new("RGB", (600, 800), "white")
     draw = ImageDraw.Draw(page)
     font = ImageFont.load_default(size=22)
