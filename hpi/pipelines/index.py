@@ -11,6 +11,11 @@ it is the cosine similarity, higher is better) and ``"L2"`` (the *squared* Eucli
 report it, lower is better; results are then in ascending order). For one metric the three index types return the
 same numbers for the same pair of vectors, so a score threshold means the same thing whichever type was built.
 
+Ids. IVF stores our ids itself. Flat and HNSW hold vectors by position, and a sorted position -> id array maps
+them back (positions follow id order, because ids only grow and rebuilds keep that order); faiss's ``IndexIDMap``
+is not used, because its per-search OpenMP loop for translating ids made single-query latency jump tenfold when
+the two cores were busy.
+
 Removal. Flat and IVF remove vectors from faiss itself. faiss's HNSW graph cannot drop a node, so removed HNSW items
 become tombstones: they stay in the graph (the search still walks through them, which keeps the graph connected) but
 an ``IDSelector`` excludes them from results; every hit is also checked against the live labels. When the graph
@@ -317,6 +322,8 @@ class FeatureIndex:
         self._next_id = 0
         self._tombstones: set[int] = set()
         self._index: Any = None
+        # Flat and HNSW: the id of each faiss position, ascending (tombstones included). Unused by IVF.
+        self._position_ids = np.empty(0, dtype=np.int64)
         self._search_params: Any = None
         self._selector_refs: tuple[Any, ...] = ()
         self._nlist = 0
@@ -386,7 +393,7 @@ class FeatureIndex:
             if self._index is None or self._ivf_needs_retraining():
                 self._rebuild_locked()
             elif len(vectors):
-                self._index.add_with_ids(vectors, ids)
+                self._add_to_faiss(ids, vectors)
         return ids.tolist()
 
     def remove(self, ids: Iterable[int], *, missing_ok: bool = False) -> int:
@@ -419,10 +426,12 @@ class FeatureIndex:
                     self._rebuild_locked()
                 else:
                     self._refresh_search_params()
+            elif self._index_type == "IVF":
+                self._remove_from_faiss(np.asarray(known, dtype=np.int64))
             else:
-                removed = self._index.remove_ids(np.asarray(known, dtype=np.int64))
-                if removed != len(known):
-                    raise HpiInternalError(f"faiss removed {removed} of {len(known)} ids held by the index")
+                positions = np.searchsorted(self._position_ids, np.asarray(sorted(known), dtype=np.int64))
+                self._remove_from_faiss(positions)
+                self._position_ids = np.delete(self._position_ids, positions)
             return len(known)
 
     def search(self, queries: Any, k: int = 1) -> list[list[Hit]]:
@@ -445,6 +454,8 @@ class FeatureIndex:
                 return [[] for _ in range(len(matrix))]
             want = min(int(k), live)
             scores, found = self._index.search(matrix, want, params=self._search_params)
+            if self._index_type != "IVF":
+                found = np.where(found >= 0, self._position_ids[np.maximum(found, 0)], -1)
             results = []
             for row in range(len(matrix)):
                 hits = [
@@ -478,7 +489,9 @@ class FeatureIndex:
             self._trained_count = 0
         else:
             self._index = self._new_faiss_index(vectors)
-            self._index.add_with_ids(vectors, ids)
+        self._position_ids = np.empty(0, dtype=np.int64)
+        if len(ids):
+            self._add_to_faiss(ids, vectors)
         self._refresh_search_params()
         logger.debug("rebuilt %r", self)
 
@@ -486,9 +499,9 @@ class FeatureIndex:
         faiss = self._faiss
         metric = faiss.METRIC_INNER_PRODUCT if self._metric_type == "IP" else faiss.METRIC_L2
         if self._index_type == "Flat":
-            return faiss.index_factory(self._dim, "IDMap2,Flat", metric)
+            return faiss.IndexFlat(self._dim, metric)
         if self._index_type == "HNSW32":
-            return faiss.index_factory(self._dim, f"IDMap,HNSW{HNSW_M}", metric)
+            return faiss.IndexHNSWFlat(self._dim, HNSW_M, metric)
         self._nlist = ivf_nlist(len(training))
         self._trained_count = len(training)
         logger.debug(
@@ -500,6 +513,18 @@ class FeatureIndex:
         index = faiss.index_factory(self._dim, f"IVF{self._nlist},Flat", metric)
         index.train(training)
         return index
+
+    def _add_to_faiss(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if self._index_type == "IVF":
+            self._index.add_with_ids(vectors, ids)
+        else:
+            self._index.add(vectors)
+            self._position_ids = np.concatenate([self._position_ids, ids])
+
+    def _remove_from_faiss(self, faiss_ids: np.ndarray) -> None:
+        removed = self._index.remove_ids(faiss_ids)
+        if removed != len(faiss_ids):
+            raise HpiInternalError(f"faiss removed {removed} of {len(faiss_ids)} vectors held by the index")
 
     def _nprobe(self) -> int:
         if self._nprobe_override is not None:
@@ -525,7 +550,10 @@ class FeatureIndex:
             self._search_params = faiss.SearchParametersHNSW()
             self._search_params.efSearch = self._ef_search
             if self._tombstones:
-                removed = faiss.IDSelectorBatch(np.fromiter(self._tombstones, dtype=np.int64))
+                tombstones = np.fromiter(
+                    sorted(self._tombstones), dtype=np.int64, count=len(self._tombstones)
+                )
+                removed = faiss.IDSelectorBatch(np.searchsorted(self._position_ids, tombstones))
                 kept = faiss.IDSelectorNot(removed)
                 # SWIG does not keep the selectors alive through params.sel: hold them here.
                 self._selector_refs = (removed, kept)
@@ -670,9 +698,9 @@ class FeatureIndex:
         index._nlist = meta["nlist"]
         index._trained_count = meta["trained_count"]
         if count + len(tombstones) > 0:
-            index._index = _read_faiss(
-                index._faiss, directory / FAISS_FILE, meta, expected_ids=[*id_list, *tombstones]
-            )
+            index._index = _read_faiss(index._faiss, directory / FAISS_FILE, meta, count + len(tombstones))
+        if index._index_type != "IVF":
+            index._position_ids = np.array(sorted([*id_list, *tombstones]), dtype=np.int64)
         index._refresh_search_params()
         return index
 
@@ -941,29 +969,25 @@ def _read_id_map(path: Path) -> dict[int, str]:
     return id_map
 
 
-def _read_faiss(faiss: Any, path: Path, meta: dict[str, Any], *, expected_ids: list[int]) -> Any:
+def _read_faiss(faiss: Any, path: Path, meta: dict[str, Any], expected_count: int) -> Any:
     try:
         index = faiss.deserialize_index(np.fromfile(path, dtype=np.uint8))
     except (OSError, RuntimeError, ValueError) as exc:
         raise IndexFileError(f"{path} is not a faiss index this faiss can read: {exc}", path=path) from exc
     metric = faiss.METRIC_INNER_PRODUCT if meta["metric_type"] == "IP" else faiss.METRIC_L2
-    if index.d != meta["dim"] or index.ntotal != len(expected_ids) or index.metric_type != metric:
+    if index.d != meta["dim"] or index.ntotal != expected_count or index.metric_type != metric:
         raise IndexFileError(
             f"{path} holds {index.ntotal} vectors of dimension {index.d} (metric {index.metric_type}), "
-            f"{META_FILE} expects {len(expected_ids)} of dimension {meta['dim']} ({meta['metric_type']})",
+            f"{META_FILE} expects {expected_count} of dimension {meta['dim']} ({meta['metric_type']})",
             path=path,
         )
-    expected_kind = {"Flat": faiss.IndexIDMap2, "HNSW32": faiss.IndexIDMap, "IVF": faiss.IndexIVFFlat}
+    expected_kind = {"Flat": faiss.IndexFlat, "HNSW32": faiss.IndexHNSWFlat, "IVF": faiss.IndexIVFFlat}
     kind = expected_kind[meta["index_type"]]
-    if type(index) is not kind:
+    if not isinstance(index, kind):
         raise IndexFileError(
             f"{path} is a {type(index).__name__}, expected {kind.__name__} for {meta['index_type']}",
             path=path,
         )
-    if hasattr(index, "id_map") and sorted(faiss.vector_to_array(index.id_map).tolist()) != sorted(
-        expected_ids
-    ):
-        raise IndexFileError(f"{path} holds other ids than {IDS_FILE} and the tombstones", path=path)
     return index
 
 
