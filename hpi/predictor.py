@@ -238,15 +238,11 @@ def create_model(
     dev = parse_device(device)
     cfg = HpiConfig.from_dict(hpi_config)
     cache = EngineCache(cache_dir)
-    measure = None
-    if use_hpip and cfg.auto_config and cfg.backend is None:
-        try:
-            from hpi.selection import measured_choice
-        except ImportError:
-            measure = None
-        else:
-            def measure(src, d, c):  # noqa: ANN001, ANN202
-                return measured_choice(src, d, c, cache=cache)
+    def measure(src: ModelSource, d: Device, c: HpiConfig) -> BackendChoice:
+        from hpi.selection import measured_choice
+
+        return measured_choice(src, d, c, cache=cache)
+
     choice = resolve_backend(source, dev, use_hpip=use_hpip, hpi_config=cfg, measure=measure)
     logger.info("%s runs on %s[%s]: %s", source.name, choice.backend, choice.precision, choice.reason)
     engine = get_backend(choice.backend).engine(source, dev, choice.config, cache).load()
