@@ -95,7 +95,8 @@ def run_isolated(function: str, request: dict[str, Any], *, timeout_s: float = 1
     The child's stdout carries only the JSON answer (its libraries' chatter is sent to stderr); an ``HpiError``
     in the child comes back as the same message.
     """
-    env = dict(os.environ, GLOG_minloglevel=os.environ.get("GLOG_minloglevel", "2"))
+    env = dict(os.environ)
+    env.setdefault("GLOG_minloglevel", "2")  # glog reads this exact (lower-case) name
     proc = subprocess.run(
         [sys.executable, "-m", "hpi.harness", function],
         input=json.dumps(request),
