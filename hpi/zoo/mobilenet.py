@@ -1,100 +1,24 @@
-"""MobileNetV1 (Howard et al., 2017), V2 (Sandler et al., 2018) and V3 (Howard et al., 2019) as PaddleClas builds them.
+"""MobileNet family catalogue: PaddleX's MobileNetV1, V2 and V3 (large, small) at every published scale.
 
-The PaddleClas variants differ from torchvision's in ways that change the exported graph, so they are kept:
-
-* V1: width multiplier by plain ``int(c * scale)``, BN + ReLU after every conv.
-* V2: ReLU6; channels are ``int(c * scale)`` (no rounding to 8); every inverted residual has its 1x1 expansion
-  conv, also when the expansion factor is 1; the last conv has ``int(1280 * scale)`` channels above x1.0, else 1280.
-* V3: channels rounded with ``make_divisible(.., 8)``; every block has its expansion conv (also when the width
-  does not change); the squeeze-excitation bottleneck is ``channels // 4`` with a ReLU and a
-  ``hardsigmoid(slope=0.2, offset=0.5)`` gate; the head is global pool, a bias-free 1x1 conv to 1280,
-  hardswish, dropout (``downscale_in_infer``), linear. HardSwish exports to ONNX opset >= 14 as ``HardSwish``.
-
-Every network returns logits and exposes its final linear layer as ``.classifier``; the zoo builds wrap it in
-the softmax PaddleClas exports.
+The architectures live in :mod:`hpi.zoo.nets.mobilenet` (imported only when a model is built, so listing the
+zoo does not import Paddle); its classes are re-exported here on first access. Preprocessing is PaddleX's
+default: resize the short side to 256, centre-crop 224, ImageNet mean/std.
 """
 
 from __future__ import annotations
 
-import functools
 from functools import partial
-from types import SimpleNamespace
-from typing import TYPE_CHECKING
+from typing import Any
 
 from hpi.zoo.registry import ZooModel
-
-if TYPE_CHECKING:
-    from paddle import nn
 
 V1_SCALES = (0.25, 0.5, 0.75, 1.0)
 V2_SCALES = (0.25, 0.5, 1.0, 1.5, 2.0)
 V3_SCALES = (0.35, 0.5, 0.75, 1.0, 1.25)
 
-# MobileNetV1 depthwise-separable blocks: (depthwise channels, pointwise output channels, stride), before scaling.
-V1_BLOCKS = (
-    (32, 64, 1),
-    (64, 128, 2),
-    (128, 128, 1),
-    (128, 256, 2),
-    (256, 256, 1),
-    (256, 512, 2),
-    (512, 512, 1),
-    (512, 512, 1),
-    (512, 512, 1),
-    (512, 512, 1),
-    (512, 512, 1),
-    (512, 1024, 2),
-    (1024, 1024, 1),
-)
-
-# MobileNetV2 inverted-residual groups: (expansion t, output channels c, repeats n, first stride s).
-V2_GROUPS = (
-    (1, 16, 1, 1),
-    (6, 24, 2, 2),
-    (6, 32, 3, 2),
-    (6, 64, 4, 2),
-    (6, 96, 3, 1),
-    (6, 160, 3, 2),
-    (6, 320, 1, 1),
-)
-
-# MobileNetV3 blocks: (kernel, expanded channels, output channels, squeeze-excitation, activation, stride).
-V3_LARGE = (
-    (3, 16, 16, False, "relu", 1),
-    (3, 64, 24, False, "relu", 2),
-    (3, 72, 24, False, "relu", 1),
-    (5, 72, 40, True, "relu", 2),
-    (5, 120, 40, True, "relu", 1),
-    (5, 120, 40, True, "relu", 1),
-    (3, 240, 80, False, "hardswish", 2),
-    (3, 200, 80, False, "hardswish", 1),
-    (3, 184, 80, False, "hardswish", 1),
-    (3, 184, 80, False, "hardswish", 1),
-    (3, 480, 112, True, "hardswish", 1),
-    (3, 672, 112, True, "hardswish", 1),
-    (5, 672, 160, True, "hardswish", 2),
-    (5, 960, 160, True, "hardswish", 1),
-    (5, 960, 160, True, "hardswish", 1),
-)
-V3_SMALL = (
-    (3, 16, 16, True, "relu", 2),
-    (3, 72, 24, False, "relu", 2),
-    (3, 88, 24, False, "relu", 1),
-    (5, 96, 40, True, "hardswish", 2),
-    (5, 240, 40, True, "hardswish", 1),
-    (5, 240, 40, True, "hardswish", 1),
-    (5, 120, 48, True, "hardswish", 1),
-    (5, 144, 48, True, "hardswish", 1),
-    (5, 288, 96, True, "hardswish", 2),
-    (5, 576, 96, True, "hardswish", 1),
-    (5, 576, 96, True, "hardswish", 1),
-)
-# size -> (block table, channels of the conv before pooling, before scaling)
-V3_CONFIGS = {"large": (V3_LARGE, 960), "small": (V3_SMALL, 576)}
-V3_STEM_CHANNELS = 16
-V3_HEAD_CHANNELS = 1280  # the 1x1 conv after pooling; not scaled
-
 # PaddleClas' published parameter counts in millions (docs/zh_CN/models/ImageNet1k/MobileNetV{1,2,3}.md).
+# The V1 and V2 figures are 1-2% below the weights of PaddleClas' own code (V1 x1.0: its convolution and
+# linear weights alone are 4.21M), apparently quoted from the papers; V3 matches to 0.4%.
 PUBLISHED_PARAMS_M: dict[str, float] = {
     "MobileNetV1_x0_25": 0.46,
     "MobileNetV1_x0_5": 1.31,
@@ -117,190 +41,43 @@ PUBLISHED_PARAMS_M: dict[str, float] = {
     "MobileNetV3_small_x1_25": 3.62,
 }
 
-
-@functools.cache
-def _classes() -> SimpleNamespace:
-    """Define the networks on first use, so that importing this module does not import Paddle."""
-    import paddle
-    from paddle import nn
-
-    from hpi.zoo.layers import ConvBNAct, HardSigmoid, PooledConvHead, SEModule, make_divisible
-
-    class MobileNetV1(nn.Layer):
-        def __init__(self, scale: float, num_classes: int = 1000) -> None:
-            super().__init__()
-            stem = int(32 * scale)
-            self.conv = ConvBNAct(3, stem, 3, 2, act="relu")
-            blocks = []
-            in_channels = stem
-            for dw, pw, stride in V1_BLOCKS:
-                dw_c, pw_c = int(dw * scale), int(pw * scale)
-                blocks.append(
-                    nn.Sequential(
-                        ConvBNAct(in_channels, dw_c, 3, stride, groups=dw_c, act="relu"),
-                        ConvBNAct(dw_c, pw_c, 1, 1, act="relu"),
-                    )
-                )
-                in_channels = pw_c
-            self.blocks = nn.Sequential(*blocks)
-            self.avg_pool = nn.AdaptiveAvgPool2D(1)
-            self.flatten = nn.Flatten(start_axis=1, stop_axis=-1)
-            self.classifier = nn.Linear(in_channels, num_classes)
-
-        def forward(self, x):
-            return self.classifier(self.flatten(self.avg_pool(self.blocks(self.conv(x)))))
-
-    class InvertedResidual(nn.Layer):
-        def __init__(
-            self, in_channels: int, out_channels: int, expansion: int, stride: int, residual: bool
-        ) -> None:
-            super().__init__()
-            mid = int(round(in_channels * expansion))
-            self.expand_conv = ConvBNAct(in_channels, mid, 1, 1, act="relu6")
-            self.dw_conv = ConvBNAct(mid, mid, 3, stride, groups=mid, act="relu6")
-            self.linear_conv = ConvBNAct(mid, out_channels, 1, 1, act=None)
-            self.residual = residual
-
-        def forward(self, x):
-            y = self.linear_conv(self.dw_conv(self.expand_conv(x)))
-            return paddle.add(x, y) if self.residual else y
-
-    class MobileNetV2(nn.Layer):
-        def __init__(self, scale: float, num_classes: int = 1000) -> None:
-            super().__init__()
-            in_channels = int(32 * scale)
-            self.conv = ConvBNAct(3, in_channels, 3, 2, act="relu6")
-            blocks = []
-            for t, c, n, s in V2_GROUPS:
-                out_channels = int(c * scale)
-                for i in range(n):
-                    blocks.append(
-                        InvertedResidual(in_channels, out_channels, t, s if i == 0 else 1, residual=i > 0)
-                    )
-                    in_channels = out_channels
-            self.blocks = nn.Sequential(*blocks)
-            last = int(1280 * scale) if scale > 1.0 else 1280
-            self.last_conv = ConvBNAct(in_channels, last, 1, 1, act="relu6")
-            self.avg_pool = nn.AdaptiveAvgPool2D(1)
-            self.flatten = nn.Flatten(start_axis=1, stop_axis=-1)
-            self.classifier = nn.Linear(last, num_classes)
-
-        def forward(self, x):
-            x = self.last_conv(self.blocks(self.conv(x)))
-            return self.classifier(self.flatten(self.avg_pool(x)))
-
-    class ResidualUnit(nn.Layer):
-        def __init__(
-            self,
-            in_channels: int,
-            mid: int,
-            out_channels: int,
-            kernel: int,
-            stride: int,
-            use_se: bool,
-            act: str,
-        ) -> None:
-            super().__init__()
-            self.expand_conv = ConvBNAct(in_channels, mid, 1, 1, act=act)
-            self.dw_conv = ConvBNAct(mid, mid, kernel, stride, groups=mid, act=act)
-            self.se = (
-                SEModule(mid, reduction=4, act="relu", gate=HardSigmoid(slope=0.2, offset=0.5))
-                if use_se
-                else nn.Identity()
-            )
-            self.linear_conv = ConvBNAct(mid, out_channels, 1, 1, act=None)
-            self.residual = stride == 1 and in_channels == out_channels
-
-        def forward(self, x):
-            y = self.linear_conv(self.se(self.dw_conv(self.expand_conv(x))))
-            return paddle.add(x, y) if self.residual else y
-
-    class MobileNetV3(nn.Layer):
-        def __init__(self, size: str, scale: float, num_classes: int = 1000) -> None:
-            super().__init__()
-            table, squeeze = V3_CONFIGS[size]
-            in_channels = make_divisible(V3_STEM_CHANNELS * scale)
-            self.conv = ConvBNAct(3, in_channels, 3, 2, act="hardswish")
-            blocks = []
-            for kernel, exp, c, se, act, stride in table:
-                out_channels = make_divisible(c * scale)
-                blocks.append(
-                    ResidualUnit(
-                        in_channels, make_divisible(exp * scale), out_channels, kernel, stride, se, act
-                    )
-                )
-                in_channels = out_channels
-            self.blocks = nn.Sequential(*blocks)
-            last = make_divisible(squeeze * scale)
-            self.last_second_conv = ConvBNAct(in_channels, last, 1, 1, act="hardswish")
-            self.head = PooledConvHead(last, V3_HEAD_CHANNELS, num_classes, act="hardswish", dropout=0.2)
-
-        @property
-        def classifier(self) -> nn.Linear:
-            return self.head.classifier
-
-        def forward(self, x):
-            return self.head(self.last_second_conv(self.blocks(self.conv(x))))
-
-    return SimpleNamespace(MobileNetV1=MobileNetV1, MobileNetV2=MobileNetV2, MobileNetV3=MobileNetV3)
+_NET_EXPORTS = ("MobileNetV1", "MobileNetV2", "MobileNetV3", "V3_CONFIGS", "build_classifier")
 
 
-def mobilenet_v1(scale: float, *, num_classes: int = 1000) -> nn.Layer:
-    """MobileNetV1 returning logits; ``scale`` is the width multiplier."""
-    return _classes().MobileNetV1(scale, num_classes)
+def _build(version: int, scale: float, size: str | None) -> Any:
+    from hpi.zoo.nets.mobilenet import build_classifier
+
+    return build_classifier(version, scale, size)
 
 
-def mobilenet_v2(scale: float, *, num_classes: int = 1000) -> nn.Layer:
-    """MobileNetV2 returning logits; ``scale`` is the width multiplier."""
-    return _classes().MobileNetV2(scale, num_classes)
+def __getattr__(name: str) -> Any:
+    """Re-export the network classes lazily (they import Paddle)."""
+    if name in _NET_EXPORTS:
+        from hpi.zoo.nets import mobilenet
+
+        return getattr(mobilenet, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def mobilenet_v3(size: str, scale: float, *, num_classes: int = 1000) -> nn.Layer:
-    """MobileNetV3 returning logits.
-
-    Args:
-        size: "large" or "small".
-        scale: width multiplier.
-        num_classes: classifier outputs.
-
-    Raises:
-        ValueError: ``size`` is neither "large" nor "small".
-    """
-    if size not in V3_CONFIGS:
-        raise ValueError(f"MobileNetV3 size {size!r} is not supported; known: {', '.join(V3_CONFIGS)}")
-    return _classes().MobileNetV3(size, scale, num_classes)
-
-
-def _scale_tag(scale: float) -> str:
-    """0.25 -> "x0_25", 1.0 -> "x1_0": PaddleX's spelling of a width multiplier."""
+def scale_tag(scale: float) -> str:
+    """PaddleX's spelling of a width multiplier: 0.25 -> "x0_25", 1.0 -> "x1_0"."""
     whole, _, frac = f"{scale:g}".partition(".")
     return f"x{whole}_{frac or '0'}"
 
 
-def _build(factory, *args) -> nn.Layer:
-    from hpi.zoo.layers import SoftmaxOutput
-
-    model = SoftmaxOutput(factory(*args))
-    model.eval()
-    return model
-
-
-def _zoo_model(name: str, family: str, factory, *args) -> ZooModel:
+def _zoo_model(version: int, scale: float, size: str | None = None) -> ZooModel:
+    name = f"MobileNetV{version}_{size + '_' if size else ''}{scale_tag(scale)}"
     return ZooModel(
         name=name,
-        family=family,
-        build=partial(_build, factory, *args),
+        family=f"MobileNetV{version}",
+        build=partial(_build, version, scale, size),
         extra={"published_params_m": PUBLISHED_PARAMS_M[name]},
     )
 
 
 # The names and scales PaddleX's classification module lists.
 MODELS: list[ZooModel] = (
-    [_zoo_model(f"MobileNetV1_{_scale_tag(s)}", "MobileNetV1", mobilenet_v1, s) for s in V1_SCALES]
-    + [_zoo_model(f"MobileNetV2_{_scale_tag(s)}", "MobileNetV2", mobilenet_v2, s) for s in V2_SCALES]
-    + [
-        _zoo_model(f"MobileNetV3_{size}_{_scale_tag(s)}", "MobileNetV3", mobilenet_v3, size, s)
-        for size in ("large", "small")
-        for s in V3_SCALES
-    ]
+    [_zoo_model(1, s) for s in V1_SCALES]
+    + [_zoo_model(2, s) for s in V2_SCALES]
+    + [_zoo_model(3, s, size) for size in ("large", "small") for s in V3_SCALES]
 )
