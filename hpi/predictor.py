@@ -6,6 +6,7 @@ recorded, not fatal), preprocessed into one batch, run in one engine call, post-
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -74,7 +75,8 @@ def _weights_kind(source: ModelSource) -> str | None:
 class Predictor:
     """A loaded model. Use :func:`create_model` to make one."""
 
-    def __init__(self, source: ModelSource, engine: Engine, choice: BackendChoice, *, topk: int | None = None) -> None:
+    def __init__(self, source: ModelSource, engine: Engine, choice: BackendChoice, *, topk: int | None = None,
+                 fast_preprocess: bool = True) -> None:
         if source.spec.task not in ("classification", "embedding"):
             raise InvalidConfigError(
                 f"{source.name} is a {source.spec.task} model; use it through a pipeline (hpi.create_pipeline)"
@@ -85,7 +87,15 @@ class Predictor:
         self.weights = _weights_kind(source)  # "seeded" for zoo builds: scores mean nothing about accuracy
         self.topk = topk
         self._spec = source.spec.preprocess
-        self._preprocess = _make_preprocessor(self._spec)
+        if self._spec is None:
+            raise ModelSourceError(f"{source.name}: no classification preprocessing (PreProcess.transform_ops)")
+        # fast_preprocess=False runs PaddleX's op chain as written (the benchmark's normal-mode baseline).
+        self._preprocess = _make_preprocessor(self._spec) if fast_preprocess else functools.partial(
+            reference.preprocess_batch, self._spec)
+
+    def preprocess(self, images: list[np.ndarray]) -> np.ndarray:
+        """RGB uint8 HWC images to the model's input batch."""
+        return self._preprocess(images)
 
     @property
     def model_name(self) -> str:
@@ -199,8 +209,6 @@ def _named(exc: HpiError, item: InputItem) -> HpiError:
 
 def _make_preprocessor(spec):  # noqa: ANN001, ANN202
     """The fastest CPU preprocessing available for ``spec`` (the fused kernel, else PaddleX's reference chain)."""
-    if spec is None:
-        raise ModelSourceError("model has no classification preprocessing (PreProcess.transform_ops)")
     try:
         from hpi.preprocess.fused import FusedPreprocessor
     except ImportError:
