@@ -345,6 +345,33 @@ class FeatureIndex:
         return self._metric_type
 
     @property
+    def ef_search(self) -> int:
+        """HNSW search depth (candidates kept while walking the graph); settable, no rebuild needed."""
+        return self._ef_search
+
+    @ef_search.setter
+    def ef_search(self, value: int) -> None:
+        if not _is_int(value) or value < 1:
+            raise InvalidConfigError(f"ef_search must be a positive integer, got {value!r}")
+        with self._lock:
+            self._ef_search = int(value)
+            self._refresh_search_params()
+
+    @property
+    def nprobe(self) -> int:
+        """IVF lists visited per query (0 for other types); settable, ``None`` restores the derived default."""
+        with self._lock:
+            return self._nprobe() if self._index_type == "IVF" else 0
+
+    @nprobe.setter
+    def nprobe(self, value: int | None) -> None:
+        if value is not None and (not _is_int(value) or value < 1):
+            raise InvalidConfigError(f"nprobe must be a positive integer or None, got {value!r}")
+        with self._lock:
+            self._nprobe_override = None if value is None else int(value)
+            self._refresh_search_params()
+
+    @property
     def higher_is_better(self) -> bool:
         """True for ``"IP"`` (similarity), False for ``"L2"`` (squared distance)."""
         return self._metric_type == "IP"

@@ -275,6 +275,20 @@ def test_ivf_retrains_when_the_gallery_grows(data, tmp_path):
     assert [hit.id for hit in index.search(points[300], k=1)[0]] == [300]
 
 
+def test_search_depth_can_be_tuned_without_rebuilding(data):
+    centres, points, labels = data
+    hnsw = FeatureIndex(points, labels, index_type="HNSW32", ef_search=8)
+    hnsw.ef_search = 128
+    assert hnsw.ef_search == 128 and hnsw.nprobe == 0
+    ivf = FeatureIndex(points, labels, index_type="IVF", nprobe=1)
+    assert ivf.nprobe == 1
+    ivf.nprobe = None
+    assert ivf.nprobe == 8  # 8 lists for 320 vectors: all visited by default
+    assert ivf.search(centres, k=5) == FeatureIndex(points, labels, index_type="Flat").search(centres, k=5)
+    with pytest.raises(InvalidConfigError, match="ef_search must be a positive integer"):
+        hnsw.ef_search = 0
+
+
 # --------------------------------------------------------------------------------------------- validation
 
 
