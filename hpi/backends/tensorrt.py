@@ -518,7 +518,9 @@ def _spec_input_dims(source: ModelSource, inputs: list[tuple[str, list[int | Non
     if len(dims) != 4 or all(d is not None for d in dims[1:]):
         return None
     w, h = spec.output_size
-    return {name: [None, 3, h, w] if spec.channels_first else [None, h, w, 3]}
+    if spec.channels_first:
+        return {name: [None, dims[1] or 3, h, w]}
+    return {name: [None, h, w, dims[3] or 3]}
 
 
 def plan_path(source: ModelSource, cache: EngineCache, device: Device, config: TensorRtConfig) -> Path:
