@@ -88,6 +88,25 @@ def test_encoded_is_bit_identical_to_decode_plus_reference(
     np.testing.assert_array_equal(result.batch, want)
 
 
+@pytest.mark.parametrize("interpolation", ["NEAREST", "LINEAR", "BICUBIC", "AREA", "LANCZOS4"])
+def test_random_geometries_are_bit_identical(interpolation: str) -> None:
+    """Up- and downscales, exact factors of 2 and 3, odd sizes: the partial resize must never show."""
+    rng = np.random.default_rng(11)
+    for trial in range(40):
+        short = int(rng.choice([32, 64, 160, 256]))
+        crop = int(rng.integers(1, short + 1))
+        if trial % 4 == 0:  # an exact downscale factor
+            w, h = short * int(rng.choice([2, 3])), int(rng.integers(short, 4 * short))
+        else:
+            w, h = int(rng.integers(1, 700)), int(rng.integers(1, 700))
+        spec = _spec({"ResizeImage": {"resize_short": short, "interpolation": interpolation}},
+                     {"CropImage": {"size": crop}}, _NORMALIZE, "ToCHWImage")
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        with FusedPreprocessor(spec, threads=1) as pre:
+            got = pre([image])
+        np.testing.assert_array_equal(got, reference.preprocess_batch(spec, [image]), err_msg=f"{w}x{h} {spec}")
+
+
 def test_one_thread_and_two_threads_agree(photos: dict[str, np.ndarray], cls_spec: PreprocessSpec) -> None:
     images = list(photos.values()) * 3
     with FusedPreprocessor(cls_spec, threads=1) as one, FusedPreprocessor(cls_spec, threads=2) as two:
