@@ -41,7 +41,9 @@ class ConvNeXtBlock(nn.Layer):
         self.pwconv1 = nn.Linear(dim, 4 * dim)
         self.act = nn.GELU()
         self.pwconv2 = nn.Linear(4 * dim, dim)
-        self.layer_scale = self.create_parameter([dim], default_initializer=nn.initializer.Constant(layer_scale_init))
+        self.layer_scale = self.create_parameter(
+            [dim], default_initializer=nn.initializer.Constant(layer_scale_init)
+        )
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         y = self.dwconv(x).transpose([0, 2, 3, 1])
