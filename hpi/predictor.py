@@ -19,9 +19,11 @@ from hpi.backends.base import Engine, get_backend
 from hpi.cache import EngineCache
 from hpi.device import Device, parse_device
 from hpi.errors import HpiError, InvalidConfigError, InvalidInputError, ModelSourceError, UnknownModelError
-from hpi.inputs import InputItem, expand_inputs
+from hpi.inputs import InputItem, array_to_rgb, expand_inputs
 from hpi.model import ModelSource
 from hpi.preprocess import reference
+from hpi.preprocess.decode import decode_image
+from hpi.preprocess.fused import FusedPreprocessor
 from hpi.results import BaseResult, ClassificationResult, EmbeddingResult
 from hpi.select import BackendChoice, HpiConfig, resolve_backend
 
@@ -41,6 +43,7 @@ class PredictionError(InvalidInputError):
     """Raised after every good item of a ``predict()`` call was yielded, naming each item that failed."""
 
     def __init__(self, failures: list[ItemFailure]) -> None:
+        failures = sorted(failures, key=lambda f: f.index)
         self.failures = failures
         lines = "; ".join(str(f.error) for f in failures)
         super().__init__(f"{len(failures)} input(s) failed: {lines}")
@@ -90,7 +93,7 @@ class Predictor:
         if self._spec is None:
             raise ModelSourceError(f"{source.name}: no classification preprocessing (PreProcess.transform_ops)")
         # fast_preprocess=False runs PaddleX's op chain as written (the benchmark's normal-mode baseline).
-        self._preprocess = _make_preprocessor(self._spec) if fast_preprocess else functools.partial(
+        self._preprocess = FusedPreprocessor(self._spec) if fast_preprocess else functools.partial(
             reference.preprocess_batch, self._spec)
 
     def preprocess(self, images: list[np.ndarray]) -> np.ndarray:
@@ -140,33 +143,46 @@ class Predictor:
 
     def _predict_batch(self, items: list[InputItem], topk: int | None, failures: list[ItemFailure]
                        ) -> Iterator[BaseResult]:
-        loaded: list[tuple[InputItem, np.ndarray]] = []
+        # Read every item (file and URL bytes stay encoded: the fused kernel decodes them on its threads).
+        payloads: list[bytes | np.ndarray] = []
+        readable: list[InputItem] = []
         for item in items:
             try:
-                loaded.append((item, item.load_rgb()))
+                data = item.read_bytes()
+                payloads.append(data if data is not None else array_to_rgb(item.source, item.label))
+                readable.append(item)
             except HpiError as exc:
                 failures.append(ItemFailure(item.index, item.input_path, _named(exc, item)))
-        if not loaded:
+        if not readable:
             return
-        try:
-            batch = self._preprocess([rgb for _, rgb in loaded])
-        except HpiError:
-            # Find the item(s) at fault one by one, so the others still run.
-            kept, rows = [], []
-            for item, rgb in loaded:
-                try:
-                    rows.append(self._preprocess([rgb])[0])
-                    kept.append((item, rgb))
-                except HpiError as exc:
-                    failures.append(ItemFailure(item.index, item.input_path, _named(exc, item)))
-            if not kept:
-                return
-            loaded, batch = kept, np.stack(rows)
+        batch, kept = self._preprocess_items(readable, payloads, failures)
+        if not kept:
+            return
         output = self.engine.run(batch)[0]
-        for (item, rgb), row in zip(loaded, output):
-            yield self._make_result(item, rgb, row, topk)
+        for (item, payload), row in zip(kept, output):
+            yield self._make_result(item, payload, row, topk)
 
-    def _make_result(self, item: InputItem, rgb: np.ndarray, row: np.ndarray, topk: int | None) -> BaseResult:
+    def _preprocess_items(self, items: list[InputItem], payloads: list[bytes | np.ndarray],
+                          failures: list[ItemFailure]) -> tuple[np.ndarray, list[tuple[InputItem, Any]]]:
+        """One batch from the items that preprocess cleanly; the others become failures."""
+        if hasattr(self._preprocess, "process"):  # the fused kernel: per-item errors, decoding on its threads
+            done = self._preprocess.process(payloads, [it.label for it in items])
+            for err in done.errors:
+                item = items[err.index]
+                failures.append(ItemFailure(item.index, item.input_path, _named(err.error, item)))
+            return done.batch, [(items[i], payloads[i]) for i in done.indices]
+        rows, kept = [], []
+        for item, payload in zip(items, payloads):
+            try:
+                rgb = decode_image(payload, item.label) if isinstance(payload, bytes) else payload
+                rows.append(self._preprocess([rgb])[0])
+                kept.append((item, rgb))
+            except HpiError as exc:
+                failures.append(ItemFailure(item.index, item.input_path, _named(exc, item)))
+        return (np.stack(rows) if rows else np.empty(0, np.float32)), kept
+
+    def _make_result(self, item: InputItem, payload: bytes | np.ndarray, row: np.ndarray, topk: int | None
+                     ) -> BaseResult:
         fields: dict[str, Any] = {"input_path": item.input_path, "page_index": None}
         if self.source.spec.task == "embedding":
             vec = row.reshape(-1).astype(np.float32)
@@ -184,12 +200,18 @@ class Predictor:
             result = ClassificationResult(fields)
         if self.weights == "seeded":
             result["weights"] = "seeded"
-        result["_image"] = rgb
+        if isinstance(payload, np.ndarray):
+            result["_image"] = payload
+        else:  # decoded again only if the caller asks for the visualisation
+            result["_loader"] = functools.partial(decode_image, payload, item.label)
         result["_index"] = item.index
         return result
 
+
     def close(self) -> None:
         self.engine.close()
+        if isinstance(self._preprocess, FusedPreprocessor):
+            self._preprocess.close()
 
     def __enter__(self) -> Predictor:
         return self
@@ -205,15 +227,6 @@ def _named(exc: HpiError, item: InputItem) -> HpiError:
     named = type(exc)(f"{item.label}: {exc}")
     named.__cause__ = exc
     return named
-
-
-def _make_preprocessor(spec):  # noqa: ANN001, ANN202
-    """The fastest CPU preprocessing available for ``spec`` (the fused kernel, else PaddleX's reference chain)."""
-    try:
-        from hpi.preprocess.fused import FusedPreprocessor
-    except ImportError:
-        return lambda images: reference.preprocess_batch(spec, images)
-    return FusedPreprocessor(spec)
 
 
 def create_model(

@@ -47,6 +47,14 @@ class BaseResult(dict):
     def _draw(self) -> Image.Image:
         raise NotImplementedError
 
+    def source_image(self) -> np.ndarray:
+        """The input as RGB uint8 HWC: kept for array inputs, read again on demand for files and URLs."""
+        image = self.get("_image")
+        if image is None:
+            image = self["_loader"]()
+            self["_image"] = image
+        return image
+
     def __str__(self) -> str:
         return json.dumps(self.json, indent=4, ensure_ascii=False)
 
@@ -98,7 +106,7 @@ class ClassificationResult(BaseResult):
     """``input_path, page_index, class_ids, scores, label_names`` (+ ``weights`` when the model is seeded)."""
 
     def _draw(self) -> Image.Image:
-        image = Image.fromarray(self["_image"]).convert("RGB")
+        image = Image.fromarray(self.source_image()).convert("RGB")
         draw = ImageDraw.Draw(image)
         size = max(12, image.width // 30)
         font = _font(size)
@@ -117,4 +125,4 @@ class EmbeddingResult(BaseResult):
     """``input_path, page_index, feature`` (L2-normalised)."""
 
     def _draw(self) -> Image.Image:
-        return Image.fromarray(self["_image"]).convert("RGB")
+        return Image.fromarray(self.source_image()).convert("RGB")

@@ -245,9 +245,9 @@ def register_backend(backend: Backend) -> Backend:
 
 
 def _ensure_builtin() -> None:
-    if not _REGISTRY:
-        # Importing each module registers its backend; none imports its runtime library at module level.
-        from hpi.backends import onnxruntime, openvino, paddle, tensorrt  # noqa: F401
+    # Importing each module registers its backend once (a module body runs once); none imports its runtime
+    # library at module level. Checked every call: a caller may have imported just one backend module first.
+    from hpi.backends import onnxruntime, openvino, paddle, tensorrt  # noqa: F401
 
 
 def get_backend(name: str) -> Backend:
