@@ -364,8 +364,11 @@ class BatchKernel:
         out = self._output(out, n, self._row_shape(*first))
         reductions = [1] * n
         for i, p in prepared.items():
-            self._write(p, out[i])
-            reductions[i] = p.reduction
+            try:
+                self._write(p, out[i])
+                reductions[i] = p.reduction
+            except cv2.error as exc:
+                failures[i] = InvalidInputError(f"{names[i]}: OpenCV failed on this image: {exc.err or exc}")
         return _compact(out, n, names, failures, reductions)
 
     def _map(self, fn: Callable[[int], None], n: int) -> None:
@@ -383,7 +386,11 @@ class BatchKernel:
 
         pool = self._ensure_pool()
         futures: list[Future[None]] = [pool.submit(drain) for _ in range(workers - 1)]
-        drain()
+        try:
+            drain()
+        finally:  # never return (or raise) while a worker may still write into the caller's buffer
+            for future in futures:
+                future.exception()
         for future in futures:
             future.result()
 
