@@ -1,0 +1,427 @@
+"""PP-ShiTuV2 catalogue: the mainbody detector and the feature extractor of PaddleX's image recognition pipeline.
+
+The networks live in :mod:`hpi.zoo.nets.shitu` (imported only when a model is built). This module holds what
+the rest of hpi needs without Paddle: the model records, PaddleX's ``inference.yml`` for both, a numpy version
+of the detector's NMS, and the detector's export.
+
+``PP-ShiTuV2_det`` (PicoDet-LCNet x2.5, one class "foreground") is exported as PaddleX exports PaddleDetection
+models with ``export.post_process`` and ``export.nms`` on:
+
+* inputs ``image`` [N, 3, 640, 640] float32 (resized without keeping the aspect ratio, bicubic, ImageNet
+  mean/std, CHW) and ``scale_factor`` [N, 2] float32 = (640 / original height, 640 / original width). There is
+  no ``im_shape`` input: PaddleDetection prunes it from the export because PicoDet never reads it.
+* outputs, in this order: boxes [M, 6] float32 rows (class_id, score, x1, y1, x2, y2) in original-image pixels,
+  grouped by image; boxes_num [N] int32. In the Paddle program they are named ``fetch_name_0`` and
+  ``fetch_name_1``; PaddleX takes them by position.
+* the decoding, the division by ``scale_factor`` and ``multiclass_nms3`` (score > 0.025, 1000 candidates,
+  IoU 0.6, 100 kept) are inside the graph. paddle2onnx 2.1 converts the NMS at opset 17, but the ONNX graph it
+  writes is valid for batch 1 only. :func:`multiclass_nms` reproduces the op in numpy for the NMS-free network
+  (``build_detector(nms=False)``), which takes any batch.
+
+``PP-ShiTuV2_rec`` outputs the raw 512-d embedding; its ``inference.yml`` asks for ``NormalizeFeatures`` (L2
+normalisation after the network), which makes :class:`hpi.model.ModelSpec` read it as an embedding model. It is
+seeded and saved by :func:`hpi.zoo.export.export_zoo_model` like the classifiers.
+
+Seeded detector weights need one more step than seeding gives a classifier: with random weights every anchor
+scores near the 0.01 class prior and no box is ever drawn. :func:`seed_detector` therefore calibrates the
+prediction layer on the calibration photos, so that a few anchors per photo score well above 0.5 and the
+pipeline can be exercised end to end (on scikit-image's astronaut and coffee: 10-20 and 3-10 boxes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hpi.errors import ExportError, InvalidInputError
+from hpi.zoo.registry import ZooModel
+
+if TYPE_CHECKING:
+    from hpi.preprocess.spec import PreprocessSpec
+    from hpi.zoo.export import SeedReport
+
+DET_NAME = "PP-ShiTuV2_det"
+REC_NAME = "PP-ShiTuV2_rec"
+DET_INPUT_SIZE = 640
+REC_INPUT_SIZE = 224
+EMBEDDING_DIM = 512
+LABELS = ("foreground",)
+FPN_STRIDES = (8, 16, 32, 64)
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+DRAW_THRESHOLD = 0.5  # PaddleX keeps boxes scoring above this
+
+
+@dataclass(frozen=True)
+class NmsConfig:
+    """``multiclass_nms3`` settings, as PP-ShiTuV2_det's ``PicoHead.nms`` config sets them."""
+
+    score_threshold: float = 0.025  # drop candidates scoring at or below this
+    nms_top_k: int = 1000  # best candidates per class entering NMS (-1: all)
+    keep_top_k: int = 100  # best boxes kept per image over all classes (-1: all)
+    nms_threshold: float = 0.6  # IoU above which the lower-scoring box is suppressed
+    normalized: bool = True  # IoU without the +1 pixel convention
+
+
+DEFAULT_NMS = NmsConfig()
+
+# Share of anchors (per level, over the calibration photos) that seed_detector lifts to SEED_TOP_LOGIT.
+SEED_TOP_FRACTION = 0.0005
+SEED_TOP_LOGIT = 0.5  # class logit at that quantile: score 0.62
+SEED_CLASS_SPREAD = 2.0  # standard deviation of the class logits over anchors: top scores are decisive
+SEED_REG_SPREAD = 1.0  # standard deviation of the box-bin logits: box sizes vary
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# NMS in numpy, with multiclass_nms3's semantics
+
+
+def _iou_one_to_many(box: np.ndarray, boxes: np.ndarray, normalized: bool) -> np.ndarray:
+    extra = 0.0 if normalized else 1.0
+
+    def area(b: np.ndarray) -> np.ndarray:
+        w, h = b[..., 2] - b[..., 0] + extra, b[..., 3] - b[..., 1] + extra
+        return np.where((w < 0) | (h < 0), 0.0, w * h)
+
+    iw = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]) + extra
+    ih = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]) + extra
+    inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
+    union = area(box) + area(boxes) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def multiclass_nms(
+    boxes: np.ndarray, scores: np.ndarray, config: NmsConfig = DEFAULT_NMS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paddle's ``multiclass_nms3`` in numpy, for the detector built without in-graph NMS.
+
+    Per image and class: candidates scoring above ``score_threshold``, the best ``nms_top_k`` of them, greedy
+    NMS; then the best ``keep_top_k`` over all classes. Rows come grouped by image, then by class id, best
+    score first, as the Paddle op writes them.
+
+    Args:
+        boxes: [N, M, 4] (x1, y1, x2, y2), shared by all classes.
+        scores: [N, C, M] class scores.
+        config: thresholds and limits.
+
+    Returns:
+        ``(out, boxes_num)``: out [K, 6] float32 rows (class_id, score, x1, y1, x2, y2), boxes_num [N] int32.
+
+    Raises:
+        InvalidInputError: the arrays do not have these shapes.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32)
+    scores = np.asarray(scores, dtype=np.float32)
+    if boxes.ndim != 3 or boxes.shape[2] != 4 or scores.ndim != 3 or scores.shape[::2] != boxes.shape[:2]:
+        raise InvalidInputError(
+            f"multiclass_nms: expected boxes [N, M, 4] and scores [N, C, M], got {boxes.shape} and {scores.shape}"
+        )
+    rows: list[np.ndarray] = []
+    counts: list[int] = []
+    for img_boxes, img_scores in zip(boxes, scores, strict=True):
+        kept: list[tuple[int, float, int]] = []  # (class, score, box index)
+        for cls, cls_scores in enumerate(img_scores):
+            cand = np.flatnonzero(cls_scores > config.score_threshold)
+            cand = cand[np.argsort(-cls_scores[cand], kind="stable")]
+            if config.nms_top_k > -1:
+                cand = cand[: config.nms_top_k]
+            selected: list[int] = []
+            for idx in cand:
+                if selected and np.any(
+                    _iou_one_to_many(img_boxes[idx], img_boxes[selected], config.normalized)
+                    > config.nms_threshold
+                ):
+                    continue
+                selected.append(int(idx))
+            kept.extend((cls, float(cls_scores[i]), i) for i in selected)
+        if config.keep_top_k > -1 and len(kept) > config.keep_top_k:
+            best = sorted(range(len(kept)), key=lambda k: -kept[k][1])[: config.keep_top_k]
+            kept = [kept[k] for k in sorted(best, key=lambda k: (kept[k][0], -kept[k][1]))]
+        counts.append(len(kept))
+        rows.extend(np.array([cls, score, *img_boxes[i]], dtype=np.float32) for cls, score, i in kept)
+    out = np.stack(rows) if rows else np.zeros((0, 6), dtype=np.float32)
+    return out, np.array(counts, dtype=np.int32)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# inference.yml as PaddleX writes it
+
+
+def det_preprocess_spec() -> PreprocessSpec:
+    """The detector's input pipeline: resize to 640 x 640 (bicubic, aspect not kept), ImageNet mean/std, CHW."""
+    from hpi.preprocess.spec import PreprocessSpec
+
+    return PreprocessSpec(
+        resize_short=None,
+        resize_to=(DET_INPUT_SIZE, DET_INPUT_SIZE),
+        interpolation="BICUBIC",
+        crop=None,
+        mean=MEAN,
+        std=STD,
+        scale=1.0 / 255.0,
+        channels_first=True,
+    )
+
+
+def det_scale_factor(height: int, width: int, size: int = DET_INPUT_SIZE) -> np.ndarray:
+    """The ``scale_factor`` input for an original image of ``height`` x ``width``: (size / h, size / w)."""
+    return np.array([size / height, size / width], dtype=np.float32)
+
+
+def det_inference_config(model_name: str = DET_NAME, nms: NmsConfig = DEFAULT_NMS) -> dict[str, Any]:
+    """PaddleDetection's exported config for PicoDet with post-processing and NMS in the graph.
+
+    PaddleDetection writes ``arch: GFL`` (not PicoDet) when post-processing is exported, and records lowered NMS
+    thresholds (0.3 / 0.5) for deployment that the graph does not use; PaddleX reads ``Preprocess``,
+    ``draw_threshold`` and ``label_list`` only. A top-level ``Preprocess`` list is what makes
+    :class:`hpi.model.ModelSpec` treat the model as a detector.
+    """
+    return {
+        "mode": "paddle",
+        "draw_threshold": DRAW_THRESHOLD,
+        "metric": "COCO",
+        "use_dynamic_shape": False,
+        "Global": {"model_name": model_name},
+        "arch": "GFL",
+        "min_subgraph_size": 3,
+        "Preprocess": [
+            {
+                "interp": 2,
+                "keep_ratio": False,
+                "target_size": [DET_INPUT_SIZE, DET_INPUT_SIZE],
+                "type": "Resize",
+            },
+            {"is_scale": True, "mean": list(MEAN), "std": list(STD), "type": "NormalizeImage"},
+            {"type": "Permute"},
+        ],
+        "label_list": list(LABELS),
+        "NMS": {
+            "keep_top_k": nms.keep_top_k,
+            "name": "MultiClassNMS",
+            "nms_threshold": 0.5,
+            "nms_top_k": nms.nms_top_k,
+            "score_threshold": 0.3,
+        },
+        "fpn_stride": list(FPN_STRIDES),
+    }
+
+
+def rec_inference_config(model_name: str = REC_NAME) -> dict[str, Any]:
+    """PaddleClas' exported config for PP-ShiTuV2_rec: its eval query transforms and ``NormalizeFeatures``."""
+    return {
+        "Global": {"model_name": model_name},
+        "PreProcess": {
+            "transform_ops": [
+                {
+                    "ResizeImage": {
+                        "size": [REC_INPUT_SIZE, REC_INPUT_SIZE],
+                        "return_numpy": False,
+                        "interpolation": "bilinear",
+                        "backend": "cv2",
+                    }
+                },
+                {
+                    "NormalizeImage": {
+                        "scale": 1.0 / 255.0,
+                        "mean": list(MEAN),
+                        "std": list(STD),
+                        "order": "hwc",
+                        "channel_num": 3,
+                    }
+                },
+                {"ToCHWImage": None},
+            ]
+        },
+        "PostProcess": {"NormalizeFeatures": None},
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# building, seeding and exporting
+
+
+def build_detector(*, nms: bool = True) -> Any:
+    """PicoDet-LCNet x2.5 as PP-ShiTuV2_det, unseeded, in eval mode (``nms=False``: see :func:`multiclass_nms`)."""
+    from hpi.zoo.nets.shitu import PicoDet
+
+    model = PicoDet(len(LABELS), nms=asdict(DEFAULT_NMS) if nms else None)
+    model.eval()
+    return model
+
+
+def build_rec() -> Any:
+    """PP-ShiTuV2_rec, unseeded, in eval mode (512-d embedding, not normalised)."""
+    from hpi.zoo.nets.shitu import ShiTuRec
+
+    model = ShiTuRec(EMBEDDING_DIM)
+    model.eval()
+    return model
+
+
+def seed_detector(layer: Any, *, seed: int = 0) -> SeedReport:
+    """Seed a :func:`build_detector` network so that it draws a few confident boxes on real photos.
+
+    As :func:`hpi.zoo.export.seed_weights` does for every zoo network: random BatchNorm scale and shift, then
+    running statistics calibrated on the calibration photos. Then each level's prediction conv is rescaled so
+    that class logits spread by ``SEED_CLASS_SPREAD`` and box-bin logits by ``SEED_REG_SPREAD`` over the anchors,
+    and its class bias set so that the best ``SEED_TOP_FRACTION`` of anchors reach ``SEED_TOP_LOGIT``.
+
+    Args:
+        layer: the network (its weights are changed in place; eval mode on return).
+        seed: seeds every random draw; build the network under the same seed (:func:`export_detector` does).
+    """
+    import paddle
+
+    from hpi.preprocess.reference import preprocess_batch
+    from hpi.zoo.export import SeedReport, calibrate_batchnorm, calibration_images, randomize_norm_affine
+    from hpi.zoo.nets.shitu import DenseLogits
+
+    rng = np.random.default_rng(seed)
+    images, calibration = calibration_images(seed)
+    batch = preprocess_batch(det_preprocess_spec(), images)
+    dense = DenseLogits(layer)
+    randomize_norm_affine(layer, rng)
+    calibrate_batchnorm(dense, batch)
+
+    num_classes = layer.head.num_classes
+    with paddle.no_grad():
+        level_logits = [x.numpy() for x in dense(paddle.to_tensor(batch))]
+    for predictor, logits in zip(layer.head.predictors, level_logits, strict=True):
+        cls, reg = logits[:, :num_classes], logits[:, num_classes:]
+        bias = predictor.bias.numpy()
+        # Remove the current bias before measuring: the spread and the quantile are of the weighted sum alone.
+        cls = cls - bias[:num_classes].reshape(1, -1, 1, 1)
+        reg = reg - bias[num_classes:].reshape(1, -1, 1, 1)
+        cls_gain = SEED_CLASS_SPREAD / max(float(cls.std()), 1e-6)
+        reg_gain = SEED_REG_SPREAD / max(float(reg.std()), 1e-6)
+        weight = predictor.weight.numpy()
+        weight[:num_classes] *= cls_gain
+        weight[num_classes:] *= reg_gain
+        bias[:num_classes] = SEED_TOP_LOGIT - float(np.quantile(cls * cls_gain, 1.0 - SEED_TOP_FRACTION))
+        bias[num_classes:] = 0.0
+        predictor.weight.set_value(weight)
+        predictor.bias.set_value(bias)
+    layer.eval()
+    return SeedReport(seed, calibration, None, ())
+
+
+def _det_input_spec() -> list[Any]:
+    import paddle
+
+    return [
+        paddle.static.InputSpec([None, 3, DET_INPUT_SIZE, DET_INPUT_SIZE], "float32", "image"),
+        paddle.static.InputSpec([None, 2], "float32", "scale_factor"),
+    ]
+
+
+def export_detector(
+    model: ZooModel,
+    directory: Path,
+    *,
+    seed: int = 0,
+    on_built: Callable[[Any], None] | None = None,
+) -> SeedReport:
+    """Build PP-ShiTuV2_det with seeded weights and write it as a PaddleX inference directory.
+
+    Writes ``inference.json`` + ``inference.pdiparams`` (``paddle.jit.save``, inputs ``image`` and
+    ``scale_factor``) and ``inference.yml`` (:func:`det_inference_config`). Same signature as
+    :func:`hpi.zoo.export.export_zoo_model`, which does not write detectors.
+
+    Args:
+        model: the detector's zoo record.
+        directory: an existing, empty directory.
+        seed: seed for every random draw.
+        on_built: called with the seeded network before it is saved.
+
+    Raises:
+        ExportError: ``paddle.jit.save`` failed.
+    """
+    import paddle
+    import yaml
+
+    from hpi.zoo.export import build_seeded
+
+    directory = Path(directory)
+    with paddle.utils.unique_name.guard():  # parameter names (so the files) must not depend on earlier builds
+        layer = build_seeded(model, seed)
+        report = seed_detector(layer, seed=seed)
+        if on_built is not None:
+            on_built(layer)
+        try:
+            paddle.jit.save(layer, str(directory / "inference"), input_spec=_det_input_spec())
+        except Exception as exc:  # Paddle raises many kinds; wrap at the boundary
+            raise ExportError(f"paddle.jit.save failed for {model.name}: {exc}") from exc
+    with open(directory / "inference.yml", "w", encoding="utf-8") as fh:
+        yaml.safe_dump(det_inference_config(model.name), fh, sort_keys=False, allow_unicode=True)
+    return report
+
+
+def export_rec(
+    model: ZooModel,
+    directory: Path,
+    *,
+    seed: int = 0,
+    on_built: Callable[[Any], None] | None = None,
+) -> SeedReport:
+    """Build PP-ShiTuV2_rec with seeded weights and write it with PaddleX's exact ``inference.yml``.
+
+    Seeding is :func:`hpi.zoo.export.seed_weights` (as for every zoo network); only the config differs from
+    :func:`hpi.zoo.export.export_zoo_model`'s generic one (:func:`rec_inference_config` keeps PaddleClas' keys).
+    """
+    import paddle
+
+    from hpi.zoo.export import build_seeded, preprocess_spec, save_inference_model, seed_weights
+
+    with paddle.utils.unique_name.guard():
+        layer = build_seeded(model, seed)
+        report = seed_weights(layer, preprocess_spec(model), seed=seed, task="embedding")
+        if on_built is not None:
+            on_built(layer)
+        save_inference_model(
+            layer, Path(directory), input_size=model.input_size, config=rec_inference_config(model.name)
+        )
+    return report
+
+
+def export_model(
+    model: ZooModel,
+    directory: Path,
+    *,
+    seed: int = 0,
+    on_built: Callable[[Any], None] | None = None,
+) -> SeedReport:
+    """Export either PP-ShiTuV2 model (the exporter each record also names in ``extra["export"]``)."""
+    exporter = export_detector if model.task == "detection" else export_rec
+    return exporter(model, directory, seed=seed, on_built=on_built)
+
+
+MODELS: list[ZooModel] = [
+    ZooModel(
+        name=DET_NAME,
+        family="PP-ShiTuV2",
+        build=build_detector,
+        task="detection",
+        input_size=DET_INPUT_SIZE,
+        resize_short=None,
+        extra={
+            "interpolation": "BICUBIC",
+            "export": export_detector,  # hpi.zoo.export.export_zoo_model does not write detectors
+            "inputs": {"image": [None, 3, DET_INPUT_SIZE, DET_INPUT_SIZE], "scale_factor": [None, 2]},
+            "outputs": ("boxes", "boxes_num"),
+            "labels": LABELS,
+        },
+    ),
+    ZooModel(
+        name=REC_NAME,
+        family="PP-ShiTuV2",
+        build=build_rec,
+        task="embedding",
+        input_size=REC_INPUT_SIZE,
+        resize_short=None,
+        extra={"embedding_dim": EMBEDDING_DIM, "export": export_rec},
+    ),
+]
