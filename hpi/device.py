@@ -117,12 +117,9 @@ def cpu_has_bf16() -> bool:
 def cuda_device_count() -> int:
     """Visible CUDA devices, asked through cuda-python; 0 when it or a driver is missing."""
     try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+        cudart = _cudart()
     except ImportError:
-        try:
-            from cuda import cudart  # type: ignore[no-redef]  # older cuda-python
-        except ImportError:
-            return 0
+        return 0
     try:
         err, count = cudart.cudaGetDeviceCount()
     except Exception:  # noqa: BLE001 - a broken driver install must read as "no device", not crash import
@@ -130,9 +127,17 @@ def cuda_device_count() -> int:
     return int(count) if int(err) == 0 else 0
 
 
+def _cudart():  # noqa: ANN202
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        from cuda import cudart  # type: ignore[no-redef]  # older cuda-python
+    return cudart
+
+
 def gpu_info(index: int) -> dict[str, object]:
     """Name and compute capability of CUDA device ``index`` (for cache keys)."""
-    from cuda.bindings import runtime as cudart
+    cudart = _cudart()
 
     err, props = cudart.cudaGetDeviceProperties(index)
     if int(err) != 0:
@@ -143,6 +148,7 @@ def gpu_info(index: int) -> dict[str, object]:
 
 def device_signature(device: Device) -> str:
     """A short, stable hash of the hardware an engine is built for (part of every cache key)."""
-    info = gpu_info(device.index) if device.is_gpu else cpu_info()
+    # On CPU the instruction set decides what engines compile to; the core count does not.
+    info = gpu_info(device.index) if device.is_gpu else {k: v for k, v in cpu_info().items() if k != "cores"}
     text = f"{device.kind}|{sorted(info.items())}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from hpi.backends.base import Backend, BackendConfig, Capabilities, Engine, register_backend
-from hpi.device import cuda_device_count, resolve_threads
-from hpi.errors import InvalidConfigError
+from hpi.device import cuda_device_count, device_signature, resolve_threads
+from hpi.errors import BackendUnavailableError, InvalidConfigError
 from hpi.export import onnx_path
 
 logger = logging.getLogger(__name__)
@@ -62,11 +62,14 @@ class OrtEngine(Engine):
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[cfg.graph_optimization]
         options.log_severity_level = 3
+        if self.device.is_gpu and hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()  # finds CUDA/cuDNN installed by onnxruntime-gpu[cuda,cudnn] (onnxruntime >= 1.21)
         if not self.device.is_gpu:
             options.intra_op_num_threads = resolve_threads(cfg.threads)
             options.inter_op_num_threads = 1
             options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self._session = ort.InferenceSession(str(model_file), sess_options=options, providers=self._providers())
+        self._session = ort.InferenceSession(str(model_file), sess_options=options,
+                                             providers=self._providers(model_file))
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
         for info in self._session.get_inputs():
@@ -75,32 +78,53 @@ class OrtEngine(Engine):
                 self.input_dtypes[info.name] = np.dtype(_ORT_DTYPES[info.type])
         active = self._session.get_providers()
         logger.info("onnxruntime session for %s uses %s", self.source.name, active)
+        # onnxruntime drops a provider that fails to start and carries on: that would silently turn fp16 into
+        # fp32 or GPU into CPU, so it is an error here.
         if self.device.is_gpu and active[0] == "CPUExecutionProvider":
-            raise InvalidConfigError(f"onnxruntime fell back to CPU for {self.device}; providers: {active}")
+            raise BackendUnavailableError(f"onnxruntime fell back to CPU for {self.device}; providers: {active}")
+        if self.config.use_tensorrt and active[0] != "TensorrtExecutionProvider":
+            raise BackendUnavailableError(
+                f"onnxruntime could not start the TensorRT execution provider on {self.device} "
+                f"(it needs TensorRT 10.x libraries); providers: {active}")
 
-    def _providers(self) -> list:
+    def _providers(self, model_file) -> list:  # noqa: ANN001
         if not self.device.is_gpu:
             return ["CPUExecutionProvider"]
         # Unverified on this project's CI machines (no GPU): written against onnxruntime-gpu's documented options.
         cfg, index = self.config, self.device.index
         providers: list = []
         if cfg.use_tensorrt:
+            import importlib.metadata
+
+            from hpi.backends.tensorrt import onnx_inputs
+
+            try:
+                trt_version = importlib.metadata.version("tensorrt-cu12-libs")
+            except importlib.metadata.PackageNotFoundError:
+                trt_version = "system"
             trt_cache = self.cache.get_or_build(
                 "ort-trt",
-                {"onnx": self.source.content_hash, "precision": cfg.precision, "device": str(self.device),
+                {"onnx": self.source.content_hash, "precision": cfg.precision,
+                 "device": device_signature(self.device), "tensorrt": trt_version,
                  "max_batch": cfg.trt_max_batch_size, "ort": self.backend.version()},
                 lambda d: (d / "README").write_text("ONNX Runtime TensorRT EP engine cache\n"),
             )
-            providers.append((
-                "TensorrtExecutionProvider",
-                {
-                    "device_id": index,
-                    "trt_fp16_enable": cfg.precision == "fp16",
-                    "trt_engine_cache_enable": True,
-                    "trt_engine_cache_path": str(trt_cache),
-                    "trt_timing_cache_enable": True,
-                },
-            ))
+            options = {
+                "device_id": index,
+                "trt_fp16_enable": cfg.precision == "fp16",
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(trt_cache),
+                "trt_timing_cache_enable": True,
+            }
+            # An explicit batch profile, so one engine serves batch 1..max instead of a rebuild per new shape.
+            shapes = [(name, dims) for name, dims in onnx_inputs(model_file) if dims and dims[0] is None]
+            if shapes and all(d is not None for _, dims in shapes for d in dims[1:]):
+                def profile(n: int) -> str:
+                    return ",".join(f"{name}:{n}x" + "x".join(str(d) for d in dims[1:]) for name, dims in shapes)
+
+                options.update(trt_profile_min_shapes=profile(1), trt_profile_opt_shapes=profile(1),
+                               trt_profile_max_shapes=profile(cfg.trt_max_batch_size))
+            providers.append(("TensorrtExecutionProvider", options))
         providers.append(("CUDAExecutionProvider", {"device_id": index}))
         return providers
 

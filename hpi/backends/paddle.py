@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hpi.backends.base import Backend, BackendConfig, Capabilities, Engine, register_backend
-from hpi.device import cuda_device_count, resolve_threads
+from hpi.device import device_signature, resolve_threads
 from hpi.errors import BackendUnavailableError, InvalidConfigError
 
 logger = logging.getLogger(__name__)
@@ -90,8 +90,9 @@ class PaddleEngine(Engine):
         precision = {"fp32": pi.PrecisionType.Float32, "fp16": pi.PrecisionType.Half}[cfg.precision]
         optim_dir = self.cache.get_or_build(
             "paddle-optim",
-            {"model": self.source.content_hash, "precision": cfg.precision, "device": str(self.device),
-             "max_batch": cfg.trt_max_batch_size},
+            {"model": self.source.content_hash, "precision": cfg.precision,
+             "device": device_signature(self.device), "paddle": self.backend.version(),
+             "trt": str(pi.get_trt_runtime_version()), "max_batch": cfg.trt_max_batch_size},
             lambda d: (d / "README").write_text("Paddle-TensorRT optimisation cache\n"),
         )
         config.set_optim_cache_dir(str(optim_dir))
@@ -106,7 +107,14 @@ class PaddleEngine(Engine):
         spec = self.source.spec.preprocess
         if spec is not None and spec.output_size:
             w, h = spec.output_size
-            name = "x"
+            # The profile needs the input's name before the predictor exists: ask a throwaway CPU predictor.
+            probe = pi.Config(str(self.source.model_file), str(self.source.params_file))
+            probe.disable_gpu()
+            probe.disable_glog_info()
+            names = pi.create_predictor(probe).get_input_names()
+            if len(names) != 1:
+                raise InvalidConfigError(f"Paddle-TensorRT profiles support one input; {self.source.name} has {names}")
+            name = names[0]
             config.set_trt_dynamic_shape_info(
                 {name: [1, 3, h, w]}, {name: [cfg.trt_max_batch_size, 3, h, w]}, {name: [1, 3, h, w]}
             )
@@ -141,7 +149,7 @@ class PaddleBackend(Backend):
 
             if not paddle.device.is_compiled_with_cuda():
                 return "the installed paddlepaddle is the CPU build (install paddlepaddle-gpu)"
-            if cuda_device_count() <= device.index:
+            if paddle.device.cuda.device_count() <= device.index:
                 return "no CUDA device"
         return None
 
