@@ -263,15 +263,16 @@ def format_markdown(benches: Sequence[ModelBench], *, target: float | None = 1.5
             rec: SelectionRecord = run["record"]
             lines += ["", f"#### {b.model}: every candidate (threads={_f(run['threads'])}, batch={run['batch_size']}, "
                       f"weights: {b.weights})", "",
-                      "| candidate | status | p50 ms | p90 ms | p99 ms | items/s | rel. error | top-1 agree | note |",
-                      "|---|---|---|---|---|---|---|---|---|"]
+                      "| candidate | status | p50 ms | p90 ms | p99 ms | items/s | rel. error | top-1 agree "
+                      "| top-5 overlap | note |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
             for res in rec.results:
                 t, a = res.timing, res.accuracy
                 mark = "**winner**" if res.status == "winner" else res.status
                 lines.append(
                     f"| {res.candidate.label} | {mark} | {_f(t and t.p50_ms)} | {_f(t and t.p90_ms)} "
                     f"| {_f(t and t.p99_ms)} | {_f(t and t.throughput, 1)} | {_f(a and a.max_rel_error, 5)} "
-                    f"| {_f(a and a.top1_agreement)} | {res.reason} |"
+                    f"| {_f(a and a.top1_agreement)} | {_f(a and a.top5_overlap)} | {res.reason} |"
                 )
             if run.get("stages"):
                 lines += ["", "| mode | backend | decode | preprocess | inference | postprocess | end to end "
@@ -299,6 +300,7 @@ def format_csv(benches: Sequence[ModelBench]) -> str:
                                                                     "throughput")},
                     "max_rel_error": a.max_rel_error if a else None,
                     "top1_agreement": a.top1_agreement if a else None,
+                    "top5_overlap": a.top5_overlap if a else None,
                     "reason": res.reason,
                 })
     if rows:

@@ -33,6 +33,17 @@ class HpiConfig:
     allow_reduced_precision: bool = True  # let selection consider bf16 / fp16 candidates
     threads: int | None = None  # CPU threads for every candidate; None: the machine's cores
     max_batch_size: int = 8  # the largest batch selection measures and GPU profiles cover
+    accuracy_gate: Mapping[str, Any] = field(default_factory=dict)  # overrides of hpi.selection.AccuracyGate
+
+    def gate(self) -> Any:
+        """The :class:`hpi.selection.AccuracyGate` with this config's overrides."""
+        from hpi.selection import AccuracyGate
+
+        names = {f.name for f in dataclasses.fields(AccuracyGate)}
+        unknown = sorted(set(self.accuracy_gate) - names)
+        if unknown:
+            raise InvalidConfigError(f"hpi_config.accuracy_gate: unknown key(s) {unknown}; known: {sorted(names)}")
+        return AccuracyGate(**self.accuracy_gate)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | HpiConfig | None) -> HpiConfig:

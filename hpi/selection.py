@@ -38,17 +38,24 @@ _RECORD_VERSION = 1
 
 @dataclass(frozen=True)
 class AccuracyGate:
-    """What a candidate must reproduce of the fp32 reference on the reference inputs.
+    """What a candidate must reproduce of the fp32 reference on the reference inputs (configurable through
+    ``hpi_config={"accuracy_gate": {...}}``).
 
     ``rel_error`` is the largest absolute output difference divided by the largest absolute reference output, so it
-    is comparable across logits, probabilities and embeddings.
+    is comparable across logits, probabilities and embeddings. fp32 candidates compute the same function with other
+    kernels, so they must match tightly: a larger error means a wrong conversion. Reduced-precision candidates
+    (bf16, fp16) are judged by what a classifier's user reads, the ranking: on the seeded zoo weights bf16 keeps
+    every top-1 but moves some top-1 probabilities by up to 0.3 (on the trained text-direction model, by 0.03), so a
+    fixed score bound would say more about the weights than about the engine. Set ``max_rel_error_reduced`` to bound
+    scores too, or forbid reduced precision with ``allow_reduced_precision=False``.
     """
 
-    min_top1_agreement: float = 1.0  # classification: fraction of inputs with the reference's top-1
+    min_top1_agreement: float = 1.0  # classification: fraction of inputs whose top-1 equals the reference's
+    min_top5_overlap: float = 0.8  # classification: mean fraction of the reference's top-5 found in the candidate's
     max_rel_error_fp32: float = 1e-3  # fp32 backends differ only by summation order
-    max_rel_error_reduced: float = 5e-2  # bf16 / fp16 (OpenVINO bf16 measured 0.5-0.8% on logits here)
+    max_rel_error_reduced: float | None = None  # bf16 / fp16 score bound; None: judged by ranking (and cosine)
     min_cosine_fp32: float = 0.9999  # embedding models: every output row's cosine to the reference
-    min_cosine_reduced: float = 0.995
+    min_cosine_reduced: float = 0.99
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,7 @@ class Accuracy:
     """How a candidate's outputs compare with the reference's."""
 
     top1_agreement: float | None  # classification only
+    top5_overlap: float | None  # classification only
     max_abs_error: float
     max_rel_error: float
     min_cosine: float
@@ -242,26 +250,34 @@ def compare_outputs(task: str, reference: np.ndarray, output: np.ndarray, precis
     ref = reference.reshape(len(reference), -1).astype(np.float64)
     out = output.reshape(len(output), -1).astype(np.float64)
     if ref.shape != out.shape:
-        return Accuracy(None, float("inf"), float("inf"), -1.0, False, f"output shape {out.shape} != {ref.shape}")
+        return Accuracy(None, None, float("inf"), float("inf"), -1.0, False,
+                        f"output shape {out.shape} != {ref.shape}")
     abs_err = float(np.abs(out - ref).max())
     rel_err = abs_err / max(float(np.abs(ref).max()), 1e-12)
     cos = np.sum(ref * out, 1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1), 1e-12)
     min_cos = float(cos.min())
     reduced = precision != "fp32"
-    top1 = float((ref.argmax(1) == out.argmax(1)).mean()) if task == "classification" else None
     failures = []
+    top1 = top5 = None
     max_rel = gate.max_rel_error_reduced if reduced else gate.max_rel_error_fp32
+    if max_rel is not None and rel_err > max_rel:
+        failures.append(f"relative error {rel_err:.2e} > {max_rel:.0e}")
     if task == "classification":
-        if top1 is not None and top1 < gate.min_top1_agreement:
+        k = min(5, ref.shape[1])
+        top1 = float((ref.argmax(1) == out.argmax(1)).mean())
+        ref_top = np.argsort(-ref, axis=1, kind="stable")[:, :k]
+        out_top = np.argsort(-out, axis=1, kind="stable")[:, :k]
+        top5 = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ref_top, out_top)]))
+        if top1 < gate.min_top1_agreement:
             failures.append(f"top-1 agreement {top1:.3f} < {gate.min_top1_agreement}")
-        if rel_err > max_rel:
-            failures.append(f"relative error {rel_err:.2e} > {max_rel:.0e}")
+        if top5 < gate.min_top5_overlap:
+            failures.append(f"top-5 overlap {top5:.3f} < {gate.min_top5_overlap}")
     else:
         min_required = gate.min_cosine_reduced if reduced else gate.min_cosine_fp32
         if min_cos < min_required:
             failures.append(f"cosine {min_cos:.5f} < {min_required}")
     why = "; ".join(failures) if failures else "within thresholds"
-    return Accuracy(top1, abs_err, rel_err, min_cos, not failures, why)
+    return Accuracy(top1, top5, abs_err, rel_err, min_cos, not failures, why)
 
 
 def measure_candidate(request: dict[str, Any]) -> dict[str, Any]:
@@ -302,7 +318,7 @@ def select(
     progress: Callable[[str], None] | None = None,
 ) -> SelectionRecord:
     """Measure every candidate and pick the fastest that passes ``gate``. Does not read or write the decision cache."""
-    gate = gate or AccuracyGate()
+    gate = gate or hpi_config.gate()
     cands, skipped = candidates(source, device, hpi_config)
     ref_cand = reference_candidate(source, device, hpi_config)
     if ref_cand not in cands:
@@ -379,7 +395,7 @@ def decision_key(source: ModelSource, device: Device, hpi_config: HpiConfig, bat
 def cached_selection(source: ModelSource, device: Device, hpi_config: HpiConfig, *, cache: EngineCache,
                      batch_size: int = 1, gate: AccuracyGate | None = None, **kwargs: Any) -> SelectionRecord:
     """The cached decision for this model, hardware, library versions and policy, measuring it if absent."""
-    gate = gate or AccuracyGate()
+    gate = gate or hpi_config.gate()
     parts = decision_key(source, device, hpi_config, batch_size, gate)
     found = cache.lookup("decision", parts)
     if found is not None:

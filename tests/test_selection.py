@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 import hpi
 from hpi import selection
@@ -43,7 +44,13 @@ def test_gate_thresholds():
     assert compare_outputs("classification", ref, ref + 1e-5, "fp32", gate).passed
     small = compare_outputs("classification", ref, ref + 0.01, "fp32", gate)
     assert not small.passed and "relative error" in small.why
-    assert compare_outputs("classification", ref, ref + 0.01, "bf16", gate).passed  # reduced precision tolerance
+    assert compare_outputs("classification", ref, ref + 0.01, "bf16", gate).passed  # reduced: judged by ranking
+    bounded = AccuracyGate(max_rel_error_reduced=1e-3)
+    assert not compare_outputs("classification", ref, ref + 0.01, "bf16", bounded).passed
+    ref6 = np.array([[0.5, 0.2, 0.1, 0.08, 0.06, 0.04, 0.02]])
+    shuffled = np.array([[0.5, 0.001, 0.002, 0.003, 0.004, 0.3, 0.2]])  # same top-1, top-5 mostly different
+    res = compare_outputs("classification", ref6, shuffled, "bf16", gate)
+    assert not res.passed and res.top1_agreement == 1.0 and "top-5 overlap 0.600" in res.why
     swapped = compare_outputs("classification", ref, ref[:, ::-1], "bf16", gate)
     assert not swapped.passed and "top-1 agreement 0.000" in swapped.why
     emb = np.random.default_rng(0).normal(size=(4, 16))
@@ -132,6 +139,15 @@ def test_version_or_policy_change_measures_again(toy_dir, tmp_path, monkeypatch)
     selection.cached_selection(source, CPU, cfg, cache=cache)
     assert len(runs) == 3  # a library version changed
     assert sum(e.kind == "decision" for e in cache.entries()) == 3
+
+
+def test_gate_is_configurable_through_hpi_config():
+    from hpi.errors import InvalidConfigError
+
+    cfg = HpiConfig.from_dict({"accuracy_gate": {"max_rel_error_reduced": 0.05, "min_top5_overlap": 1.0}})
+    assert cfg.gate().max_rel_error_reduced == 0.05 and cfg.gate().min_top5_overlap == 1.0
+    with pytest.raises(InvalidConfigError, match="accuracy_gate: unknown key"):
+        HpiConfig.from_dict({"accuracy_gate": {"top1": 1}}).gate()
 
 
 def test_candidate_label():
