@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -205,7 +206,9 @@ def calibrate_batchnorm(layer: Any, batch: np.ndarray, *, variance_floor: float 
         for bn in bns:
             bn._momentum = 0.0
             bn.train()
-        with paddle.no_grad():
+        with paddle.no_grad(), warnings.catch_warnings():
+            # Paddle notes that training-mode BN tracks running statistics: that is the point here.
+            warnings.filterwarnings("ignore", message="When training, we now always track global mean")
             layer(paddle.to_tensor(batch))
     finally:
         for bn, momentum in zip(bns, momenta, strict=True):
@@ -500,7 +503,9 @@ def export_zoo_model(
     """
     import paddle
 
-    with paddle.utils.unique_name.guard():  # parameter names (and so the files) must not depend on earlier builds
+    with (
+        paddle.utils.unique_name.guard()
+    ):  # parameter names (and so the files) must not depend on earlier builds
         return _export(model, directory, seed=seed, margin=margin, on_built=on_built)
 
 
