@@ -93,7 +93,9 @@ class Predictor:
         if self._spec is None:
             raise ModelSourceError(f"{source.name}: no classification preprocessing (PreProcess.transform_ops)")
         # fast_preprocess=False runs PaddleX's op chain as written (the benchmark's normal-mode baseline).
-        self._preprocess = FusedPreprocessor(self._spec) if fast_preprocess else functools.partial(
+        # The fused kernel realises OpenCV resizes; a PIL resize (ResizeImage.backend: pil) runs PaddleX's chain.
+        fast = fast_preprocess and self._spec.resize_backend == "cv2"
+        self._preprocess = FusedPreprocessor(self._spec) if fast else functools.partial(
             reference.preprocess_batch, self._spec)
 
     def preprocess(self, images: list[np.ndarray]) -> np.ndarray:

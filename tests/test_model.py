@@ -107,6 +107,28 @@ def test_invalid_yaml_syntax(tmp_path):
         ModelSpec.from_yaml(path)
 
 
+def test_pil_resize_backend_is_honoured(toy_dir, tmp_path, photos):
+    """PaddleX configs such as PP-HGNetV2's ask for ``backend: pil`` with a bicubic filter."""
+    import copy
+
+    import numpy as np
+
+    from hpi.preprocess import reference
+
+    cfg = copy.deepcopy(GOOD)
+    cfg["PreProcess"]["transform_ops"][0]["ResizeImage"].update(interpolation="bicubic", backend="pil")
+    spec = ModelSpec.from_mapping(cfg).preprocess
+    assert spec.resize_backend == "pil" and spec.interpolation == "BICUBIC"
+    assert type(spec).from_transform_ops(spec.to_transform_ops()) == spec
+    rgb = np.ascontiguousarray(photos["chelsea"][:, :, ::-1])
+    pil = reference.preprocess_one(spec, rgb)
+    cv = reference.preprocess_one(type(spec)(**{**spec.__dict__, "resize_backend": "cv2"}), rgb)
+    assert pil.shape == cv.shape and 0 < np.abs(pil - cv).max() < 1.0  # same image, another resampler
+    cfg["PreProcess"]["transform_ops"][0]["ResizeImage"]["backend"] = "skimage"
+    with pytest.raises(ModelSourceError, match="backend: expected 'cv2' or 'pil'"):
+        ModelSpec.from_mapping(cfg)
+
+
 def test_transform_ops_round_trip():
     spec = ModelSpec.from_mapping(GOOD).preprocess
     again = type(spec).from_transform_ops(spec.to_transform_ops())

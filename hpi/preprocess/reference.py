@@ -21,6 +21,22 @@ CV2_INTERPOLATION = {
 }
 
 
+def _pil_resize(rgb: np.ndarray, size: tuple[int, int], interpolation: str) -> np.ndarray:
+    """PaddleX's ``backend: pil`` resize: through a PIL image and back."""
+    from PIL import Image
+
+    filters = {"NEAREST": Image.NEAREST, "LINEAR": Image.BILINEAR, "BICUBIC": Image.BICUBIC,
+               "AREA": Image.BOX, "LANCZOS4": Image.LANCZOS}
+    return np.asarray(Image.fromarray(rgb).resize(size, filters[interpolation]))
+
+
+def resize(spec: PreprocessSpec, rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize to (width, height) with the library and filter the spec names."""
+    if spec.resize_backend == "pil":
+        return _pil_resize(rgb, size, spec.interpolation)
+    return cv2.resize(rgb, size, interpolation=CV2_INTERPOLATION[spec.interpolation])
+
+
 def resized_size(spec: PreprocessSpec, width: int, height: int) -> tuple[int, int]:
     """(width, height) after the spec's resize step."""
     if spec.resize_short is not None:
@@ -45,7 +61,7 @@ def preprocess_one(spec: PreprocessSpec, rgb: np.ndarray) -> np.ndarray:
     """One RGB uint8 HWC image to the model's float32 layout (CHW when the spec says so)."""
     h, w = rgb.shape[:2]
     rw, rh = resized_size(spec, w, h)
-    img = cv2.resize(rgb, (rw, rh), interpolation=CV2_INTERPOLATION[spec.interpolation])
+    img = resize(spec, rgb, (rw, rh))
     x1, y1, x2, y2 = crop_box(spec, rw, rh)
     img = img[y1:y2, x1:x2]
     alpha = [np.float32(spec.scale / s) for s in spec.std]

@@ -38,6 +38,7 @@ class PreprocessSpec:
     std: tuple[float, float, float]
     scale: float  # multiply uint8 values by this first (1/255 for PaddleX models)
     channels_first: bool  # ToCHWImage present: the model takes NCHW
+    resize_backend: str = "cv2"  # "cv2" or "pil": the library PaddleX resizes with (ResizeImage.backend)
 
     @property
     def output_size(self) -> tuple[int, int] | None:
@@ -60,6 +61,7 @@ class PreprocessSpec:
             "std": _IMAGENET_STD,
             "scale": 1.0 / 255.0,
             "channels_first": False,
+            "resize_backend": "cv2",
         }
         seen_normalize = False
         for i, op in enumerate(ops):
@@ -99,6 +101,8 @@ class PreprocessSpec:
         )
         if self.interpolation != "LINEAR":
             resize["interpolation"] = self.interpolation
+        if self.resize_backend != "cv2":
+            resize["backend"] = self.resize_backend
         ops: list[dict[str, Any]] = [{"ResizeImage": resize}]
         if self.crop:
             ops.append({"CropImage": {"size": self.crop[0] if self.crop[0] == self.crop[1] else list(self.crop)}})
@@ -132,10 +136,11 @@ def _parse_resize(args: dict[str, Any], key: str, fields: dict[str, Any]) -> Non
     interp = _INTERP_ALIASES.get(interp, interp)
     if interp not in INTERPOLATIONS:
         raise ModelSourceError(f"{key}.interpolation: {interp!r} is not one of {', '.join(INTERPOLATIONS)}")
-    backend = args.get("backend", "cv2")
-    if backend not in ("cv2", None):
-        raise ModelSourceError(f"{key}.backend: only 'cv2' is supported, got {backend!r}")
+    backend = args.get("backend") or "cv2"
+    if backend not in ("cv2", "pil"):
+        raise ModelSourceError(f"{key}.backend: expected 'cv2' or 'pil', got {backend!r}")
     fields["interpolation"] = interp
+    fields["resize_backend"] = backend
 
 
 def _parse_normalize(args: dict[str, Any], key: str, fields: dict[str, Any]) -> None:
