@@ -1,0 +1,35 @@
+"""Serving: PaddleX's HTTP protocol over hpi's pipelines (FastAPI + uvicorn, the ``serve`` extra).
+
+* :mod:`hpi.serving.app`: ``create_app(pipeline, settings) -> FastAPI``
+* :mod:`hpi.serving.protocol`: the request and response bodies
+* :mod:`hpi.serving.batching`: one engine thread per model, dynamic batching in front of it
+* :mod:`hpi.serving.limits`: body, image and pixel limits; URL fetching behind an allow-list
+* :mod:`hpi.serving.indexes`: PP-ShiTuV2 indexes built through the API, persisted by key
+* :mod:`hpi.serving.cli`: ``hpi serve``
+
+Names are imported on first use, so ``import hpi.serving`` works without FastAPI installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "create_app": "hpi.serving.app",
+    "ServeSettings": "hpi.serving.common",
+    "ServingLimits": "hpi.serving.limits",
+    "BatchingConfig": "hpi.serving.batching",
+    "DynamicBatcher": "hpi.serving.batching",
+    "EngineWorker": "hpi.serving.batching",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hpi.serving' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = sorted(_EXPORTS)

@@ -1,0 +1,151 @@
+"""The ASGI app: PaddleX's serving protocol over hpi's pipelines.
+
+>>> from hpi.serving import create_app, ServeSettings
+>>> app = create_app("image_classification", ServeSettings(device="cpu"))
+>>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8080)  # doctest: +SKIP
+
+Every response, success or failure, has the protocol's shape (``logId``, ``errorCode``, ``errorMsg``); a failure's
+``errorCode`` is its HTTP status: 400 unreadable input, 403 a URL the server may not fetch, 404 an unknown route or
+index, 413 too large, 422 a body that does not match the schema, 500 a server fault, 503 overloaded or stopping,
+504 timed out. No request can take the server down: every exception becomes one of these responses. The OpenAPI
+schema is at ``/openapi.json`` (and ``/docs``); ``GET /health`` says which backend each model runs on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hpi import __version__
+from hpi.errors import HpiError, InvalidConfigError
+from hpi.serving.common import ServeSettings, Service, error_response, log_id_of, ok_response
+from hpi.serving.limits import BodyLimitMiddleware, status_for
+from hpi.serving.protocol import HEALTH_ENDPOINT, ErrorResponse, HealthResult, ResultResponse
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_NAMES = ("image_classification", "PP-ShiTuV2")
+
+
+def build_service(pipeline: Any, settings: ServeSettings) -> Service:
+    """The service for a pipeline name, a pipeline YAML, a pipeline object or a predictor."""
+    if isinstance(pipeline, str | os.PathLike):
+        from hpi.pipelines import create_pipeline
+
+        pipeline = create_pipeline(
+            pipeline, device=settings.device, use_hpip=settings.use_hpip, hpi_config=settings.hpi_config,
+            cache_dir=settings.cache_dir,
+        )
+    if callable(getattr(pipeline, "build_index", None)):
+        from hpi.serving.shitu import ShiTuService
+
+        return ShiTuService(pipeline, settings)
+    task = getattr(getattr(getattr(getattr(pipeline, "predictor", pipeline), "source", None), "spec", None), "task",
+                   None)
+    if task == "classification":
+        from hpi.serving.classification import ClassificationService
+
+        return ClassificationService(pipeline, settings)
+    raise InvalidConfigError(
+        f"cannot serve {type(pipeline).__name__}: expected a pipeline name ({', '.join(PIPELINE_NAMES)}), a "
+        "pipeline YAML, an image classification or PP-ShiTuV2 pipeline, or a classification predictor"
+    )
+
+
+def create_app(pipeline: Any, settings: ServeSettings | None = None) -> FastAPI:
+    """An ASGI app serving ``pipeline`` with PaddleX's protocol.
+
+    Args:
+        pipeline: ``"image_classification"``, ``"PP-ShiTuV2"``, a pipeline YAML path, a pipeline made by
+            :func:`hpi.create_pipeline`, or a classification predictor made by :func:`hpi.create_model`. Models are
+            loaded here, so a missing model fails now rather than at the first request.
+        settings: limits, batching, persistence; default :class:`ServeSettings`.
+
+    Returns:
+        The FastAPI app; its model workers start and stop with the app's lifespan.
+    """
+    settings = settings or ServeSettings()
+    service = build_service(pipeline, settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title=f"hpi serving: {service.pipeline_name}",
+        version=__version__,
+        description="PaddleX's serving protocol for hpi pipelines.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    service.register_routes(app)
+    _register_health(app, service)
+    _register_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
+    return app
+
+
+def _register_health(app: FastAPI, service: Service) -> None:
+    async def health(request: Request) -> Any:
+        result = HealthResult(
+            status="ok" if service.healthy else "stopped",
+            pipeline=service.pipeline_name,
+            models=service.models(),
+            batching={b.name: b.stats() for b in service.batchers},
+        )
+        if not service.healthy:
+            return error_response(request, 503, f"not serving: {service.pipeline_name} workers are not running")
+        return ok_response(request, result.model_dump())
+
+    app.add_api_route(HEALTH_ENDPOINT, health, methods=["GET"], response_model=ResultResponse[HealthResult],
+                      responses={503: {"model": ErrorResponse}}, summary="Which backend each model runs on")
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    more = len(exc.errors()) - 5
+    return "invalid request body: " + "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def _register_error_handlers(app: FastAPI) -> None:
+    async def on_http(request: Request, exc: StarletteHTTPException) -> Any:
+        return error_response(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    async def on_validation(request: Request, exc: RequestValidationError) -> Any:
+        return error_response(request, 422, _validation_message(exc))
+
+    async def on_timeout(request: Request, exc: TimeoutError) -> Any:
+        return error_response(request, 504, "the request timed out waiting for inference")
+
+    async def on_hpi(request: Request, exc: HpiError) -> Any:
+        status = status_for(exc)
+        if status >= 500:
+            logger.error("logId %s: %s: %s", log_id_of(request), type(exc).__name__, exc, exc_info=exc)
+        headers = {"Retry-After": "1"} if status == 503 else None
+        return error_response(request, status, str(exc), headers)
+
+    async def on_other(request: Request, exc: Exception) -> Any:
+        log_id = log_id_of(request)
+        logger.error("logId %s: unexpected %s", log_id, type(exc).__name__, exc_info=exc)
+        return error_response(request, 500, f"internal error ({type(exc).__name__}); see the server log for "
+                                            f"logId {log_id}")
+
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(TimeoutError, on_timeout)
+    app.add_exception_handler(HpiError, on_hpi)
+    app.add_exception_handler(Exception, on_other)

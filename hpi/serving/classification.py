@@ -1,0 +1,118 @@
+"""``POST /image-classification`` over an image classification pipeline or a classification predictor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+
+from hpi.errors import HpiInternalError, InvalidConfigError
+from hpi.predictor import PredictionError
+from hpi.serving.batching import DynamicBatcher, EngineWorker
+from hpi.serving.common import ServeSettings, Service, encode_jpeg_base64, model_status, ok_response
+from hpi.serving.protocol import (
+    CLASSIFY_ENDPOINT,
+    ClassifyRequest,
+    ClassifyResult,
+    ErrorResponse,
+    ModelStatus,
+    ResultResponse,
+)
+
+
+@dataclass(frozen=True)
+class ClassifyItem:
+    """One request's image (BGR uint8 HWC, PaddleX's array convention) and how many classes it wants."""
+
+    image: np.ndarray
+    topk: int
+
+
+def _default_topk(runner: Any) -> int:
+    """Classes per result when a request gives no ``topk``: the pipeline's, else the model's, else 5."""
+    config_model = getattr(getattr(runner, "config", None), "model", None)
+    predictor = getattr(runner, "predictor", runner)
+    spec_topk = getattr(getattr(getattr(predictor, "source", None), "spec", None), "topk", None)
+    for value in (getattr(config_model, "topk", None), getattr(predictor, "topk", None),
+                  getattr(spec_topk, "topk", None)):
+        if isinstance(value, int) and value > 0:
+            return value
+    return 5
+
+
+class ClassificationService(Service):
+    """Classifies images for concurrent requests in shared, dynamically sized batches.
+
+    Args:
+        runner: an ``ImageClassificationPipeline`` or a classification ``Predictor``; anything with
+            ``predict(images, batch_size=, topk=)`` that yields ``ClassificationResult``s in order and raises
+            ``PredictionError`` for the items it could not process.
+        settings: limits, batching and visualisation.
+    """
+
+    pipeline_name = "image_classification"
+
+    def __init__(self, runner: Any, settings: ServeSettings) -> None:
+        super().__init__(settings)
+        if not callable(getattr(runner, "predict", None)):
+            raise InvalidConfigError(f"cannot serve {type(runner).__name__} as image classification: no predict()")
+        self.runner = runner
+        self.predictor = getattr(runner, "predictor", runner)
+        self.default_topk = _default_topk(runner)
+        name = str(getattr(self.predictor, "model_name", "classifier"))
+        self.batcher: DynamicBatcher[ClassifyItem, Any] = DynamicBatcher(
+            self._run_batch, EngineWorker(name), settings.batching, name=name
+        )
+        self.batchers = [self.batcher]
+
+    def models(self) -> list[ModelStatus]:
+        return [model_status("classification", self.predictor)]
+
+    def _run_batch(self, items: list[ClassifyItem]) -> list[Any]:
+        """On the engine thread: one ``predict`` call for the batch; failed items get their own error."""
+        topk = max(item.topk for item in items)
+        results: list[Any] = []
+        out: list[Any] = [None] * len(items)
+        try:
+            for res in self.runner.predict([item.image for item in items], batch_size=len(items), topk=topk):
+                results.append(res)
+        except PredictionError as exc:
+            for failure in exc.failures:
+                out[failure.index] = failure.error
+        pending = iter(results)
+        for i in range(len(items)):
+            if out[i] is None:
+                out[i] = next(pending, None)
+        if any(entry is None for entry in out) or next(pending, None) is not None:
+            raise HpiInternalError(f"predict returned {len(results)} results for {len(items)} images")
+        return out
+
+    def _render(self, res: Any, topk: int) -> dict[str, Any]:
+        """The protocol's ``result`` for one classification (drawing and JPEG encoding happen here)."""
+        for key in ("class_ids", "scores", "label_names"):
+            if key in res:
+                res[key] = list(res[key])[:topk]
+        ids, scores = res["class_ids"], res["scores"]
+        names = res.get("label_names") or [str(i) for i in ids]
+        categories = [{"id": int(i), "name": str(n), "score": float(s)} for i, n, s in zip(ids, names, scores)]
+        image = encode_jpeg_base64(res.img["res"], self.settings.jpeg_quality) if self.settings.visualize else None
+        return {"categories": categories, "image": image}
+
+    async def classify(self, body: ClassifyRequest, request: Request) -> Any:
+        image = await self.load_image(body.image, "image")
+        topk = body.topk or self.default_topk
+        res = await self.submit(self.batcher, ClassifyItem(image, topk))
+        return ok_response(request, await self.in_cpu_pool(self._render, res, topk))
+
+    def register_routes(self, app: FastAPI) -> None:
+        app.add_api_route(
+            CLASSIFY_ENDPOINT,
+            self.classify,
+            methods=["POST"],
+            response_model=ResultResponse[ClassifyResult],
+            responses={code: {"model": ErrorResponse} for code in (400, 403, 413, 422, 500, 503, 504)},
+            summary="Classify an image",
+            operation_id="infer",
+        )

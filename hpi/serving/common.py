@@ -1,0 +1,162 @@
+"""What every served pipeline shares: settings, the service interface, responses and the visualisation encoding."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+import uuid
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from hpi.errors import InvalidConfigError
+from hpi.serving.batching import BatchingConfig, DynamicBatcher
+from hpi.serving.limits import ServingLimits, UrlFetcher, decode_image_bytes, read_image_field
+from hpi.serving.protocol import ModelStatus
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How the server runs. Defaults are safe for a server reachable by untrusted clients.
+
+    Building a pipeline from its name uses ``device``, ``use_hpip``, ``hpi_config`` and ``cache_dir``; they are
+    ignored when :func:`hpi.serving.app.create_app` is given a ready pipeline or predictor.
+    """
+
+    limits: ServingLimits = field(default_factory=ServingLimits)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    request_timeout_s: float = 120.0  # a request waiting longer for its result gets 504
+    visualize: bool = True  # result.image: the visualisation as Base64 JPEG; False sends null (saves CPU)
+    jpeg_quality: int = 90  # of the visualisation
+    cpu_workers: int | None = None  # threads decoding images and encoding visualisations; None: cores + 1, max 4
+    index_dir: str | None = None  # where indexes built through the API persist; None: see default_index_dir()
+    default_index: str | None = None  # PP-ShiTuV2: a saved index used when a request has no indexKey
+    device: str | None = None
+    use_hpip: bool = False
+    hpi_config: dict[str, Any] | None = None
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.request_timeout_s > 0:
+            raise InvalidConfigError(f"request_timeout_s must be positive, got {self.request_timeout_s!r}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise InvalidConfigError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality!r}")
+        if self.cpu_workers is not None and self.cpu_workers < 1:
+            raise InvalidConfigError(f"cpu_workers must be positive, got {self.cpu_workers!r}")
+
+    def resolved_index_dir(self) -> Path:
+        return Path(self.index_dir).expanduser() if self.index_dir else default_index_dir()
+
+
+def default_index_dir() -> Path:
+    """``$HPI_HOME/serving/indexes`` if ``HPI_HOME`` is set, else the per-user data directory's."""
+    home = os.environ.get("HPI_HOME")
+    if home:
+        return Path(home).expanduser() / "serving" / "indexes"
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("hpi")) / "serving" / "indexes"
+
+
+def new_log_id() -> str:
+    return str(uuid.uuid4())
+
+
+def log_id_of(request: Request) -> str:
+    """The request's logId, made once and kept on the request so that errors report the same one."""
+    log_id = getattr(request.state, "log_id", None)
+    if log_id is None:
+        log_id = new_log_id()
+        request.state.log_id = log_id
+    return log_id
+
+
+def ok_response(request: Request, result: Any) -> JSONResponse:
+    return JSONResponse({"logId": log_id_of(request), "errorCode": 0, "errorMsg": "Success", "result": result})
+
+
+def error_response(request: Request, status: int, message: str, headers: dict[str, str] | None = None
+                   ) -> JSONResponse:
+    return JSONResponse({"logId": log_id_of(request), "errorCode": status, "errorMsg": message}, status_code=status,
+                        headers=headers)
+
+
+def encode_jpeg_base64(image: Any, quality: int) -> str:
+    """A PIL image as Base64 JPEG text."""
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format="JPEG", quality=quality)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def model_status(role: str, predictor: Any) -> ModelStatus:
+    """What the health endpoint says about one loaded predictor."""
+    choice = getattr(predictor, "choice", None)
+    return ModelStatus(
+        role=role,
+        name=str(getattr(predictor, "model_name", "?")),
+        backend=str(getattr(predictor, "backend", "?")),
+        device=str(getattr(predictor, "device", "?")),
+        precision=getattr(choice, "precision", None),
+        mode=getattr(choice, "mode", None),
+        weights=getattr(predictor, "weights", None),
+    )
+
+
+class Service(ABC):
+    """One served pipeline: its routes, its model workers and batchers, and what the health endpoint reports."""
+
+    pipeline_name: str
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.limits = settings.limits
+        self.fetcher = UrlFetcher(settings.limits)
+        workers = settings.cpu_workers or min(4, (os.cpu_count() or 1) + 1)
+        self.cpu_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hpi-serve-cpu")
+        self.batchers: list[DynamicBatcher[Any, Any]] = []
+
+    @abstractmethod
+    def register_routes(self, app: FastAPI) -> None:
+        """Add the pipeline's endpoints to ``app``."""
+
+    @abstractmethod
+    def models(self) -> list[ModelStatus]:
+        """The loaded models, with the backend and device each runs on."""
+
+    async def start(self) -> None:
+        for batcher in self.batchers:
+            batcher.start()
+
+    async def stop(self) -> None:
+        for batcher in self.batchers:
+            await batcher.stop()
+        await self.fetcher.aclose()
+        for batcher in self.batchers:
+            batcher.worker.close()
+        self.cpu_pool.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def healthy(self) -> bool:
+        return all(b.running for b in self.batchers)
+
+    async def in_cpu_pool(self, fn: Any, /, *args: Any) -> Any:
+        """Run CPU work (decoding, drawing, encoding) off the event loop and off the engine threads."""
+        return await asyncio.get_running_loop().run_in_executor(self.cpu_pool, fn, *args)
+
+    async def load_image(self, text: str, name: str) -> Any:
+        """An ``image`` field (Base64 or allowed URL) as a BGR uint8 array, within the limits."""
+        data = await read_image_field(text, self.limits, self.fetcher, name)
+        return await self.in_cpu_pool(decode_image_bytes, data, self.limits, name)
+
+    async def submit(self, batcher: DynamicBatcher[Any, R], item: Any) -> R:
+        """Queue ``item`` and wait for its result, at most ``request_timeout_s``."""
+        return await asyncio.wait_for(batcher.submit(item), self.settings.request_timeout_s)

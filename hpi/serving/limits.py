@@ -1,0 +1,411 @@
+"""What a request may cost the server, and reading its images within those limits.
+
+An image field is either Base64 (standard alphabet, optionally a ``data:image/...;base64,`` URI) or an http(s)
+URL. Everything that can make one request expensive is bounded before the work is done:
+
+* the request body (``max_body_bytes``): checked by :class:`BodyLimitMiddleware` while the body streams in, so an
+  oversized upload is refused before it is buffered, with or without a ``Content-Length``;
+* the encoded image (``max_image_bytes``): checked on the Base64 length before decoding it, and on the bytes a URL
+  sends while they arrive;
+* the decoded pixels (``max_pixels``): read from the file header (PNG ``IHDR``, JPEG ``SOF``, Pillow's header
+  parser for the other formats) before OpenCV allocates anything, so a 100-byte PNG that declares 100000 x 100000
+  pixels (a decompression bomb) is refused in microseconds;
+* the images in one request (``max_images_per_request``).
+
+URL fetching is off unless hosts are allowed (``url_allow_hosts``): a server that fetches any URL it is given lets
+a client reach whatever the server can reach (cloud metadata endpoints, internal services), the SSRF hole. Each
+redirect is checked against the same list; URLs with credentials or other schemes are refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import re
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from hpi.errors import InvalidConfigError, InvalidInputError
+from hpi.preprocess.decode import jpeg_header
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+MiB = 1 << 20
+_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+_DATA_URI_RE = re.compile(r"^data:[\w/+.\-]*(;[\w=.\-]+)*;base64,", re.ASCII)
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_MAX_REDIRECTS = 3
+
+
+# --------------------------------------------------------------------------------------------------- errors
+
+
+class RequestRejectedError(InvalidInputError):
+    """A request the server will not process; ``status_code`` is the HTTP status it is answered with."""
+
+    status_code = 400
+
+
+class PayloadTooLargeError(RequestRejectedError):
+    """The body, an image's bytes or its declared pixels exceed a limit."""
+
+    status_code = 413
+
+
+class UrlNotAllowedError(RequestRejectedError):
+    """An image URL the server may not fetch: fetching is off, or its host is not on the allow-list."""
+
+    status_code = 403
+
+
+class ImageFetchError(RequestRejectedError):
+    """An allowed URL could not be fetched (network error, HTTP error status, timeout)."""
+
+    status_code = 422
+
+
+# --------------------------------------------------------------------------------------------------- limits
+
+
+@dataclass(frozen=True)
+class ServingLimits:
+    """Per-request limits. Every field has a safe default; ``hpi serve`` exposes each as an option."""
+
+    max_body_bytes: int = 32 * MiB  # whole request body, as sent (Base64 grows an image by 4/3)
+    max_image_bytes: int = 16 * MiB  # one encoded image, after Base64 decoding or as downloaded
+    max_pixels: int = 40_000_000  # width x height declared by one image's header (8000 x 5000)
+    max_images_per_request: int = 64  # imageLabelPairs in one index build/add request
+    max_ids_per_request: int = 10_000  # ids in one index remove request
+    url_allow_hosts: frozenset[str] = field(default_factory=frozenset)  # empty: URL inputs refused
+    url_timeout_s: float = 10.0  # connect + read, per URL
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_image_bytes", "max_pixels", "max_images_per_request",
+                     "max_ids_per_request"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidConfigError(f"ServingLimits.{name} must be a positive integer, got {value!r}")
+        if not self.url_timeout_s > 0:
+            raise InvalidConfigError(f"ServingLimits.url_timeout_s must be positive, got {self.url_timeout_s!r}")
+        hosts = frozenset(_normalise_host_entry(h) for h in self.url_allow_hosts)
+        object.__setattr__(self, "url_allow_hosts", hosts)
+
+    @property
+    def urls_enabled(self) -> bool:
+        return bool(self.url_allow_hosts)
+
+
+def _normalise_host_entry(entry: str) -> str:
+    """``"Example.COM"`` -> ``"example.com"``; ``"host:8080"`` keeps its port; ``"*.example.com"`` is a suffix."""
+    if not isinstance(entry, str) or not entry.strip() or "/" in entry or "@" in entry:
+        raise InvalidConfigError(
+            f"URL allow-list entry {entry!r} is not a host; expected e.g. 'images.example.com', "
+            "'127.0.0.1:8000' or '*.example.com'"
+        )
+    return entry.strip().lower()
+
+
+def _split_entry(entry: str) -> tuple[str, int | None]:
+    """An allow-list entry as (host, port or None): ``host``, ``host:port``, ``[v6]``, ``[v6]:port``, bare v6."""
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
+    if entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+        return host, int(port) if port.isdigit() else None
+    return entry, None
+
+
+def host_allowed(host: str, port: int | None, allow: frozenset[str]) -> bool:
+    """Whether ``host`` (and ``port``) matches an allow-list entry: an exact host, ``host:port``, or ``*.suffix``.
+
+    >>> host_allowed("img.example.com", None, frozenset({"*.example.com"}))
+    True
+    >>> host_allowed("example.com.evil.net", None, frozenset({"example.com"}))
+    False
+    """
+    host = host.lower().strip("[]")
+    for entry in allow:
+        if entry.startswith("*."):
+            if host.endswith(entry[1:]):
+                return True
+            continue
+        name, entry_port = _split_entry(entry)
+        if host == name and (entry_port is None or entry_port == port):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------------- images
+
+
+def is_url(text: str) -> bool:
+    """True when the image field is a URL (any scheme) rather than Base64 (which never contains ``://``)."""
+    return bool(_URL_RE.match(text[:64]))
+
+
+def decode_base64_image(text: str, limits: ServingLimits, name: str) -> bytes:
+    """The bytes of a Base64 image field, refusing oversized ones before decoding.
+
+    Raises:
+        PayloadTooLargeError: the decoded size would exceed ``max_image_bytes``.
+        RequestRejectedError: empty, or not valid Base64.
+    """
+    match = _DATA_URI_RE.match(text[:256])
+    if match:
+        text = text[match.end():]
+    if not text:
+        raise RequestRejectedError(f"{name}: empty; expected a Base64-encoded image file or an http(s) URL")
+    if len(text) // 4 * 3 > limits.max_image_bytes + 3:
+        raise PayloadTooLargeError(
+            f"{name}: the encoded image is about {len(text) * 3 // 4 / MiB:.1f} MiB, more than the limit of "
+            f"{limits.max_image_bytes / MiB:.1f} MiB"
+        )
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        pass
+    try:  # MIME encoders wrap lines; accept whitespace, nothing else
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RequestRejectedError(
+            f"{name}: neither an http(s) URL nor valid Base64 ({exc}); send the image file's bytes Base64-encoded"
+        ) from None
+
+
+def image_dimensions(data: bytes, name: str) -> tuple[int, int]:
+    """(width, height) from the image header, without decoding pixels.
+
+    Raises:
+        RequestRejectedError: not an image format the server reads, or a header too damaged to give a size.
+    """
+    if data.startswith(_PNG_SIGNATURE):
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise RequestRejectedError(f"{name}: not a readable image (PNG without an IHDR header)")
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    header = jpeg_header(data)
+    if header is not None:
+        return header.width, header.height
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:  # parses the header only
+            return img.size
+    except Image.DecompressionBombError as exc:  # Pillow refuses some sizes at open already
+        raise PayloadTooLargeError(f"{name}: the image declares too many pixels ({exc})") from None
+    except UnidentifiedImageError:
+        raise RequestRejectedError(
+            f"{name}: not a readable image (unknown format); send JPEG, PNG, BMP, WebP or TIFF"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for damaged headers
+        raise RequestRejectedError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from None
+
+
+def check_pixels(data: bytes, limits: ServingLimits, name: str) -> tuple[int, int]:
+    """The header's (width, height), refusing images that would decode to more than ``max_pixels``."""
+    width, height = image_dimensions(data, name)
+    if width < 1 or height < 1:
+        raise RequestRejectedError(f"{name}: not a readable image (declared size {width} x {height})")
+    if width * height > limits.max_pixels:
+        raise PayloadTooLargeError(
+            f"{name}: the image declares {width} x {height} = {width * height / 1e6:.1f} megapixels, more than "
+            f"the limit of {limits.max_pixels / 1e6:.1f} megapixels"
+        )
+    return width, height
+
+
+def decode_image_bytes(data: bytes, limits: ServingLimits, name: str) -> np.ndarray:
+    """Encoded bytes to a BGR uint8 HWC array (PaddleX's array convention), within the pixel limit.
+
+    Pixels equal ``cv2.imread(..., IMREAD_COLOR)`` as PaddleX reads files (EXIF orientation applied).
+
+    Raises:
+        PayloadTooLargeError: too many pixels.
+        RequestRejectedError: not a readable image.
+    """
+    width, height = check_pixels(data, limits, name)
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise RequestRejectedError(f"{name}: not a readable image ({exc.err or 'decoder error'})") from None
+    if img is None or img.size == 0:
+        raise RequestRejectedError(f"{name}: not a readable image (truncated or corrupt {width} x {height} image)")
+    return img
+
+
+class UrlFetcher:
+    """Fetches allowed image URLs with a size cap, a timeout and redirects checked hop by hop."""
+
+    def __init__(self, limits: ServingLimits) -> None:
+        self.limits = limits
+        self._client: Any = None
+
+    def _check(self, url: str, name: str) -> Any:
+        import httpx
+
+        if not self.limits.urls_enabled:
+            raise UrlNotAllowedError(
+                f"{name}: image URLs are disabled on this server (fetching arbitrary URLs would let clients reach "
+                "internal hosts); send the image Base64-encoded, or start the server with --allow-url-host HOST"
+            )
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, TypeError, ValueError) as exc:
+            raise RequestRejectedError(f"{name}: not a valid URL ({exc})") from None
+        if parsed.scheme not in ("http", "https"):
+            raise UrlNotAllowedError(f"{name}: only http and https URLs are fetched, got scheme {parsed.scheme!r}")
+        if parsed.userinfo:
+            raise UrlNotAllowedError(f"{name}: URLs with credentials (user@host) are not fetched")
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        if not parsed.host or not host_allowed(parsed.host, port, self.limits.url_allow_hosts):
+            raise UrlNotAllowedError(
+                f"{name}: host {parsed.host!r} is not on this server's URL allow-list "
+                f"({', '.join(sorted(self.limits.url_allow_hosts))})"
+            )
+        return parsed
+
+    async def fetch(self, url: str, name: str) -> bytes:
+        """The bytes at ``url`` (at most ``max_image_bytes``).
+
+        Raises:
+            UrlNotAllowedError: fetching is off, or the URL (or a redirect) leaves the allow-list.
+            PayloadTooLargeError: the response is larger than ``max_image_bytes``.
+            ImageFetchError: the fetch failed or returned an error status.
+        """
+        import httpx
+
+        target = self._check(url, name)
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.limits.url_timeout_s, follow_redirects=False,
+                                             trust_env=False)
+        cap = self.limits.max_image_bytes
+        try:
+            for _ in range(_MAX_REDIRECTS + 1):
+                async with self._client.stream("GET", target) as resp:
+                    if resp.is_redirect:
+                        location = resp.headers.get("location", "")
+                        target = self._check(str(target.join(location)), name)
+                        continue
+                    if resp.status_code != 200:
+                        raise ImageFetchError(f"{name}: fetching the URL returned HTTP {resp.status_code}")
+                    declared = resp.headers.get("content-length")
+                    if declared and declared.isdigit() and int(declared) > cap:
+                        raise PayloadTooLargeError(
+                            f"{name}: the URL serves {int(declared) / MiB:.1f} MiB, more than the limit of "
+                            f"{cap / MiB:.1f} MiB"
+                        )
+                    chunks, size = [], 0
+                    async for chunk in resp.aiter_bytes():
+                        size += len(chunk)
+                        if size > cap:
+                            raise PayloadTooLargeError(
+                                f"{name}: the URL serves more than the limit of {cap / MiB:.1f} MiB"
+                            )
+                        chunks.append(chunk)
+                    return b"".join(chunks)
+            raise ImageFetchError(f"{name}: more than {_MAX_REDIRECTS} redirects")
+        except httpx.TimeoutException:
+            raise ImageFetchError(f"{name}: fetching the URL timed out after {self.limits.url_timeout_s:g} s") from None
+        except httpx.HTTPError as exc:
+            raise ImageFetchError(f"{name}: fetching the URL failed ({type(exc).__name__}: {exc})") from None
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+async def read_image_field(text: str, limits: ServingLimits, fetcher: UrlFetcher, name: str) -> bytes:
+    """The encoded image bytes of one ``image`` field (Base64 or URL), within the limits."""
+    if is_url(text):
+        return await fetcher.fetch(text, name)
+    return decode_base64_image(text, limits, name)
+
+
+# --------------------------------------------------------------------------------------------------- body size
+
+
+def error_body(status: int, message: str, log_id: str | None = None) -> bytes:
+    """The protocol's error body: ``{logId, errorCode, errorMsg}`` with the HTTP status as ``errorCode``."""
+    return json.dumps({"logId": log_id or str(uuid.uuid4()), "errorCode": status, "errorMsg": message}).encode()
+
+
+class BodyLimitMiddleware:
+    """ASGI middleware: refuses request bodies larger than ``max_bytes`` with 413, before the app sees them.
+
+    A declared ``Content-Length`` over the limit is refused at once; otherwise the body is read (at most
+    ``max_bytes``, whatever the framing) and replayed to the app.
+    """
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_bytes
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length":
+                if not value.isdigit():
+                    await _reply(send, 400, f"invalid Content-Length {value[:32].decode('latin-1')!r}")
+                    return
+                if int(value) > limit:
+                    await _reply(send, 413, _too_large(int(value), limit))
+                    return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > limit:
+                await _reply(send, 413, _too_large(None, limit))
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _too_large(size: int | None, limit: int) -> str:
+    got = f"{size / MiB:.1f} MiB" if size is not None else "more"
+    return f"request body too large: {got}, the limit is {limit / MiB:.1f} MiB"
+
+
+async def _reply(send: Send, status: int, message: str) -> None:
+    body = error_body(status, message)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def status_for(exc: BaseException) -> int:
+    """The HTTP status an exception is answered with: a request's fault is 4xx, the server's 5xx."""
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return status
+    return 400 if isinstance(exc, InvalidInputError) else 500
