@@ -94,6 +94,21 @@ def test_a_wrong_backend_is_rejected(toy_dir, tmp_path, monkeypatch):
     assert record.winner.candidate.backend != "onnxruntime"
 
 
+def test_a_wrong_reference_is_outvoted(toy_dir, tmp_path, monkeypatch):
+    """When Paddle itself is wrong and the other fp32 backends agree with each other (Paddle + oneDNN on ConvNeXt),
+    the agreeing backends become the reference and Paddle is rejected, with the reason recorded."""
+    from hpi.backends import paddle as paddle_backend
+
+    original = paddle_backend.PaddleEngine._run
+    monkeypatch.setattr(paddle_backend.PaddleEngine, "_run",
+                        lambda self, feed: [o[:, ::-1].copy() for o in original(self, feed)])
+    record = selection.select(ModelSource.from_path(toy_dir), CPU, HpiConfig(threads=1, allow_reduced_precision=False),
+                              cache=EngineCache(tmp_path), budget_s=0.1, isolate=False)
+    paddle = next(r for r in record.results if r.candidate.label == "paddle[fp32]")
+    assert paddle.status == "rejected" and "which agree with each other" in paddle.reason
+    assert record.winner.candidate.backend in ("onnxruntime", "openvino")
+
+
 def test_use_hpip_reuses_the_decision_across_processes(toy_dir, tmp_path):
     cache_dir = tmp_path / "cache"
     model = hpi.create_model("ToyNet", toy_dir, device="cpu", use_hpip=True, hpi_config={"threads": 1},
