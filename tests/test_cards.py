@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -169,7 +170,7 @@ def test_wrong_types_are_rejected(old: str, new: str, key: str) -> None:
 
 def test_missing_key_and_wrong_file_name_are_rejected() -> None:
     with pytest.raises(ModelSourceError, match="missing key 'flops'"):
-        parse_card(_card_text().replace("flops: null\n", ""), where="PP-LCNet_x1_0.yaml")
+        parse_card(re.sub(r"(?m)^flops: .*\n", "", _card_text()), where="PP-LCNet_x1_0.yaml")
     with pytest.raises(ModelSourceError, match="file is named"):
         parse_card(_card_text(), where="somewhere/ResNet50.yaml")
 
