@@ -176,7 +176,8 @@ def fold_into_onnx(
     internal.CopyFrom(original)
     del graph.input[:]
     graph.input.extend([new_input, *kept_inputs])
-    graph.value_info.append(internal)
+    if not any(v.name == original.name for v in graph.value_info):
+        graph.value_info.append(internal)
     existing = list(graph.node)
     del graph.node[:]
     graph.node.extend(nodes + existing)
