@@ -41,6 +41,7 @@ except ImportError:  # pragma: no cover - Python 3.10
     from importlib.abc import Traversable
 
 Task = Literal["classification", "embedding", "detection"]
+Interpolation = Literal["NEAREST", "LINEAR", "BICUBIC", "AREA", "LANCZOS4"]
 TableFormat = Literal["text", "md", "csv"]
 
 CARD_SUFFIX = ".yaml"
@@ -92,8 +93,10 @@ class Preprocessing:
     resize_short: int | None  # scale the short side to this length, aspect kept; None when resize_to is set
     resize_to: tuple[int, int] | None  # resize straight to (width, height), aspect not kept
     crop: int | None  # side of the centre crop taken after resizing; None: no crop
-    interpolation: str  # resize filter PaddleX's predictor applies (OpenCV name: LINEAR, CUBIC, ...)
-    declared_interpolation: str | None  # filter inference.yml asks for with PIL (ignored by PaddleX)
+    interpolation: Interpolation  # resize filter (OpenCV names, as hpi.preprocess.spec.INTERPOLATIONS)
+    resize_backend: Literal[
+        "cv2", "pil"
+    ]  # library PaddleX resizes with (ResizeImage.backend in inference.yml)
     mean: tuple[float, float, float]  # per-channel mean in channel_order, on values already scaled to [0, 1]
     std: tuple[float, float, float]  # per-channel standard deviation, same order and scale as mean
     channel_order: Literal["RGB", "BGR"]  # channel order the model expects
@@ -103,11 +106,11 @@ class Preprocessing:
         """This card default as a :class:`hpi.preprocess.spec.PreprocessSpec` (NCHW, scale 1/255)."""
         from hpi.preprocess.spec import PreprocessSpec
 
-        interp = {"CUBIC": "BICUBIC"}.get(self.interpolation, self.interpolation)
         return PreprocessSpec(
             resize_short=self.resize_short,
             resize_to=self.resize_to,
-            interpolation=interp,
+            interpolation=self.interpolation,
+            resize_backend=self.resize_backend,
             crop=(self.crop, self.crop) if self.crop else None,
             mean=self.mean,
             std=self.std,

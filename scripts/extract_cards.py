@@ -26,6 +26,8 @@ from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -76,9 +78,9 @@ class Prep:
 
     resize_short: int | None = 256
     crop: int | None = 224
-    declared: str | None = None  # interpolation the config asks for with backend "pil"
+    interpolation: str = "LINEAR"  # ResizeImage.interpolation (absent = bilinear)
+    backend: str = "cv2"  # ResizeImage.backend (absent = OpenCV)
     resize_to: tuple[int, int] | None = None
-    interpolation: str = "LINEAR"  # PaddleX's classification predictor always resizes bilinearly with OpenCV
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     source: str = PADDLEX_CLS_CONFIG
@@ -86,14 +88,17 @@ class Prep:
 
 # PaddleX's Infer.transforms, by model-name regex; the first match wins. Every classification config uses
 # ImageNet mean/std, CLIP included (PaddleX's CLIP classifiers are fine-tuned with ImageNet statistics).
+# PaddleX 3 applies ResizeImage's interpolation and backend as written (earlier 3.0 betas resized bilinearly
+# with OpenCV whatever the config said).
+BICUBIC_PIL = {"interpolation": "BICUBIC", "backend": "pil"}
 PREPROCESSING: tuple[tuple[str, Prep], ...] = (
-    (r"ConvNeXt_.*_384$", Prep(resize_short=384, crop=384, declared="BICUBIC")),
-    (r"ConvNeXt_", Prep(declared="BICUBIC")),
-    (r"SwinTransformer_.*_384$", Prep(resize_short=438, crop=384, declared="BICUBIC")),
-    (r"SwinTransformer_", Prep(declared="BICUBIC")),
-    (r"PP-HGNet_(base|small)$", Prep(resize_short=236, declared="BICUBIC")),
-    (r"PP-HGNet_tiny$", Prep(resize_short=232, declared="BICUBIC")),
-    (r"PP-HGNetV2-", Prep(resize_short=232, declared="BICUBIC")),
+    (r"ConvNeXt_.*_384$", Prep(resize_short=384, crop=384, **BICUBIC_PIL)),
+    (r"ConvNeXt_", Prep(**BICUBIC_PIL)),
+    (r"SwinTransformer_.*_384$", Prep(resize_short=438, crop=384, **BICUBIC_PIL)),
+    (r"SwinTransformer_", Prep(**BICUBIC_PIL)),
+    (r"PP-HGNet_(base|small)$", Prep(resize_short=236, **BICUBIC_PIL)),
+    (r"PP-HGNet_tiny$", Prep(resize_short=232, **BICUBIC_PIL)),
+    (r"PP-HGNetV2-", Prep(resize_short=232, **BICUBIC_PIL)),
     (r"MobileNetV4_hybrid_large$", Prep(resize_short=448, crop=448)),
     (r"MobileNetV4_hybrid_medium$", Prep(resize_short=256, crop=256)),
     (r"StarNet-", Prep(resize_short=224, crop=224)),
@@ -112,7 +117,7 @@ PREPROCESSING: tuple[tuple[str, Prep], ...] = (
             resize_short=None,
             crop=None,
             resize_to=(640, 640),
-            interpolation="CUBIC",
+            interpolation="BICUBIC",  # Resize interp: 2 (cv2.INTER_CUBIC)
             source="PaddleX paddlex/repo_apis/PaddleDetection_api/configs/PP-ShiTuV2_det.yaml (TestReader)",
         ),
     ),
@@ -287,7 +292,7 @@ def preprocessing_of(name: str) -> Preprocessing:
         resize_to=prep.resize_to,
         crop=prep.crop,
         interpolation=prep.interpolation,
-        declared_interpolation=prep.declared,
+        resize_backend=prep.backend,
         mean=prep.mean,
         std=prep.std,
         channel_order="RGB",
@@ -412,9 +417,11 @@ def main(argv: list[str] | None = None) -> int:
     changed = []
     for card in cards:
         path = args.out / f"{card.name}{CARD_SUFFIX}"
-        if path.exists():  # keep what update_card_fidelity.py measured
-            old = parse_card(path.read_text(encoding="utf-8"), where=str(path))
-            card = replace(card, **{f: getattr(old, f) for f in MEASURED_FIELDS})
+        if (
+            path.exists()
+        ):  # keep what update_card_fidelity.py measured (read raw: the schema may have changed)
+            old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            card = replace(card, **{f: old[f] for f in MEASURED_FIELDS if f in old})
         text = dump_card(card)
         parse_card(text, where=str(path))  # what we write must load
         if not path.exists() or path.read_text(encoding="utf-8") != text:

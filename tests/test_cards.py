@@ -104,9 +104,30 @@ def test_other_editions_and_units(cards: dict[str, ModelCard]) -> None:
 def test_preprocessing_defaults(cards: dict[str, ModelCard]) -> None:
     assert cards["ResNet50"].preprocessing.resize_short == 256 and cards["ResNet50"].input_size == 224
     swin384 = cards["SwinTransformer_base_patch4_window12_384"].preprocessing
-    assert (swin384.resize_short, swin384.crop, swin384.declared_interpolation) == (438, 384, "BICUBIC")
+    assert (swin384.resize_short, swin384.crop, swin384.interpolation, swin384.resize_backend) == (
+        438,
+        384,
+        "BICUBIC",
+        "pil",
+    )
     assert cards["ConvNeXt_large_384"].input_size == 384
     assert cards["PP-ShiTuV2_rec"].preprocessing.resize_to == (224, 224)
+    from hpi.preprocess.spec import PreprocessSpec
+
+    # A card default is the spec PaddleX's own ops list gives (here PP-HGNetV2-B4's Infer.transforms).
+    ops = [
+        {"ResizeImage": {"resize_short": 232, "interpolation": "bicubic", "backend": "pil"}},
+        {"CropImage": {"size": 224}},
+        {
+            "NormalizeImage": {
+                "mean": [0.485, 0.456, 0.406],
+                "std": [0.229, 0.224, 0.225],
+                "scale": "1.0/255.0",
+            }
+        },
+        {"ToCHWImage": None},
+    ]
+    assert cards["PP-HGNetV2-B4"].preprocessing.to_spec() == PreprocessSpec.from_transform_ops(ops)
     spec = cards["PP-LCNet_x1_0"].preprocessing.to_spec()
     assert (spec.resize_short, spec.crop, spec.mean, spec.channels_first) == (
         256,
