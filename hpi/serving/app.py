@@ -36,23 +36,27 @@ PIPELINE_NAMES = ("image_classification", "PP-ShiTuV2")
 
 def build_service(pipeline: Any, settings: ServeSettings) -> Service:
     """The service for a pipeline name, a pipeline YAML, a pipeline object or a predictor."""
-    if isinstance(pipeline, str | os.PathLike):
+    owned = isinstance(pipeline, str | os.PathLike)
+    if owned:
         from hpi.pipelines import create_pipeline
 
         pipeline = create_pipeline(
             pipeline, device=settings.device, use_hpip=settings.use_hpip, hpi_config=settings.hpi_config,
             cache_dir=settings.cache_dir,
         )
+    service: Service | None = None
     if callable(getattr(pipeline, "build_index", None)):
         from hpi.serving.shitu import ShiTuService
 
-        return ShiTuService(pipeline, settings)
-    task = getattr(getattr(getattr(getattr(pipeline, "predictor", pipeline), "source", None), "spec", None), "task",
-                   None)
-    if task == "classification":
+        service = ShiTuService(pipeline, settings)
+    elif getattr(getattr(getattr(getattr(pipeline, "predictor", pipeline), "source", None), "spec", None), "task",
+                 None) == "classification":
         from hpi.serving.classification import ClassificationService
 
-        return ClassificationService(pipeline, settings)
+        service = ClassificationService(pipeline, settings)
+    if service is not None:
+        service.owned = pipeline if owned else None
+        return service
     raise InvalidConfigError(
         f"cannot serve {type(pipeline).__name__}: expected a pipeline name ({', '.join(PIPELINE_NAMES)}), a "
         "pipeline YAML, an image classification or PP-ShiTuV2 pipeline, or a classification predictor"

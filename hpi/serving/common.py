@@ -123,6 +123,7 @@ class Service(ABC):
         workers = settings.cpu_workers or min(4, (os.cpu_count() or 1) + 1)
         self.cpu_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hpi-serve-cpu")
         self.batchers: list[DynamicBatcher[Any, Any]] = []
+        self.owned: Any = None  # a pipeline this service created, closed on stop()
 
     @abstractmethod
     def register_routes(self, app: FastAPI) -> None:
@@ -143,6 +144,9 @@ class Service(ABC):
         for batcher in self.batchers:
             batcher.worker.close()
         self.cpu_pool.shutdown(wait=True, cancel_futures=True)
+        close = getattr(self.owned, "close", None)
+        if callable(close):
+            close()
 
     @property
     def healthy(self) -> bool:

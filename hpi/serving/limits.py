@@ -10,6 +10,8 @@ URL. Everything that can make one request expensive is bounded before the work i
 * the decoded pixels (``max_pixels``): read from the file header (PNG ``IHDR``, JPEG ``SOF``, Pillow's header
   parser for the other formats) before OpenCV allocates anything, so a 100-byte PNG that declares 100000 x 100000
   pixels (a decompression bomb) is refused in microseconds;
+* the aspect ratio (``max_aspect_ratio``): a thin strip passes the pixel limit but explodes when its short side
+  is resized up to the model's input size;
 * the images in one request (``max_images_per_request``).
 
 URL fetching is off unless hosts are allowed (``url_allow_hosts``): a server that fetches any URL it is given lets
@@ -84,6 +86,8 @@ class ServingLimits:
     max_body_bytes: int = 32 * MiB  # whole request body, as sent (Base64 grows an image by 4/3)
     max_image_bytes: int = 16 * MiB  # one encoded image, after Base64 decoding or as downloaded
     max_pixels: int = 40_000_000  # width x height declared by one image's header (8000 x 5000)
+    max_aspect_ratio: float = 100.0  # long side / short side: a 1 x 30000 strip resized to a short side of 256
+    # would need 7.7 G pixels, a bomb the pixel limit alone does not catch
     max_images_per_request: int = 64  # imageLabelPairs in one index build/add request
     max_ids_per_request: int = 10_000  # ids in one index remove request
     url_allow_hosts: frozenset[str] = field(default_factory=frozenset)  # empty: URL inputs refused
@@ -95,6 +99,8 @@ class ServingLimits:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidConfigError(f"ServingLimits.{name} must be a positive integer, got {value!r}")
+        if not self.max_aspect_ratio >= 1:
+            raise InvalidConfigError(f"ServingLimits.max_aspect_ratio must be at least 1, got {self.max_aspect_ratio!r}")
         if not self.url_timeout_s > 0:
             raise InvalidConfigError(f"ServingLimits.url_timeout_s must be positive, got {self.url_timeout_s!r}")
         hosts = frozenset(_normalise_host_entry(h) for h in self.url_allow_hosts)
@@ -220,6 +226,11 @@ def check_pixels(data: bytes, limits: ServingLimits, name: str) -> tuple[int, in
         raise PayloadTooLargeError(
             f"{name}: the image declares {width} x {height} = {width * height / 1e6:.1f} megapixels, more than "
             f"the limit of {limits.max_pixels / 1e6:.1f} megapixels"
+        )
+    if max(width, height) > limits.max_aspect_ratio * min(width, height):
+        raise PayloadTooLargeError(
+            f"{name}: the image is {width} x {height}, more elongated than the limit of "
+            f"{limits.max_aspect_ratio:g}:1 (resizing its short side would need too many pixels)"
         )
     return width, height
 
