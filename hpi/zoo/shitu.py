@@ -27,7 +27,9 @@ Seeded detector weights need more than seeding gives a classifier: with random w
 near the 0.01 class prior and no box is ever drawn, and with the usual BatchNorm scales this deep residual-free
 network is chaotic (backends would disagree on its boxes). :func:`seed_detector` handles both, so that with
 seed 0 scikit-image's astronaut and coffee get 16 and 13 boxes above 0.5 and Paddle Inference and ONNX Runtime
-agree on the boxes to 1e-3 pixels. Each record names its exporter in ``extra["export"]``
+agree on the boxes to 1e-3 pixels. Other natural photos get 0-20 boxes; images with strong global contrast
+unlike the calibration photos (scikit-image's colorwheel or page, an RGB photo fed as BGR) saturate at the 100
+boxes NMS keeps: scores grow with contrast, as nothing was trained to bound them. Each record names its exporter in ``extra["export"]``
 (:func:`export_detector`, :func:`export_rec`): :func:`hpi.zoo.export.export_zoo_model` refuses detectors.
 """
 

