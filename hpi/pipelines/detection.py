@@ -28,7 +28,7 @@ and :class:`DetectionPredictor` handles each:
   image and divided by the scale factor.
 
 Results are PaddleX's: ``{input_path, page_index, boxes: [{cls_id, label, score, coordinate}]}`` with
-``coordinate`` = [xmin, ymin, xmax, ymax] in original-image pixels, clipped to the image.
+``coordinate`` = [xmin, ymin, xmax, ymax] in original-image pixels, clipped to the image, best score first.
 """
 
 from __future__ import annotations
@@ -651,7 +651,8 @@ class DetectionPredictor:
     def _to_boxes(self, rows: np.ndarray, hw: tuple[int, int], threshold: float) -> list[DetBox]:
         height, width = hw
         boxes = []
-        for cls_id, score, x1, y1, x2, y2 in rows.tolist():
+        # Best score first: backends return NMS rows in different orders (OpenVINO's NMS is not ORT's).
+        for cls_id, score, x1, y1, x2, y2 in rows[np.argsort(-rows[:, 1], kind="stable")].tolist():
             if cls_id < 0 or score <= threshold:
                 continue
             x1, x2 = min(max(x1, 0.0), width), min(max(x2, 0.0), width)

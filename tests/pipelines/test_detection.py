@@ -361,3 +361,40 @@ def test_nms_in_the_graph_gives_original_coordinates(nms_toy_dir: Path, engine_c
     np.testing.assert_allclose(results[0]["boxes"][0]["coordinate"], BLOCK, atol=1e-3)
     x1, y1, x2, y2 = BLOCK
     np.testing.assert_allclose(results[1]["boxes"][0]["coordinate"], (x1, 2 * y1, x2, 2 * y2), atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the zoo's PP-ShiTuV2_det (seeded PicoDet-LCNet x2.5, NMS in the graph)
+
+
+@pytest.fixture(scope="module")
+def zoo_detector_dir(tmp_path_factory) -> Path:
+    zoo_shitu = pytest.importorskip("hpi.zoo.shitu")
+    export = getattr(zoo_shitu, "export_detector", None)
+    if export is None:
+        pytest.skip("hpi.zoo.shitu has no export_detector")
+    from hpi.zoo.registry import zoo_models
+
+    out = tmp_path_factory.mktemp("zoo_det")
+    export(zoo_models()["PP-ShiTuV2_det"], out)
+    return out
+
+
+@pytest.mark.slow
+def test_zoo_detector_gives_the_same_boxes_on_every_backend(zoo_detector_dir: Path, engine_cache: Path,
+                                                            photos) -> None:
+    images = [photos["astronaut"], photos["coffee"]]
+    found = {}
+    for backend in ("paddle", "onnxruntime", "openvino"):
+        options = {} if backend == "paddle" else {"use_hpip": True, "hpi_config": {"backend": backend}}
+        with create_detector("PP-ShiTuV2_det", zoo_detector_dir, device="cpu", cache_dir=engine_cache,
+                             **options) as det:
+            assert det.engine.input_names == ["image", "scale_factor"] and not det.spec.raw_heads
+            found[backend] = list(det.predict(images, batch_size=2))
+    for backend, results in found.items():
+        for result, reference in zip(results, found["paddle"]):
+            assert len(result["boxes"]) == len(reference["boxes"]) > 0, backend
+            np.testing.assert_allclose([b["coordinate"] for b in result["boxes"]],
+                                       [b["coordinate"] for b in reference["boxes"]], atol=0.01)
+            scores = [b["score"] for b in result["boxes"]]
+            assert scores == sorted(scores, reverse=True)
