@@ -1,9 +1,12 @@
 """Dynamic batching: concurrent requests share engine calls, and one thread owns each engine.
 
-An engine is not thread-safe (PaddleX serialises every inference behind one lock for that reason). Here each
-served model gets an :class:`EngineWorker`, a single thread that is the only one ever to touch the model: batched
-inference and exclusive jobs (an index build's feature extraction) are queued to it in order, so no lock is needed
-and the event loop never runs inference.
+An engine is not thread-safe (PaddleX serialises every inference behind one lock for that reason), and serialising
+is not even enough for Paddle Inference with oneDNN: a detector that had run on one thread failed with
+``std::exception`` on a second thread after another model ran there (seen with PP-ShiTuV2's det + rec, both on
+paddle). So each served model gets an :class:`EngineWorker` (:func:`worker_for`), a single thread that is the only
+one ever to touch the model, for as long as the model lives, across apps: batched inference and exclusive jobs (an
+index build's feature extraction) are queued to it in order, so no lock is needed and the event loop never runs
+inference.
 
 A :class:`DynamicBatcher` sits in front of a worker. Each request puts one item and a future on an asyncio queue
 and awaits the future. A collector task takes the first waiting item, then whatever else is already queued, then
@@ -21,6 +24,7 @@ import contextlib
 import functools
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -83,6 +87,10 @@ class EngineWorker:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(self._tracked, fn, *args, **kwargs))
 
+    def run(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
+        """Run ``fn(*args, **kwargs)`` on the worker thread from synchronous code, and wait for it."""
+        return self._executor.submit(self._tracked, fn, *args, **kwargs).result()
+
     def _tracked(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         self._thread_ids.add(threading.get_ident())
         return fn(*args, **kwargs)
@@ -94,7 +102,28 @@ class EngineWorker:
 
     def close(self, wait: bool = True) -> None:
         """Finish the running call (when ``wait``), drop queued ones, and end the thread."""
+        self.closed = True
         self._executor.shutdown(wait=wait, cancel_futures=True)
+
+    closed = False
+
+
+_WORKERS: weakref.WeakKeyDictionary[Any, EngineWorker] = weakref.WeakKeyDictionary()
+_WORKERS_LOCK = threading.Lock()
+
+
+def worker_for(model: Any, name: str) -> EngineWorker:
+    """The thread that runs everything on ``model`` (a predictor or pipeline), the same one for the model's life.
+
+    Call the model only through this worker while it is served: :meth:`EngineWorker.run` from synchronous code,
+    :meth:`EngineWorker.call` from async code.
+    """
+    with _WORKERS_LOCK:
+        worker = _WORKERS.get(model)
+        if worker is None or worker.closed:
+            worker = EngineWorker(name)
+            _WORKERS[model] = worker
+        return worker
 
 
 @dataclass

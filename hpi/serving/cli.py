@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
+from collections.abc import Sequence
 from typing import Any
 
-from hpi.errors import BackendUnavailableError
+from hpi.errors import BackendUnavailableError, HpiError
 
 logger = logging.getLogger(__name__)
 
@@ -19,10 +21,6 @@ MiB = 1 << 20
 
 def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``hpi serve`` to the main parser's subcommands; the handler is ``args.func(args) -> int``."""
-    from hpi.serving.batching import BatchingConfig
-    from hpi.serving.limits import ServingLimits
-
-    limits, batching = ServingLimits(), BatchingConfig()
     parser = subparsers.add_parser(
         "serve",
         help="serve a pipeline over HTTP with PaddleX's protocol",
@@ -32,6 +30,17 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
             "GET /health says which backend each model runs on; the OpenAPI schema is at /openapi.json."
         ),
     )
+    add_arguments(parser)
+    parser.set_defaults(func=_cmd_serve)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``hpi serve`` (also ``python -m hpi.serving``)."""
+    from hpi.serving.batching import BatchingConfig
+    from hpi.serving.limits import ServingLimits
+
+    limits, batching = ServingLimits(), BatchingConfig()
     parser.add_argument("--pipeline", required=True, help="image_classification, PP-ShiTuV2, or a pipeline YAML")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
@@ -72,8 +81,6 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
 
     parser.add_argument("--no-visualize", action="store_true", help="send result.image as null (saves CPU)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    parser.set_defaults(func=_cmd_serve)
-    return parser
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
@@ -131,3 +138,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 limit_concurrency=args.max_connections, timeout_keep_alive=5)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m hpi.serving ...``: ``hpi serve`` without the main CLI."""
+    parser = argparse.ArgumentParser(prog="python -m hpi.serving", description="hpi serve")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    try:
+        return _cmd_serve(args)
+    except HpiError as exc:
+        logger.error("%s", exc)
+        return 2

@@ -141,12 +141,16 @@ class Service(ABC):
         for batcher in self.batchers:
             await batcher.stop()
         await self.fetcher.aclose()
-        for batcher in self.batchers:
-            batcher.worker.close()
         self.cpu_pool.shutdown(wait=True, cancel_futures=True)
         close = getattr(self.owned, "close", None)
-        if callable(close):
-            close()
+        if callable(close):  # a pipeline this service built: closed on its own thread, which then ends
+            workers = list({id(b.worker): b.worker for b in self.batchers}.values())
+            if workers:
+                workers[0].run(close)
+            else:
+                close()
+            for worker in workers:
+                worker.close()
 
     @property
     def healthy(self) -> bool:

@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request
 from hpi.errors import HpiError, HpiInternalError, InvalidConfigError
 from hpi.pipelines.index import FeatureIndex, UnknownIdError
 from hpi.predictor import PredictionError
-from hpi.serving.batching import DynamicBatcher, EngineWorker
+from hpi.serving.batching import DynamicBatcher, worker_for
 from hpi.serving.common import ServeSettings, Service, encode_jpeg_base64, model_status, ok_response
 from hpi.serving.indexes import IndexStore
 from hpi.serving.limits import (
@@ -84,7 +84,7 @@ class ShiTuService(Service):
         self.store = IndexStore(settings.resolved_index_dir(), default=default, default_path=default_path)
         # One thread owns both models: a request runs detection then recognition, and so does an index build.
         self.batcher: DynamicBatcher[ShiTuItem, Any] = DynamicBatcher(
-            self._run_batch, EngineWorker("PP-ShiTuV2"), settings.batching, name="PP-ShiTuV2"
+            self._run_batch, worker_for(pipeline, "PP-ShiTuV2"), settings.batching, name="PP-ShiTuV2"
         )
         self.batchers = [self.batcher]
 

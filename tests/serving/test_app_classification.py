@@ -19,7 +19,7 @@ import pytest
 
 import hpi
 from hpi.serving.app import create_app
-from hpi.serving.batching import BatchingConfig
+from hpi.serving.batching import BatchingConfig, worker_for
 from hpi.serving.common import ServeSettings
 from hpi.serving.limits import ServingLimits
 from tests.conftest import render_page
@@ -114,7 +114,8 @@ def test_the_seeds_python_client_works_unchanged_but_for_the_url(server, tmp_pat
 
 def test_results_equal_offline_predict(server, toy_model):
     names = ["astronaut", "chelsea", "coffee", "rocket"]
-    offline = list(toy_model.predict([str(IMAGES / f"{n}.jpg") for n in names], topk=3))
+    paths = [str(IMAGES / f"{n}.jpg") for n in names]
+    offline = worker_for(toy_model, "ToyNet").run(lambda: list(toy_model.predict(paths, topk=3)))
     with httpx.Client(base_url=server.url, timeout=60) as client:
         for name, ref in zip(names, offline):
             body = client.post("/image-classification", json={"image": b64(jpeg_bytes(name)), "topk": 3}).json()
