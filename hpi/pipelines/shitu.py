@@ -255,6 +255,8 @@ class ShiTuPipeline:
         k = rec_topk or topk or self.config.rec_topk
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise InvalidConfigError(f"rec_topk must be a positive integer, got {k!r}")
+        if rec_threshold is not None and (not isinstance(rec_threshold, int | float) or isinstance(rec_threshold, bool)):
+            raise InvalidConfigError(f"rec_threshold must be a number, got {rec_threshold!r}")
         rec_thr = self.config.rec_threshold if rec_threshold is None else float(rec_threshold)
         size = batch_size or self.config.detection.batch_size
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:

@@ -290,6 +290,11 @@ def test_index_is_required_and_must_match_the_model(shitu: ShiTuPipeline, photos
         next(shitu.predict(photos_bgr["rocket"], index=small))
     with pytest.raises(InvalidConfigError, match="expected a FeatureIndex"):
         next(shitu.predict(photos_bgr["rocket"], index=42))
+    right = FeatureIndex(np.eye(512, dtype=np.float32)[:2], ["a", "b"], index_type="Flat")
+    with pytest.raises(InvalidConfigError, match="rec_threshold"):
+        next(shitu.predict(photos_bgr["rocket"], index=right, rec_threshold="high"))
+    with pytest.raises(InvalidConfigError, match="threshold must be a number in"):
+        next(shitu.predict(photos_bgr["rocket"], index=right, det_threshold=2.0))
 
 
 # ---------------------------------------------------------------------------------------------------------------
