@@ -31,7 +31,7 @@ def create_model(
     return _create_model(model_name, model_dir, device=device, use_hpip=use_hpip, hpi_config=hpi_config, **kwargs)
 
 
-def create_pipeline(pipeline: str, **kwargs: Any) -> Any:
+def create_pipeline(pipeline: str | None = None, **kwargs: Any) -> Any:
     """Build a pipeline by name or YAML path. See :func:`hpi.pipelines.create_pipeline`."""
     from hpi.pipelines import create_pipeline as _create_pipeline
 

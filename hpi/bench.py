@@ -486,6 +486,15 @@ def _int_list(text: str) -> list[int]:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.pipeline:
+        from hpi.pipelines.bench import bench_pipeline
+
+        text = bench_pipeline(args.pipeline, device=args.device, use_hpip=args.use_hpip, index=args.index,
+                              gallery_size=args.gallery_size, budget_s=args.budget, cache_dir=args.cache_dir)
+        if args.output:
+            Path(args.output).write_text(text, encoding="utf-8")
+        print(text)
+        return 0
     device = parse_device(args.device)
     show = _progress_printer()
     cache = EngineCache(args.cache_dir)
@@ -551,6 +560,10 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--model", help=f"model name (default {DEFAULT_MODEL}); built from the zoo if not in the store")
     p.add_argument("--models", help="'core' (the nine core models of seed 002) or a comma-separated list")
     p.add_argument("--model-dir", help="a PaddleX inference directory for --model")
+    p.add_argument("--pipeline", help="time a pipeline's stages instead (PP-ShiTuV2: detect, embed, search)")
+    p.add_argument("--index", help="with --pipeline: a saved index to search (default: built from the samples)")
+    p.add_argument("--gallery-size", type=int, help="with --pipeline: pad the index to this many vectors")
+    p.add_argument("--use-hpip", action="store_true", help="with --pipeline: high-performance mode per sub-model")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-sizes", type=_int_list, default=[1], help="e.g. 1,8")
     p.add_argument("--threads", type=_int_list, default=None, help="e.g. 1,2 (default: the machine's cores)")

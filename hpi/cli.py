@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from hpi.errors import HpiError
@@ -17,7 +18,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
         runner = create_pipeline(args.pipeline, device=args.device, use_hpip=args.use_hpip,
                                  hpi_config=_hpi_config(args))
-        results = runner.predict(args.input, topk=args.topk) if args.topk else runner.predict(args.input)
+        kwargs = {"topk": args.topk} if args.topk else {}
+        if args.index:
+            kwargs["index"] = args.index
+        results = runner.predict(args.input, **kwargs)
     else:
         if not args.model:
             raise SystemExit("hpi predict: give --model NAME (and --model-dir DIR) or --pipeline NAME")
@@ -97,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--topk", type=int, default=None)
     p.add_argument("--save-path", help="directory for result JSON and visualisations")
+    p.add_argument("--index", help="PP-ShiTuV2: a saved retrieval index directory (hpi.pipelines build_index)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("cache", help="list or clear the engine cache")
@@ -115,10 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Modules that add their own subcommands with register_cli(subparsers).
-_SUBCOMMAND_MODULES = ("hpi.bench", "hpi.cards", "hpi.zoo.cli")
+_SUBCOMMAND_MODULES = ("hpi.bench", "hpi.cards", "hpi.pipelines.cli", "hpi.zoo.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Paddle's import-time notices are not the user's concern on the command line.
+    warnings.filterwarnings("ignore", message="No ccache found")
+    warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
     parser = build_parser()
     args = parser.parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)

@@ -109,7 +109,9 @@ def build(name: str, output: str | Path | None = None, *, seed: int = 0, overwri
     def fill(tmp: Path) -> dict[str, Any]:
         from hpi.zoo.export import export_zoo_model
 
-        report = export_zoo_model(model, tmp, seed=seed)
+        # A family with its own output format (detectors, PaddleClas' exact recognition config) names its exporter.
+        exporter = model.extra.get("export", export_zoo_model)
+        report = exporter(model, tmp, seed=seed)
         return provenance_record(
             "seeded",
             seed=seed,
