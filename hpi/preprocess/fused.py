@@ -13,7 +13,8 @@ arrays per image. Here each image goes through:
 
 From encoded bytes the image is decoded in OpenCV's BGR order and the channel flip happens for free in step 3
 (the B plane is written to channel 2). Items of a batch run on a thread pool; OpenCV and libjpeg release the
-GIL. No per-image allocation happens after the first few images: scratch buffers are per worker and grow only.
+GIL. Scratch buffers are per worker and grow only, so from arrays nothing is allocated per image once warm (from
+bytes, OpenCV's ``imdecode`` allocates the decoded image: it has no output argument).
 
 Parity with :mod:`hpi.preprocess.reference` (max abs difference of the float32 output):
 
@@ -47,9 +48,10 @@ from hpi.preprocess.spec import PreprocessSpec
 _log = logging.getLogger(__name__)
 
 # A reduced JPEG decode is used only when the reduced image's short side is at least this many times the resize
-# target, so the remaining resize is still a downscale by 2x or more. Measured on skimage photos decoded at 1/2 or
-# 1/4 with this margin, then resized to 256 and cropped to 224: mean abs difference 0.3-3.4 uint8 levels against a
-# full decode (textured content is the worst case, because INTER_LINEAR from full size aliases there).
+# target, so the remaining resize is still a downscale by 2x or more. Measured against a full decode, resized to
+# 256 and cropped to 224, in uint8 levels: photos (skimage retina 1411x1411 at 1/2, astronaut upscaled to 4000x3000
+# at 1/4, rocket upscaled to 2560x1708 at 1/2) mean 0.3-0.9, p99 3-7; tiled fine textures mean 3.4 (coffee) to 12
+# (gravel), because INTER_LINEAR from full size aliases there while the DCT-scaled decode averages.
 REDUCED_DECODE_MARGIN = 2.0
 
 # Interpolations for which resizing only the top-left region that covers the crop (same origin, same scale
