@@ -6,6 +6,7 @@ TensorRT plans are built from the ONNX file by :mod:`hpi.backends.tensorrt`, whi
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -27,20 +28,24 @@ OPENVINO_FILE = "model.xml"
 
 @contextlib.contextmanager
 def _captured_stdout() -> Iterator[list[str]]:
-    """Capture what C++ extensions write to file descriptor 1 (paddle2onnx logs there): a library must not print."""
+    """Capture what converters print: C++ code writes to file descriptor 1 and paddle2onnx's Python logger to
+    ``sys.stdout``; a library must not print, so both are collected (and searched for errors) instead."""
     lines: list[str] = []
     sys.stdout.flush()
     saved = os.dup(1)
+    text = io.StringIO()
     with tempfile.TemporaryFile(mode="w+b") as tmp:
         os.dup2(tmp.fileno(), 1)
         try:
-            yield lines
+            with contextlib.redirect_stdout(text):
+                yield lines
         finally:
             sys.stdout.flush()
             os.dup2(saved, 1)
             os.close(saved)
             tmp.seek(0)
             lines.extend(tmp.read().decode(errors="replace").splitlines())
+            lines.extend(text.getvalue().splitlines())
 
 
 def onnx_path(source: ModelSource, cache: EngineCache, *, opset: int = DEFAULT_OPSET) -> Path:
