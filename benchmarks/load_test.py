@@ -81,13 +81,15 @@ def offline_throughput(config: Path, args: argparse.Namespace) -> tuple[list[dic
         inputs = [image] * batch
         for _ in range(3):  # warm-up: engine shapes, thread pools
             list(pipeline.predict(inputs, batch_size=batch))
-        done, start = 0, time.perf_counter_ns()
+        done, start, cpu_start = 0, time.perf_counter_ns(), time.process_time()
         while time.perf_counter_ns() - start < args.offline_seconds * 1e9:
             list(pipeline.predict(inputs, batch_size=batch))
             done += batch
         elapsed = (time.perf_counter_ns() - start) / 1e9
+        cpu = time.process_time() - cpu_start
         rows.append({"batch_size": batch, "images": done, "seconds": round(elapsed, 3),
-                     "images_per_s": round(done / elapsed, 2), "ms_per_batch": round(1000 * elapsed * batch / done, 3)})
+                     "images_per_s": round(done / elapsed, 2), "ms_per_batch": round(1000 * elapsed * batch / done, 3),
+                     "cpu_ms_per_image": round(1000 * cpu / done, 3)})
         print(f"offline batch {batch}: {done / elapsed:8.1f} img/s", file=sys.stderr)
     pipeline.close()
     return rows, engine
@@ -125,6 +127,15 @@ def http_get_json(port: int, path: str) -> tuple[int, dict[str, Any]]:
     return int(head.split()[1]), json.loads(body)
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its threads so far (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -148,6 +159,7 @@ class LoadStats:
     latencies_ms: list[float] = field(default_factory=list)  # successful requests in the measured window
     errors: dict[str, int] = field(default_factory=dict)
     sent: int = 0  # requests started in the measured window
+    total: int = 0  # requests started, warm-up included
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -211,6 +223,7 @@ async def client(port: int, request: bytes, measure_from: float, stop_at: float,
         if now >= stop_at or not budget.take():
             break
         measured = now >= measure_from
+        stats.total += 1
         if measured:
             stats.sent += 1
         try:
@@ -293,6 +306,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"| throughput | {s['throughput_rps']:.1f} req/s |",
         f"| latency p50 / p90 / p99 / max | {s['p50_ms']} / {s['p90_ms']} / {s['p99_ms']} / {s['max_ms']} ms |",
         f"| server mean batch size | {s['mean_batch_size']} |",
+        f"| CPU per request (warm-up included): server / load generator | {s['server_cpu_ms_per_request']:.2f} / "
+        f"{s['client_cpu_ms_per_request']:.2f} ms |",
+        f"| CPU per image offline (batch {report['offline_best']['batch_size']}) | "
+        f"{report['offline_best']['cpu_ms_per_image']:.2f} ms |",
         f"| offline best (batch {report['offline_best']['batch_size']}, better of before/after) | "
         f"{report['offline_best']['images_per_s']:.1f} img/s |",
         f"| served / offline | {100 * report['served_over_offline']:.1f}% |",
@@ -342,7 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             health = wait_healthy(port, proc, timeout=600)
             body = json.dumps({"image": base64.b64encode(args.image.read_bytes()).decode("ascii")}).encode()
+            server_cpu, client_cpu = process_cpu_seconds(proc.pid), time.process_time()
             stats, measured_s = asyncio.run(run_load(port, build_request(port, body), args))
+            server_cpu = process_cpu_seconds(proc.pid) - server_cpu
+            client_cpu = time.process_time() - client_cpu
             _, after = http_get_json(port, "/health")
         finally:
             proc.terminate()
@@ -358,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         row["images_per_s_after"] = again["images_per_s"]
     best_row = max(offline, key=lambda r: max(r["images_per_s"], r["images_per_s_after"]))
     best = {"batch_size": best_row["batch_size"],
-            "images_per_s": max(best_row["images_per_s"], best_row["images_per_s_after"])}
+            "images_per_s": max(best_row["images_per_s"], best_row["images_per_s_after"]),
+            "cpu_ms_per_image": best_row["cpu_ms_per_image"]}
     ok = len(stats.latencies_ms)
     errors = sum(stats.errors.values())
     served_rps = ok / measured_s
@@ -377,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
             "p99_ms": percentile(stats.latencies_ms, 99),
             "max_ms": round(max(stats.latencies_ms), 2) if stats.latencies_ms else None,
             "mean_batch_size": after["result"]["batching"][server_model["name"]]["meanBatchSize"],
+            # CPU cost per request, warm-up included: robust to other load on the machine, unlike throughput.
+            "server_cpu_ms_per_request": round(1000 * server_cpu / max(1, stats.total), 3),
+            "client_cpu_ms_per_request": round(1000 * client_cpu / max(1, stats.total), 3),
         },
         "served_over_offline": round(served_rps / best["images_per_s"], 4),
     }

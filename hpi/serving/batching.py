@@ -24,6 +24,7 @@ import contextlib
 import functools
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -137,6 +138,7 @@ class BatcherStats:
     item_errors: int = 0  # items answered with an error
     batch_errors: int = 0  # engine calls that failed as a whole
     rejected: int = 0  # items refused because the queue was full
+    busy_s: float = 0.0  # wall time the worker spent in run_batch
 
 
 class DynamicBatcher(Generic[T, R]):
@@ -228,6 +230,7 @@ class DynamicBatcher(Generic[T, R]):
             "itemErrors": s.item_errors,
             "batchErrors": s.batch_errors,
             "rejected": s.rejected,
+            "busySeconds": round(s.busy_s, 3),
             "queueDepth": self._queue.qsize() if self._queue is not None else 0,
             "maxBatch": self.config.max_batch,
             "windowMs": self.config.window_ms,
@@ -274,6 +277,13 @@ class DynamicBatcher(Generic[T, R]):
                     if not fut.done():
                         fut.set_exception(HpiInternalError(f"{self.name}: batching failed: {exc!r}"))
 
+    def _timed(self, items: list[T]) -> Sequence[R | BaseException]:
+        start = time.perf_counter()
+        try:
+            return self.run_batch(items)
+        finally:
+            self._stats.busy_s += time.perf_counter() - start
+
     async def _run(self, live: list[tuple[T, asyncio.Future[R]]]) -> None:
         items = [item for item, _ in live]
         stats = self._stats
@@ -281,7 +291,7 @@ class DynamicBatcher(Generic[T, R]):
         stats.batched_items += len(items)
         stats.largest_batch = max(stats.largest_batch, len(items))
         try:
-            results = await self.worker.call(self.run_batch, items)
+            results = await self.worker.call(self._timed, items)
         except Exception as exc:  # noqa: BLE001 - a batch-wide failure goes to every request of the batch
             stats.batch_errors += 1
             logger.warning("%s: a batch of %d failed: %s", self.name, len(items), exc)

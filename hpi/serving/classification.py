@@ -13,7 +13,15 @@ from fastapi import FastAPI, Request
 from hpi.errors import HpiInternalError, InvalidConfigError
 from hpi.predictor import PredictionError
 from hpi.serving.batching import DynamicBatcher, worker_for
-from hpi.serving.common import ServeSettings, Service, encode_jpeg_base64, model_status, ok_response
+from hpi.serving.common import (
+    ServeSettings,
+    Service,
+    encode_jpeg_base64,
+    json_response,
+    log_id_of,
+    model_status,
+    ok_body,
+)
 from hpi.serving.protocol import (
     CLASSIFY_ENDPOINT,
     ClassifyRequest,
@@ -32,11 +40,16 @@ class ClassifyItem:
     topk: int
 
 
-def draw_labels_jpeg(rgb: np.ndarray, lines: list[str], quality: int) -> str:
+def draw_labels_jpeg(canvas: np.ndarray, lines: list[str], quality: int) -> str:
     """The classification visualisation (labels in yellow on black, top left, as ``ClassificationResult`` draws
     them) as Base64 JPEG, drawn with OpenCV: about a tenth of the cost of drawing with Pillow, which matters when
-    every response carries one."""
-    canvas = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    every response carries one.
+
+    Args:
+        canvas: the input image, BGR uint8 HWC; drawn on in place.
+        lines: ASCII text, one line per class.
+        quality: JPEG quality.
+    """
     height, width = canvas.shape[:2]
     scale = max(12, width // 30) / 24  # Hershey simplex at scale 1 is about 22 px tall; match Pillow's font size
     thickness = max(1, round(scale * 1.5))
@@ -114,8 +127,9 @@ class ClassificationService(Service):
             raise HpiInternalError(f"predict returned {len(results)} results for {len(items)} images")
         return out
 
-    def _render(self, res: Any, topk: int) -> dict[str, Any]:
-        """The protocol's ``result`` for one classification (drawing and JPEG encoding happen here)."""
+    def _render(self, res: Any, topk: int, canvas: np.ndarray) -> dict[str, Any]:
+        """The protocol's ``result`` for one classification; the visualisation is drawn on ``canvas`` (the request's
+        BGR image, no longer needed by the model)."""
         for key in ("class_ids", "scores", "label_names"):
             if key in res:
                 res[key] = list(res[key])[:topk]
@@ -125,9 +139,8 @@ class ClassificationService(Service):
         image = None
         if self.settings.visualize:
             lines = [f"{name.split(',')[0]} {score:.2f}" for name, score in zip(names, scores)]
-            source = res.get("_image")
-            if source is not None and all(line.isascii() for line in lines):
-                image = draw_labels_jpeg(source, lines, self.settings.jpeg_quality)
+            if all(line.isascii() for line in lines):
+                image = draw_labels_jpeg(canvas, lines, self.settings.jpeg_quality)
             else:  # OpenCV's fonts are ASCII only: the result's own (Pillow) drawing handles any script
                 image = encode_jpeg_base64(res.img["res"], self.settings.jpeg_quality)
         return {"categories": categories, "image": image}
@@ -136,7 +149,8 @@ class ClassificationService(Service):
         image = await self.load_image(body.image, "image")
         topk = body.topk or self.default_topk
         res = await self.submit(self.batcher, ClassifyItem(image, topk))
-        return ok_response(request, await self.in_cpu_pool(self._render, res, topk))
+        log_id = log_id_of(request)
+        return json_response(await self.in_cpu_pool(lambda: ok_body(log_id, self._render(res, topk, image))))
 
     def register_routes(self, app: FastAPI) -> None:
         app.add_api_route(

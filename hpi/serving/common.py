@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import os
 import uuid
 from abc import ABC, abstractmethod
@@ -14,11 +15,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from hpi.errors import InvalidConfigError
 from hpi.serving.batching import BatchingConfig, DynamicBatcher
-from hpi.serving.limits import ServingLimits, UrlFetcher, decode_image_bytes, read_image_field
+from hpi.serving.limits import ServingLimits, UrlFetcher, decode_base64_image, decode_image_bytes, is_url
 from hpi.serving.protocol import ModelStatus
 
 R = TypeVar("R")
@@ -82,6 +83,20 @@ def log_id_of(request: Request) -> str:
 
 def ok_response(request: Request, result: Any) -> JSONResponse:
     return JSONResponse({"logId": log_id_of(request), "errorCode": 0, "errorMsg": "Success", "result": result})
+
+
+def ok_body(log_id: str, result: Any) -> bytes:
+    """A success response body as JSON bytes (built off the event loop for large results)."""
+    return json.dumps({"logId": log_id, "errorCode": 0, "errorMsg": "Success", "result": result},
+                      ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def json_response(body: bytes) -> Response:
+    return Response(content=body, media_type="application/json")
+
+
+def _decode_base64_image(text: str, limits: ServingLimits, name: str) -> Any:
+    return decode_image_bytes(decode_base64_image(text, limits, name), limits, name)
 
 
 def error_response(request: Request, status: int, message: str, headers: dict[str, str] | None = None
@@ -162,8 +177,10 @@ class Service(ABC):
 
     async def load_image(self, text: str, name: str) -> Any:
         """An ``image`` field (Base64 or allowed URL) as a BGR uint8 array, within the limits."""
-        data = await read_image_field(text, self.limits, self.fetcher, name)
-        return await self.in_cpu_pool(decode_image_bytes, data, self.limits, name)
+        if is_url(text):
+            data = await self.fetcher.fetch(text, name)
+            return await self.in_cpu_pool(decode_image_bytes, data, self.limits, name)
+        return await self.in_cpu_pool(_decode_base64_image, text, self.limits, name)  # both steps off the loop
 
     async def submit(self, batcher: DynamicBatcher[Any, R], item: Any) -> R:
         """Queue ``item`` and wait for its result, at most ``request_timeout_s``."""

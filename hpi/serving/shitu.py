@@ -24,7 +24,16 @@ from hpi.errors import HpiError, HpiInternalError, InvalidConfigError
 from hpi.pipelines.index import FeatureIndex, UnknownIdError
 from hpi.predictor import PredictionError
 from hpi.serving.batching import DynamicBatcher, worker_for
-from hpi.serving.common import ServeSettings, Service, encode_jpeg_base64, model_status, ok_response
+from hpi.serving.common import (
+    ServeSettings,
+    Service,
+    encode_jpeg_base64,
+    json_response,
+    log_id_of,
+    model_status,
+    ok_body,
+    ok_response,
+)
 from hpi.serving.indexes import IndexStore
 from hpi.serving.limits import (
     PayloadTooLargeError,
@@ -199,7 +208,8 @@ class ShiTuService(Service):
         index = await self.in_cpu_pool(self.store.get, body.indexKey)
         image = await self.load_image(body.image, "image")
         res = await self.submit(self.batcher, ShiTuItem(image, index))
-        return ok_response(request, await self.in_cpu_pool(self._render, res))
+        log_id = log_id_of(request)
+        return json_response(await self.in_cpu_pool(lambda: ok_body(log_id, self._render(res))))
 
     def register_routes(self, app: FastAPI) -> None:
         routes = (
