@@ -147,6 +147,8 @@ class BatchKernel:
             raise InvalidInputError(f"spec: expected a PreprocessSpec, got {type(spec).__name__}")
         if spec.resize_short is None and spec.resize_to is None:
             raise InvalidConfigError("spec: no resize step (give resize_short or resize_to)")
+        if spec.resize_backend not in ("cv2", "pil"):
+            raise InvalidConfigError(f"spec: resize_backend must be 'cv2' or 'pil', got {spec.resize_backend!r}")
         if threads is None:
             threads = _available_cpus()
             _log.debug("threads=None: using %d (the CPUs this process may run on); pass threads= to change", threads)
@@ -279,7 +281,9 @@ class BatchKernel:
         h, w = src.shape[:2]
         rw, rh = prepared.resized
         x1, y1, x2, y2 = prepared.box
-        if (w, h) == (rw, rh):
+        if self.spec.resize_backend == "pil":  # PaddleX's ResizeImage.backend: pil, with the reference's own call
+            resized = reference.resize(self.spec, src, (rw, rh))
+        elif (w, h) == (rw, rh):
             resized = src  # cv2.resize to the same size is a copy
         elif self._trailing_cut:
             # Resize only the top-left part of the image that reaches past the crop's right and bottom edges:

@@ -44,6 +44,10 @@ SPECS = {
                   _NORMALIZE, "ToCHWImage"),
     "nearest": _spec({"ResizeImage": {"resize_short": 256, "interpolation": "NEAREST"}},
                      {"CropImage": {"size": 224}}, _NORMALIZE, "ToCHWImage"),
+    "pil_bilinear": _spec({"ResizeImage": {"resize_short": 256, "backend": "pil"}}, {"CropImage": {"size": 224}},
+                          _NORMALIZE, "ToCHWImage"),
+    "pil_bicubic": _spec({"ResizeImage": {"resize_short": 232, "interpolation": "BICUBIC", "backend": "pil"}},
+                         {"CropImage": {"size": 224}}, _NORMALIZE, "ToCHWImage"),
     "lanczos": _spec({"ResizeImage": {"resize_short": 256, "interpolation": "LANCZOS4"}},
                      {"CropImage": {"size": 224}}, _NORMALIZE, "ToCHWImage"),
 }
@@ -74,7 +78,7 @@ def test_arrays_are_bit_identical_to_reference(photos: dict[str, np.ndarray], sp
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("spec_name", ["paddlex_cls", "hwc_no_tochw", "resize_to_nonsquare"])
+@pytest.mark.parametrize("spec_name", ["paddlex_cls", "hwc_no_tochw", "resize_to_nonsquare", "pil_bilinear"])
 def test_encoded_is_bit_identical_to_decode_plus_reference(
     awkward_files: dict[str, Path], spec_name: str
 ) -> None:
