@@ -136,6 +136,29 @@ def repair_shape_concats(model) -> int:  # noqa: ANN001 - onnx.ModelProto
     return changed
 
 
+FOLDED_ONNX_FILE = "model_u8.onnx"
+
+
+def folded_onnx_path(source: ModelSource, cache: EngineCache, *, opset: int = DEFAULT_OPSET) -> Path:
+    """The ONNX model with its normalisation and layout folded in: input uint8 NHWC RGB (cached)."""
+    from hpi.preprocess.graph import fold_into_onnx
+
+    spec = source.spec.preprocess
+    if spec is None:
+        raise ExportError(f"{source.name}: no classification preprocessing to fold into the graph")
+    onnx_file = onnx_path(source, cache, opset=opset)
+    onnx_key = source.content_hash if source.format == "onnx" else onnx_file.parent.name
+    parts = {"onnx": onnx_key, "fold": repr(spec), "tool": "hpi.preprocess.graph", "version": 1}
+
+    def build(out: Path) -> None:
+        import onnx
+
+        folded = fold_into_onnx(onnx.load(str(onnx_file)), spec)
+        onnx.save(folded, str(out / FOLDED_ONNX_FILE))
+
+    return cache.get_or_build("onnx-folded", parts, build) / FOLDED_ONNX_FILE
+
+
 def onnx_opset(path: Path) -> int | None:
     """The default-domain opset of an ONNX file (recorded with every export)."""
     meta = path.parent / "export.json"

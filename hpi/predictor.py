@@ -23,9 +23,10 @@ from hpi.inputs import InputItem, array_to_rgb, expand_inputs
 from hpi.model import ModelSource
 from hpi.preprocess import reference
 from hpi.preprocess.decode import decode_image
-from hpi.preprocess.fused import FusedPreprocessor
+from hpi.preprocess.fused import BatchKernel, FusedPreprocessor
+from hpi.preprocess.graph import ResizeCropU8
 from hpi.results import BaseResult, ClassificationResult, EmbeddingResult
-from hpi.select import BackendChoice, HpiConfig, resolve_backend
+from hpi.select import BackendChoice, HpiConfig, resolve_backend, with_folding
 
 logger = logging.getLogger(__name__)
 
@@ -93,10 +94,16 @@ class Predictor:
         if self._spec is None:
             raise ModelSourceError(f"{source.name}: no classification preprocessing (PreProcess.transform_ops)")
         # fast_preprocess=False runs PaddleX's op chain as written (the benchmark's normal-mode baseline).
-        # The fused kernel realises OpenCV resizes; a PIL resize (ResizeImage.backend: pil) runs PaddleX's chain.
-        fast = fast_preprocess and self._spec.resize_backend == "cv2"
-        self._preprocess = FusedPreprocessor(self._spec) if fast else functools.partial(
-            reference.preprocess_batch, self._spec)
+        # An engine with folded preprocessing takes uint8 NHWC: the CPU half only decodes, resizes and crops.
+        # Otherwise the fused kernel; fast_preprocess=False runs PaddleX's op chain as written (the benchmark's
+        # normal-mode baseline).
+        folded = engine.config.fold_preprocess
+        if folded:
+            self._preprocess = ResizeCropU8(self._spec)
+        elif fast_preprocess:
+            self._preprocess = FusedPreprocessor(self._spec)
+        else:
+            self._preprocess = functools.partial(reference.preprocess_batch, self._spec)
 
     def preprocess(self, images: list[np.ndarray]) -> np.ndarray:
         """RGB uint8 HWC images to the model's input batch."""
@@ -212,7 +219,7 @@ class Predictor:
 
     def close(self) -> None:
         self.engine.close()
-        if isinstance(self._preprocess, FusedPreprocessor):
+        if isinstance(self._preprocess, BatchKernel):
             self._preprocess.close()
 
     def __enter__(self) -> Predictor:
@@ -267,6 +274,8 @@ def create_model(
         return measured_choice(src, d, c, cache=cache)
 
     choice = resolve_backend(source, dev, use_hpip=use_hpip, hpi_config=cfg, measure=measure)
+    if use_hpip:
+        choice = with_folding(choice, source, cfg)
     logger.info("%s runs on %s[%s]: %s", source.name, choice.backend, choice.precision, choice.reason)
     engine = get_backend(choice.backend).engine(source, dev, choice.config, cache).load()
     return Predictor(source, engine, choice, topk=topk)

@@ -197,3 +197,20 @@ def test_forced_backend_and_hpi_config_errors(toy_dir, tmp_path):
 def test_onnx_model_normal_mode_uses_onnxruntime(orientation_dir, tmp_path):
     m = hpi.create_model("PP-LCNet_x1_0_doc_ori", orientation_dir, device="cpu", cache_dir=tmp_path)
     assert m.backend == "onnxruntime" and "Paddle Inference cannot load ONNX" in m.choice.reason
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_high_performance_mode_folds_preprocessing_into_the_graph(toy_dir, photos, image_files, tmp_path, backend):
+    """use_hpip=True on ONNX Runtime / OpenVINO: uint8 NHWC in, normalisation inside the graph, same answers."""
+    normal = hpi.create_model("ToyNet", toy_dir, device="cpu", cache_dir=tmp_path)
+    fast = hpi.create_model("ToyNet", toy_dir, device="cpu", use_hpip=True, hpi_config={"backend": backend},
+                            cache_dir=tmp_path)
+    assert fast.engine.config.fold_preprocess and "folded" in fast.choice.reason
+    assert fast.engine.input_dtypes[fast.engine.input_names[0]] == np.uint8
+    inputs = [photos["chelsea"], *map(str, image_files)]
+    for a, b in zip(normal.predict(inputs, batch_size=2), fast.predict(inputs, batch_size=2)):
+        assert a["class_ids"][0] == b["class_ids"][0]
+        np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-4)
+    unfolded = hpi.create_model("ToyNet", toy_dir, device="cpu", use_hpip=True, cache_dir=tmp_path,
+                                hpi_config={"backend": backend, "fold_preprocess": False})
+    assert not unfolded.engine.config.fold_preprocess

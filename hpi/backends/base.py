@@ -52,6 +52,9 @@ class BackendConfig:
     """Base of the typed, frozen per-backend configs."""
 
     precision: Precision = "fp32"
+    # Take uint8 NHWC RGB and do cast, mean/std and layout inside the graph (backends whose capabilities list
+    # "NHWC_U8"); the CPU then only decodes, resizes and crops.
+    fold_preprocess: bool = False
 
     # PaddleX's hpi_config.backend_config names -> our field names.
     ALIASES: ClassVar[dict[str, str]] = {"cpu_num_threads": "threads"}
@@ -230,6 +233,12 @@ class Backend(ABC):
             )
         if source.format not in self.capabilities.model_formats and "onnx" not in self.capabilities.model_formats:
             raise InvalidConfigError(f"backend {self.name!r} cannot load {source.format} models")
+        if cfg.fold_preprocess:
+            if "NHWC_U8" not in self.capabilities.input_layouts:
+                raise InvalidConfigError(f"backend {self.name!r} cannot fold preprocessing into the graph")
+            spec = source.spec.preprocess
+            if spec is None or spec.output_size is None:
+                raise InvalidConfigError(f"{source.name}: folding preprocessing needs a fixed input size (a crop)")
         return self.engine_class(self, source, device, cfg, cache or EngineCache())
 
 

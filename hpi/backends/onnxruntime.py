@@ -14,7 +14,7 @@ import numpy as np
 from hpi.backends.base import Backend, BackendConfig, Capabilities, Engine, register_backend
 from hpi.device import cuda_device_count, device_signature, resolve_threads
 from hpi.errors import BackendUnavailableError, InvalidConfigError
-from hpi.export import onnx_path
+from hpi.export import folded_onnx_path, onnx_path
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class OrtEngine(Engine):
         import onnxruntime as ort
 
         cfg = self.config
-        model_file = onnx_path(self.source, self.cache)
+        model_file = (folded_onnx_path if cfg.fold_preprocess else onnx_path)(self.source, self.cache)
         options = ort.SessionOptions()
         options.graph_optimization_level = {
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,

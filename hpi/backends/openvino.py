@@ -65,6 +65,10 @@ class OpenVinoEngine(Engine):
             core.set_property({"CACHE_DIR": str(blobs)})
         self._core, self._properties = core, properties
         self._model = core.read_model(str(xml))
+        if cfg.fold_preprocess:
+            from hpi.preprocess.graph import fold_into_openvino
+
+            self._model = fold_into_openvino(self._model, self.source.spec.preprocess)
         self._dynamic = self._compile(self._model)
         actual = str(self._dynamic.get_property("INFERENCE_PRECISION_HINT"))
         logger.info("openvino compiled %s with precision %s", self.source.name, actual)
