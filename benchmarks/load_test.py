@@ -279,8 +279,7 @@ def conditions(args: argparse.Namespace) -> dict[str, Any]:
                 break
     except OSError:
         pass
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_average_at_start": load, "python": platform.python_version(),
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "threads": args.threads, "clients": args.clients, "duration_s": args.duration, "warmup_s": args.warmup,
             "max_requests": args.max_requests, "max_batch": args.max_batch, "window_ms": args.window_ms,
             "use_hpip": args.use_hpip, "visualize": not args.no_visualize, "image": str(args.image),
@@ -328,6 +327,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    load_at_start = os.getloadavg()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="PP-LCNet_x1_0", help="classification model (default: PP-LCNet_x1_0)")
     parser.add_argument("--model-dir", default=None, help="its directory (default: the local store, zoo-built)")
@@ -385,8 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     served_rps = ok / measured_s
     server_model = health["models"][0]
     report = {
-        "conditions": conditions(args) | {"load_average_during_load": [round(load_before[0], 2),
-                                                                         round(load_after[0], 2)]},
+        "conditions": conditions(args) | {"load_average_at_start": [round(x, 2) for x in load_at_start],
+                                          "load_average_during_load": [round(load_before[0], 2),
+                                                                       round(load_after[0], 2)],
+                                          "server_kmp_blocktime": os.environ.get("KMP_BLOCKTIME", "1 (hpi serve)")},
         "engine": engine,
         "server_engine": {k: server_model[k] for k in ("name", "backend", "precision", "mode")},
         "offline": offline,

@@ -80,6 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--index", help="a saved index used by requests without indexKey")
 
     parser.add_argument("--no-visualize", action="store_true", help="send result.image as null (saves CPU)")
+    parser.add_argument("--jpeg-quality", type=int, default=75, help="quality of result.image (default: 75)")
+    parser.add_argument("--no-access-log", action="store_true", help="do not log every request")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
@@ -105,6 +107,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         batching=BatchingConfig(max_batch=args.max_batch, window_ms=args.batch_window_ms, max_queue=args.max_queue),
         request_timeout_s=args.request_timeout,
         visualize=not args.no_visualize,
+        jpeg_quality=args.jpeg_quality,
         index_dir=args.index_dir,
         default_index=args.index,
         device=args.device,
@@ -123,6 +126,10 @@ def _is_loopback(host: str) -> bool:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    # Intel OpenMP (Paddle Inference's runtime) spins 200 ms after every parallel region by default; a server runs a
+    # batch every few tens of ms, so a spinning thread would hold a core that decoding and HTTP need. 1 ms still
+    # covers the gaps between the regions of one inference. Set before Paddle starts its OpenMP runtime.
+    os.environ.setdefault("KMP_BLOCKTIME", "1")
     try:
         import uvicorn
 
@@ -136,7 +143,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         logger.warning("listening on %s: clients other than this machine can reach the server", args.host)
     app = create_app(args.pipeline, settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                limit_concurrency=args.max_connections, timeout_keep_alive=5)
+                limit_concurrency=args.max_connections, timeout_keep_alive=5, access_log=not args.no_access_log)
     return 0
 
 

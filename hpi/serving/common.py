@@ -37,7 +37,7 @@ class ServeSettings:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     request_timeout_s: float = 120.0  # a request waiting longer for its result gets 504
     visualize: bool = True  # result.image: the visualisation as Base64 JPEG; False sends null (saves CPU)
-    jpeg_quality: int = 90  # of the visualisation
+    jpeg_quality: int = 75  # of the visualisation (Pillow's default, which PaddleX's serving uses)
     cpu_workers: int | None = None  # threads decoding images and encoding visualisations; None: cores + 1, max 4
     index_dir: str | None = None  # where indexes built through the API persist; None: see default_index_dir()
     default_index: str | None = None  # PP-ShiTuV2: a saved index used when a request has no indexKey
