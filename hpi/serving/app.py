@@ -25,8 +25,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hpi import __version__
 from hpi.errors import HpiError, InvalidConfigError
-from hpi.serving.common import ServeSettings, Service, error_response, log_id_of, ok_response
-from hpi.serving.limits import BodyLimitMiddleware, status_for
+from hpi.serving.common import ServeSettings, Service, error_response, log_id_of, new_log_id, ok_response
+from hpi.serving.limits import BodyLimitMiddleware, error_body, status_for
 from hpi.serving.protocol import HEALTH_ENDPOINT, ErrorResponse, HealthResult, ResultResponse
 
 logger = logging.getLogger(__name__)
@@ -96,8 +96,45 @@ def create_app(pipeline: Any, settings: ServeSettings | None = None) -> FastAPI:
     service.register_routes(app)
     _register_health(app, service)
     _register_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(ErrorGuardMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)  # the outermost
     return app
+
+
+class ErrorGuardMiddleware:
+    """Answers any exception no handler took with a 500 in the protocol's shape.
+
+    Starlette's own last-resort handler re-raises after responding, and uvicorn then drops the keep-alive
+    connection; catching here keeps the connection and the client's next request working.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001 - the last resort: every request gets an answer
+            log_id = scope.get("state", {}).get("log_id") or new_log_id()
+            logger.error("logId %s: unexpected %s", log_id, type(exc).__name__, exc_info=exc)
+            if started:
+                return
+            body = error_body(500, f"internal error ({type(exc).__name__}); see the server log for logId {log_id}",
+                              log_id)
+            await send({"type": "http.response.start", "status": 500,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
 
 
 def _register_health(app: FastAPI, service: Service) -> None:
@@ -142,14 +179,7 @@ def _register_error_handlers(app: FastAPI) -> None:
         headers = {"Retry-After": "1"} if status == 503 else None
         return error_response(request, status, str(exc), headers)
 
-    async def on_other(request: Request, exc: Exception) -> Any:
-        log_id = log_id_of(request)
-        logger.error("logId %s: unexpected %s", log_id, type(exc).__name__, exc_info=exc)
-        return error_response(request, 500, f"internal error ({type(exc).__name__}); see the server log for "
-                                            f"logId {log_id}")
-
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(TimeoutError, on_timeout)
     app.add_exception_handler(HpiError, on_hpi)
-    app.add_exception_handler(Exception, on_other)

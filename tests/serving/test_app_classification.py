@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -330,3 +331,50 @@ def test_health_names_the_backend_and_the_schema_is_served(server, toy_model):
     assert set(schema["paths"]) == {"/image-classification", "/health"}
     request_schema = schema["components"]["schemas"]["ClassifyRequest"]
     assert set(request_schema["properties"]) == {"image", "topk"} and request_schema["required"] == ["image"]
+
+
+# ----------------------------------------------------------------------------------------------- failures, overload
+
+
+class Flaky:
+    """A pipeline around a predictor that is slow, or fails on 77-pixel-high images, on demand."""
+
+    def __init__(self, predictor, delay: float = 0.0) -> None:
+        self.predictor = predictor
+        self.delay = delay
+
+    def predict(self, images, batch_size=1, topk=None):
+        time.sleep(self.delay)
+        if any(image.shape[0] == 77 for image in images):
+            raise RuntimeError("engine exploded")
+        return self.predictor.predict(images, batch_size=batch_size, topk=topk)
+
+
+def test_an_engine_failure_is_a_500_in_the_protocol_shape_and_the_server_goes_on(toy_model):
+    cursed = {"image": b64(encoded(np.full((77, 90, 3), 128, np.uint8), ".png"))}
+    with LiveServer(create_app(Flaky(toy_model))) as srv, httpx.Client(base_url=srv.url, timeout=60) as client:
+        check_error(client.post("/image-classification", json=cursed), 500, "internal error (RuntimeError)")
+        assert client.post("/image-classification", json={"image": b64(jpeg_bytes())}).json()["errorCode"] == 0
+        assert client.get("/health").json()["result"]["status"] == "ok"
+
+
+def test_a_request_that_waits_too_long_gets_504(toy_model):
+    settings = ServeSettings(request_timeout_s=0.3)
+    with LiveServer(create_app(Flaky(toy_model, delay=1.0), settings)) as srv:
+        check_error(httpx.post(f"{srv.url}/image-classification", json={"image": b64(jpeg_bytes())}, timeout=60),
+                    504, "timed out")
+
+
+def test_a_full_queue_answers_503_with_retry_after(toy_model):
+    settings = ServeSettings(batching=BatchingConfig(max_batch=1, window_ms=0, max_queue=1))
+    payload = {"image": b64(jpeg_bytes())}
+    with LiveServer(create_app(Flaky(toy_model, delay=0.5), settings)) as srv:
+        def post(_):
+            return httpx.post(f"{srv.url}/image-classification", json=payload, timeout=60)
+
+        with ThreadPoolExecutor(6) as pool:
+            responses = list(pool.map(post, range(6)))
+    busy = [r for r in responses if r.status_code == 503]
+    assert busy and all(r.headers["retry-after"] == "1" for r in busy)
+    check_error(busy[0], 503, "retry later")
+    assert any(r.status_code == 200 for r in responses)
