@@ -112,12 +112,7 @@ def shitu_pipeline(tmp_path_factory):
     from hpi import zoo
 
     root = tmp_path_factory.mktemp("shitu_models")
-    dirs = {}
-    for name in ("PP-ShiTuV2_det", "PP-ShiTuV2_rec"):
-        model = zoo.get_model(name)
-        (root / name).mkdir()
-        model.extra["export"](model, root / name, seed=0)  # the zoo record's own exporter, no store involved
-        dirs[name] = str(root / name)
+    dirs = {name: str(zoo.build(name, root / name)) for name in ("PP-ShiTuV2_det", "PP-ShiTuV2_rec")}
     config = {
         "pipeline_name": "PP-ShiTuV2",
         "SubModules": {
