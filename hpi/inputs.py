@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from hpi.errors import InvalidInputError
+from hpi.errors import HpiError, InvalidInputError
 from hpi.preprocess.decode import decode_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2")
@@ -58,6 +58,15 @@ class InputItem:
         if data is None:
             return array_to_rgb(self.source, self.label)
         return decode_image(data, self.label)
+
+
+def named_error(exc: HpiError, item: InputItem) -> HpiError:
+    """The error with the item's name in front, unless it already starts with it."""
+    if str(exc).startswith(item.label):
+        return exc
+    named = type(exc)(f"{item.label}: {exc}")
+    named.__cause__ = exc
+    return named
 
 
 def array_to_rgb(array: np.ndarray, label: str) -> np.ndarray:

@@ -19,7 +19,7 @@ from hpi.backends.base import Engine, get_backend
 from hpi.cache import EngineCache
 from hpi.device import Device, parse_device
 from hpi.errors import HpiError, InvalidConfigError, InvalidInputError, ModelSourceError, UnknownModelError
-from hpi.inputs import InputItem, array_to_rgb, expand_inputs
+from hpi.inputs import InputItem, array_to_rgb, expand_inputs, named_error
 from hpi.model import ModelSource
 from hpi.preprocess import reference
 from hpi.preprocess.decode import decode_image
@@ -27,6 +27,7 @@ from hpi.preprocess.fused import BatchKernel, FusedPreprocessor
 from hpi.preprocess.graph import ResizeCropU8
 from hpi.results import BaseResult, ClassificationResult, EmbeddingResult
 from hpi.select import BackendChoice, HpiConfig, resolve_backend, with_folding
+from hpi.zoo.store import weights_kind
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +69,6 @@ def locate_model(model_name: str, model_dir: str | Path | None) -> ModelSource:
     return ModelSource.from_path(found, model_name=model_name)
 
 
-def _weights_kind(source: ModelSource) -> str | None:
-    try:
-        from hpi.zoo.store import weights_kind
-    except ImportError:
-        return None
-    return weights_kind(source.directory)
-
-
 class Predictor:
     """A loaded model. Use :func:`create_model` to make one."""
 
@@ -88,7 +81,7 @@ class Predictor:
         self.source = source
         self.engine = engine
         self.choice = choice
-        self.weights = _weights_kind(source)  # "seeded" for zoo builds: scores mean nothing about accuracy
+        self.weights = weights_kind(source.directory)  # "seeded" for zoo builds: scores say nothing of accuracy
         self.topk = topk
         self._spec = source.spec.preprocess
         if self._spec is None:
@@ -161,7 +154,7 @@ class Predictor:
                 payloads.append(data if data is not None else array_to_rgb(item.source, item.label))
                 readable.append(item)
             except HpiError as exc:
-                failures.append(ItemFailure(item.index, item.input_path, _named(exc, item)))
+                failures.append(ItemFailure(item.index, item.input_path, named_error(exc, item)))
         if not readable:
             return
         batch, kept = self._preprocess_items(readable, payloads, failures)
@@ -178,7 +171,7 @@ class Predictor:
             done = self._preprocess.process(payloads, [it.label for it in items])
             for err in done.errors:
                 item = items[err.index]
-                failures.append(ItemFailure(item.index, item.input_path, _named(err.error, item)))
+                failures.append(ItemFailure(item.index, item.input_path, named_error(err.error, item)))
             return done.batch, [(items[i], payloads[i]) for i in done.indices]
         rows, kept = [], []
         for item, payload in zip(items, payloads):
@@ -187,7 +180,7 @@ class Predictor:
                 rows.append(self._preprocess([rgb])[0])
                 kept.append((item, rgb))
             except HpiError as exc:
-                failures.append(ItemFailure(item.index, item.input_path, _named(exc, item)))
+                failures.append(ItemFailure(item.index, item.input_path, named_error(exc, item)))
         return (np.stack(rows) if rows else np.empty(0, np.float32)), kept
 
     def _make_result(self, item: InputItem, payload: bytes | np.ndarray, row: np.ndarray, topk: int | None
@@ -227,15 +220,6 @@ class Predictor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _named(exc: HpiError, item: InputItem) -> HpiError:
-    """The error with the item's name in front, unless it already starts with it."""
-    if str(exc).startswith(item.label):
-        return exc
-    named = type(exc)(f"{item.label}: {exc}")
-    named.__cause__ = exc
-    return named
 
 
 def create_model(

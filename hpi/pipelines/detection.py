@@ -47,10 +47,11 @@ from hpi.backends.base import Engine, get_backend
 from hpi.cache import EngineCache
 from hpi.device import Device, parse_device
 from hpi.errors import HpiError, InvalidConfigError, InvalidInputError, ModelSourceError
-from hpi.inputs import InputItem, expand_inputs
+from hpi.inputs import InputItem, expand_inputs, named_error
 from hpi.model import ModelSource
 from hpi.results import BaseResult
 from hpi.select import BackendChoice, HpiConfig, resolve_backend
+from hpi.zoo.store import weights_kind
 
 logger = logging.getLogger(__name__)
 
@@ -738,24 +739,6 @@ def _split_by_count(rows: np.ndarray, counts: list[np.ndarray], images: int, nam
         )
     bounds = np.concatenate([[0], np.cumsum(num)])
     return [rows[bounds[i]:bounds[i + 1]] for i in range(images)]
-
-
-def named_error(exc: HpiError, item: InputItem) -> HpiError:
-    """The error with the item's name in front, unless it already starts with it."""
-    if str(exc).startswith(item.label):
-        return exc
-    named = type(exc)(f"{item.label}: {exc}")
-    named.__cause__ = exc
-    return named
-
-
-def weights_kind(directory: Path) -> str | None:
-    """"seeded" or "real" for a model in the zoo's store, None for a directory the user gave."""
-    try:
-        from hpi.zoo.store import weights_kind as store_weights_kind
-    except ImportError:  # no store in this install: nothing was built by the zoo
-        return None
-    return store_weights_kind(directory)
 
 
 def create_detector(

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from hpi.errors import HpiError, InvalidConfigError, InvalidInputError
-from hpi.inputs import InputItem, expand_inputs
+from hpi.inputs import InputItem, expand_inputs, named_error
 from hpi.pipelines import ShiTuConfig, resolve_model_dir
 from hpi.pipelines.detection import (
     DetectionPredictor,
@@ -42,7 +42,6 @@ from hpi.pipelines.detection import (
     colour_for,
     create_detector,
     draw_boxes,
-    named_error,
 )
 from hpi.pipelines.index import FeatureIndex, Hit, IndexType, MetricType, read_gallery
 from hpi.predictor import ItemFailure, PredictionError, Predictor, create_model
