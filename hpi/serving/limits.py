@@ -250,7 +250,10 @@ def decode_image_bytes(data: bytes, limits: ServingLimits, name: str) -> np.ndar
     except cv2.error as exc:
         raise RequestRejectedError(f"{name}: not a readable image ({exc.err or 'decoder error'})") from None
     if img is None or img.size == 0:
-        raise RequestRejectedError(f"{name}: not a readable image (truncated or corrupt {width} x {height} image)")
+        raise RequestRejectedError(
+            f"{name}: not a readable image (its header says {width} x {height}, but it cannot be decoded: truncated, "
+            "corrupt, or a variant OpenCV does not read)"
+        )
     return img
 
 

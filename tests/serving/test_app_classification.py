@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import http.server
+import io
 import re
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 
 import hpi
 from hpi.serving.app import create_app
@@ -178,6 +180,35 @@ def test_real_weights_round_trip(orientation_dir, tmp_path):
 def test_bad_requests_get_a_4xx_in_the_protocol_shape(server, payload, status, fragment):
     with httpx.Client(base_url=server.url, timeout=60) as client:
         check_error(client.post("/image-classification", json=payload), status, fragment)
+
+
+def _pillow(image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("make", "status"),
+    [
+        (lambda: encoded(np.zeros((1, 1, 3), np.uint8)), 200),
+        (lambda: encoded(np.zeros((1, 100, 3), np.uint8)), 200),
+        (lambda: encoded(np.full((50, 60), 90, np.uint8)), 200),
+        (lambda: encoded(np.full((50, 60, 4), 90, np.uint8)), 200),
+        (lambda: encoded(np.full((50, 60, 3), 40000, np.uint16)), 200),
+        (lambda: _pillow(Image.new("RGB", (40, 30), "red"), "GIF"), 200),
+        (lambda: _pillow(Image.new("CMYK", (40, 30)), "JPEG"), 200),
+        (lambda: _pillow(Image.fromarray(np.zeros((30, 40), np.float32)), "TIFF"), 400),
+        (lambda: _pillow(Image.new("RGB", (32, 32)), "ICO"), 400),
+    ],
+    ids=["1x1", "1x100", "gray", "rgba", "16-bit", "gif", "cmyk-jpeg", "float-tiff", "ico"],
+)
+def test_odd_but_valid_images_are_classified_and_undecodable_ones_are_400s(server, make, status):
+    resp = httpx.post(f"{server.url}/image-classification", json={"image": b64(make())}, timeout=60)
+    if status == 200:
+        assert resp.status_code == 200 and resp.json()["result"]["categories"]
+    else:
+        check_error(resp, 400, "cannot be decoded")
 
 
 def test_malformed_json_and_unknown_routes(server):
