@@ -26,7 +26,7 @@ from hpi.preprocess.decode import decode_image
 from hpi.preprocess.fused import BatchKernel, FusedPreprocessor
 from hpi.preprocess.graph import ResizeCropU8
 from hpi.results import BaseResult, ClassificationResult, EmbeddingResult
-from hpi.select import BackendChoice, HpiConfig, resolve_backend, with_folding
+from hpi.select import BackendChoice, HpiConfig, resolve_backend, with_folding, with_spin_policy
 from hpi.zoo.store import weights_kind
 
 logger = logging.getLogger(__name__)
@@ -260,6 +260,7 @@ def create_model(
     choice = resolve_backend(source, dev, use_hpip=use_hpip, hpi_config=cfg, measure=measure)
     if use_hpip:
         choice = with_folding(choice, source, cfg)
+    choice = with_spin_policy(choice, cfg)
     logger.info("%s runs on %s[%s]: %s", source.name, choice.backend, choice.precision, choice.reason)
     engine = get_backend(choice.backend).engine(source, dev, choice.config, cache).load()
     return Predictor(source, engine, choice, topk=topk)

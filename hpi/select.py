@@ -35,6 +35,7 @@ class HpiConfig:
     max_batch_size: int = 8  # the largest batch selection measures and GPU profiles cover
     accuracy_gate: Mapping[str, Any] = field(default_factory=dict)  # overrides of hpi.selection.AccuracyGate
     fold_preprocess: bool = True  # high-performance mode: normalise inside the graph where the backend can
+    spin_wait: bool = True  # engine threads may spin between runs; pipelines turn it off for their sub-models
 
     def gate(self) -> Any:
         """The :class:`hpi.selection.AccuracyGate` with this config's overrides."""
@@ -61,6 +62,14 @@ class HpiConfig:
         if not isinstance(cfg.backend_config, Mapping):
             raise InvalidConfigError("hpi_config.backend_config: expected a mapping")
         return cfg
+
+
+def with_spin_policy(choice: BackendChoice, hpi_config: HpiConfig) -> BackendChoice:
+    """Apply ``hpi_config.spin_wait=False`` to backends whose threads spin between runs (ONNX Runtime)."""
+    fields = {f.name for f in dataclasses.fields(choice.config)}
+    if hpi_config.spin_wait or "allow_spinning" not in fields or "allow_spinning" in hpi_config.backend_config:
+        return choice
+    return dataclasses.replace(choice, config=dataclasses.replace(choice.config, allow_spinning=False))
 
 
 def with_folding(choice: BackendChoice, source: ModelSource, hpi_config: HpiConfig) -> BackendChoice:

@@ -214,3 +214,15 @@ def test_high_performance_mode_folds_preprocessing_into_the_graph(toy_dir, photo
     unfolded = hpi.create_model("ToyNet", toy_dir, device="cpu", use_hpip=True, cache_dir=tmp_path,
                                 hpi_config={"backend": backend, "fold_preprocess": False})
     assert not unfolded.engine.config.fold_preprocess
+
+
+def test_spin_wait_policy_reaches_onnxruntime(toy_dir, tmp_path):
+    """Pipelines run models in turn on the same cores and switch spinning off; an explicit setting wins."""
+    def config(hpi_config):
+        return hpi.create_model("ToyNet", toy_dir, device="cpu", hpi_config=hpi_config, cache_dir=tmp_path).engine.config
+
+    assert config({"backend": "onnxruntime"}).allow_spinning is True
+    assert config({"backend": "onnxruntime", "spin_wait": False}).allow_spinning is False
+    explicit = {"backend": "onnxruntime", "spin_wait": False, "backend_config": {"allow_spinning": True}}
+    assert config(explicit).allow_spinning is True
+    assert not hasattr(config({"backend": "paddle", "spin_wait": False}), "allow_spinning")

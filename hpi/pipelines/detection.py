@@ -50,7 +50,7 @@ from hpi.errors import HpiError, InvalidConfigError, InvalidInputError, ModelSou
 from hpi.inputs import InputItem, expand_inputs, named_error
 from hpi.model import ModelSource
 from hpi.results import BaseResult
-from hpi.select import BackendChoice, HpiConfig, resolve_backend
+from hpi.select import BackendChoice, HpiConfig, resolve_backend, with_spin_policy
 from hpi.zoo.store import weights_kind
 
 logger = logging.getLogger(__name__)
@@ -771,7 +771,7 @@ def create_detector(
     DetectionSpec.from_source(source)  # fail on a bad inference.yml before building anything
     dev = parse_device(device)
     cfg = HpiConfig.from_dict(hpi_config)
-    choice = resolve_backend(source, dev, use_hpip=use_hpip, hpi_config=cfg, measure=None)
+    choice = with_spin_policy(resolve_backend(source, dev, use_hpip=use_hpip, hpi_config=cfg, measure=None), cfg)
     if use_hpip and choice.mode == "static" and cfg.auto_config:
         logger.info("%s: detectors are not measured; high-performance mode uses the static order", source.name)
     logger.info("%s runs on %s[%s]: %s", source.name, choice.backend, choice.precision, choice.reason)

@@ -123,12 +123,18 @@ class ShiTuPipeline:
         """Load both sub-models (from ``model_dir``, the store, or a zoo build) and the configured index."""
         det, rec = config.detection, config.recognition
         index = FeatureIndex.load(config.index) if config.index else None
+
+        def shared_cores(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+            # Detector and recogniser run in turn on the same cores: threads that spin after a run would take
+            # the cores from the other model (ONNX Runtime: 129 vs 106 ms end to end on 2 cores).
+            return {"spin_wait": False, **(cfg or {})}
+
         detector = create_detector(
             det.model_name,
             resolve_model_dir(det.model_name, det.model_dir),
             device=device or det.device or config.device,
             use_hpip=use_hpip if det.use_hpip is None else det.use_hpip,
-            hpi_config=hpi_config if det.hpi_config is None else det.hpi_config,
+            hpi_config=shared_cores(hpi_config if det.hpi_config is None else det.hpi_config),
             cache_dir=cache_dir,
         )
         try:
@@ -137,7 +143,7 @@ class ShiTuPipeline:
                 resolve_model_dir(rec.model_name, rec.model_dir),
                 device=device or rec.device or config.device,
                 use_hpip=use_hpip if rec.use_hpip is None else rec.use_hpip,
-                hpi_config=hpi_config if rec.hpi_config is None else rec.hpi_config,
+                hpi_config=shared_cores(hpi_config if rec.hpi_config is None else rec.hpi_config),
                 cache_dir=cache_dir,
             )
             return cls(config, detector, recognizer, index)
