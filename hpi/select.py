@@ -32,7 +32,6 @@ class HpiConfig:
     backend_config: Mapping[str, Any] = field(default_factory=dict)  # that backend's settings (PaddleX names ok)
     allow_reduced_precision: bool = True  # let selection consider bf16 / fp16 candidates
     threads: int | None = None  # CPU threads for every candidate; None: the machine's cores
-    max_batch_size: int = 8  # the largest batch selection measures and GPU profiles cover
     accuracy_gate: Mapping[str, Any] = field(default_factory=dict)  # overrides of hpi.selection.AccuracyGate
     fold_preprocess: bool = True  # high-performance mode: normalise inside the graph where the backend can
     spin_wait: bool = True  # engine threads may spin between runs; pipelines turn it off for their sub-models
