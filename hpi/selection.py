@@ -44,7 +44,7 @@ class AccuracyGate:
     ``rel_error`` is the largest absolute output difference divided by the largest absolute reference output, so it
     is comparable across logits, probabilities and embeddings. fp32 candidates compute the same function with other
     kernels, so they must match tightly: a larger error means a wrong conversion. Reduced-precision candidates
-    (bf16, fp16) are judged by what a classifier's user reads, the ranking: on the seeded zoo weights bf16 keeps
+    (bf16, fp16) are judged by what a classifier's user reads, the ranking: on the seeded PP-LCNet_x1_0 bf16 keeps
     every top-1 but moves some top-1 probabilities by up to 0.3 (on the trained text-direction model, by 0.03), so a
     fixed score bound would say more about the weights than about the engine. Set ``max_rel_error_reduced`` to bound
     scores too, or forbid reduced precision with ``allow_reduced_precision=False``.
