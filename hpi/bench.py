@@ -328,6 +328,14 @@ def format_json(benches: Sequence[ModelBench]) -> str:
                        "summary": summary_rows(benches), "models": [b.to_dict() for b in benches]}, indent=2)
 
 
+def load_benches(path: str | Path) -> list[ModelBench]:
+    """The benches of a ``format_json`` file (to re-plot or re-format a run without measuring again)."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return [ModelBench(m["model"], m["weights"], m["device"],
+                       [{**r, "record": SelectionRecord.from_dict(r["record"])} for r in m["runs"]])
+            for m in data["models"]]
+
+
 def plot(benches: Sequence[ModelBench], path: str | Path) -> Path:
     """Latency (p50 with p90 whiskers) and throughput of every passing candidate, one panel pair per run."""
     import matplotlib
@@ -350,9 +358,10 @@ def plot(benches: Sequence[ModelBench], path: str | Path) -> Path:
                          fontsize=9)
         ax_tp.barh(labels, [r.timing.throughput for r in res], color=colors)
         ax_tp.set_xlabel("images / s")
+    height = fig.get_size_inches()[1]
     fig.suptitle(f"hpi bench: {machine_description()}\ngreen = winner, red = rejected by the accuracy gate",
-                 fontsize=9)
-    fig.tight_layout()
+                 fontsize=9, y=1 - 0.08 / height, va="top")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / height))  # the title keeps its own top 0.6 inch
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
