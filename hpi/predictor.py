@@ -69,38 +69,15 @@ def locate_model(model_name: str, model_dir: str | Path | None) -> ModelSource:
     return ModelSource.from_path(found, model_name=model_name)
 
 
-class Predictor:
-    """A loaded model. Use :func:`create_model` to make one."""
+class LoadedModel:
+    """What every loaded model has: its source, its engine, the choice that made it, and where its weights came
+    from ("seeded" for zoo builds, whose scores say nothing of accuracy). Closing it frees the engine."""
 
-    def __init__(self, source: ModelSource, engine: Engine, choice: BackendChoice, *, topk: int | None = None,
-                 fast_preprocess: bool = True) -> None:
-        if source.spec.task not in ("classification", "embedding"):
-            raise InvalidConfigError(
-                f"{source.name} is a {source.spec.task} model; use it through a pipeline (hpi.create_pipeline)"
-            )
+    def __init__(self, source: ModelSource, engine: Engine, choice: BackendChoice, weights: str | None) -> None:
         self.source = source
         self.engine = engine
         self.choice = choice
-        self.weights = weights_kind(source.directory)  # "seeded" for zoo builds: scores say nothing of accuracy
-        self.topk = topk
-        self._spec = source.spec.preprocess
-        if self._spec is None:
-            raise ModelSourceError(f"{source.name}: no classification preprocessing (PreProcess.transform_ops)")
-        # fast_preprocess=False runs PaddleX's op chain as written (the benchmark's normal-mode baseline).
-        # An engine with folded preprocessing takes uint8 NHWC: the CPU half only decodes, resizes and crops.
-        # Otherwise the fused kernel; fast_preprocess=False runs PaddleX's op chain as written (the benchmark's
-        # normal-mode baseline).
-        folded = engine.config.fold_preprocess
-        if folded:
-            self._preprocess = ResizeCropU8(self._spec)
-        elif fast_preprocess:
-            self._preprocess = FusedPreprocessor(self._spec)
-        else:
-            self._preprocess = functools.partial(reference.preprocess_batch, self._spec)
-
-    def preprocess(self, images: list[np.ndarray]) -> np.ndarray:
-        """RGB uint8 HWC images to the model's input batch."""
-        return self._preprocess(images)
+        self.weights = weights
 
     @property
     def model_name(self) -> str:
@@ -115,7 +92,45 @@ class Predictor:
         return self.engine.device
 
     def __repr__(self) -> str:
-        return f"Predictor({self.model_name!r}, {self.engine.describe()}, {self.choice.mode})"
+        return f"{type(self).__name__}({self.model_name!r}, {self.engine.describe()}, {self.choice.mode})"
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> LoadedModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Predictor(LoadedModel):
+    """A loaded model. Use :func:`create_model` to make one."""
+
+    def __init__(self, source: ModelSource, engine: Engine, choice: BackendChoice, *, topk: int | None = None,
+                 fast_preprocess: bool = True) -> None:
+        if source.spec.task not in ("classification", "embedding"):
+            raise InvalidConfigError(
+                f"{source.name} is a {source.spec.task} model; use it through a pipeline (hpi.create_pipeline)"
+            )
+        super().__init__(source, engine, choice, weights_kind(source.directory))
+        self.topk = topk
+        self._spec = source.spec.preprocess
+        if self._spec is None:
+            raise ModelSourceError(f"{source.name}: no classification preprocessing (PreProcess.transform_ops)")
+        # An engine with folded preprocessing takes uint8 NHWC: the CPU half only decodes, resizes and crops.
+        # Otherwise the fused kernel; fast_preprocess=False runs PaddleX's op chain as written (the benchmark's
+        # normal-mode baseline).
+        if engine.config.fold_preprocess:
+            self._preprocess = ResizeCropU8(self._spec)
+        elif fast_preprocess:
+            self._preprocess = FusedPreprocessor(self._spec)
+        else:
+            self._preprocess = functools.partial(reference.preprocess_batch, self._spec)
+
+    def preprocess(self, images: list[np.ndarray]) -> np.ndarray:
+        """RGB uint8 HWC images to the model's input batch."""
+        return self._preprocess(images)
 
     def predict(self, input: Any, batch_size: int = 1, topk: int | None = None) -> Iterator[BaseResult]:  # noqa: A002
         """Yield one result per input image, in order.
@@ -211,15 +226,9 @@ class Predictor:
 
 
     def close(self) -> None:
-        self.engine.close()
+        super().close()
         if isinstance(self._preprocess, BatchKernel):
             self._preprocess.close()
-
-    def __enter__(self) -> Predictor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def create_model(

@@ -49,6 +49,7 @@ from hpi.device import Device, parse_device
 from hpi.errors import HpiError, InvalidConfigError, InvalidInputError, ModelSourceError
 from hpi.inputs import InputItem, expand_inputs, named_error
 from hpi.model import ModelSource
+from hpi.predictor import ItemFailure, LoadedModel, PredictionError, locate_model
 from hpi.results import BaseResult
 from hpi.select import BackendChoice, HpiConfig, resolve_backend, with_spin_policy
 from hpi.zoo.store import weights_kind
@@ -539,7 +540,7 @@ class DetResult(BaseResult):
 # the predictor
 
 
-class DetectionPredictor:
+class DetectionPredictor(LoadedModel):
     """A loaded detector. Use :func:`create_detector` to make one.
 
     Example:
@@ -550,11 +551,8 @@ class DetectionPredictor:
 
     def __init__(self, source: ModelSource, engine: Engine, choice: BackendChoice, *,
                  weights: str | None = None) -> None:
-        self.source = source
+        super().__init__(source, engine, choice, weights)
         self.spec = DetectionSpec.from_source(source)
-        self.engine = engine
-        self.choice = choice
-        self.weights = weights  # "seeded" for zoo builds
         if IMAGE_INPUT not in engine.input_names:
             raise ModelSourceError(
                 f"{source.model_file}: the detector has inputs {engine.input_names}; expected one named {IMAGE_INPUT!r}"
@@ -568,21 +566,6 @@ class DetectionPredictor:
         batch_dim = engine.input_shapes.get(IMAGE_INPUT, [None])[0]
         # Undecoded heads and Paddle's own NMS batch fine; an NMS graph converted to ONNX takes one image at a time.
         self._batchable = batch_dim is None and (self.spec.raw_heads or engine.name == "paddle")
-
-    @property
-    def model_name(self) -> str:
-        return self.source.name
-
-    @property
-    def backend(self) -> str:
-        return self.engine.name
-
-    @property
-    def device(self) -> Device:
-        return self.engine.device
-
-    def __repr__(self) -> str:
-        return f"DetectionPredictor({self.model_name!r}, {self.engine.describe()}, {self.choice.mode})"
 
     def detect(self, images: Sequence[np.ndarray], threshold: float | None = None) -> list[list[DetBox]]:
         """Boxes per RGB uint8 HWC image, in original-image pixels, scoring above ``threshold``.
@@ -673,8 +656,6 @@ class DetectionPredictor:
         Raises:
             PredictionError: after all good items were yielded, if any item could not be read or processed.
         """
-        from hpi.predictor import ItemFailure, PredictionError
-
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise InvalidConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         items = expand_inputs(input)
@@ -701,15 +682,6 @@ class DetectionPredictor:
             raise PredictionError(failures)
 
     __call__ = predict
-
-    def close(self) -> None:
-        self.engine.close()
-
-    def __enter__(self) -> DetectionPredictor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _check_threshold(value: Any) -> float:
@@ -765,8 +737,6 @@ def create_detector(
         hpi_config: see :class:`hpi.select.HpiConfig`.
         cache_dir: the engine cache.
     """
-    from hpi.predictor import locate_model
-
     source = locate_model(model_name, model_dir)
     DetectionSpec.from_source(source)  # fail on a bad inference.yml before building anything
     dev = parse_device(device)
