@@ -76,19 +76,15 @@ def stage_image(tmp_dir: Path) -> Path:
 def measure_stages(request: dict[str, Any]) -> dict[str, Any]:
     """Per-stage timings of one predictor configuration (runs isolated). ``fast`` picks hpi's preprocessing
     path; otherwise PaddleX's reference op chain is used, as PaddleX's normal mode runs it."""
-    from hpi.backends.base import get_backend
     from hpi.inputs import expand_inputs
     from hpi.predictor import Predictor
     from hpi.preprocess import reference
     from hpi.preprocess.decode import decode_image
     from hpi.select import BackendChoice
+    from hpi.selection import engine_from_request
 
-    source = ModelSource.from_path(request["model_dir"])
-    device = parse_device(request["device"])
-    backend = get_backend(request["backend"])
-    config = backend.make_config(request["config"])
-    engine = backend.engine(source, device, config, EngineCache(request["cache_dir"])).load()
-    predictor = Predictor(source, engine, BackendChoice(backend.name, config, "bench", "explicit"),
+    source, engine, _ = engine_from_request(request)
+    predictor = Predictor(source, engine, BackendChoice(engine.name, engine.config, "bench", "explicit"),
                           fast_preprocess=bool(request["fast"]))
     bs, budget = int(request["batch_size"]), float(request["budget_s"])
     path = request["image"]

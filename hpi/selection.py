@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from hpi.backends.base import get_backend, list_backends
+from hpi.backends.base import Engine, get_backend, list_backends
 from hpi.cache import EngineCache
 from hpi.device import Device, device_signature, parse_device, resolve_threads
 from hpi.errors import BackendUnavailableError, HpiError
@@ -280,18 +280,24 @@ def compare_outputs(task: str, reference: np.ndarray, output: np.ndarray, precis
     return Accuracy(top1, top5, abs_err, rel_err, min_cos, not failures, why)
 
 
+def engine_from_request(request: dict[str, Any]) -> tuple[ModelSource, Engine, float]:
+    """The loaded engine an isolated measurement asks for (keys model_dir, device, backend, config, cache_dir),
+    and the seconds its build and load took (cache hits included)."""
+    source = ModelSource.from_path(request["model_dir"])
+    backend = get_backend(request["backend"])
+    t0 = time.perf_counter()
+    engine = backend.engine(source, parse_device(request["device"]), request["config"],
+                            EngineCache(request["cache_dir"])).load()
+    return source, engine, time.perf_counter() - t0
+
+
 def measure_candidate(request: dict[str, Any]) -> dict[str, Any]:
     """Build, run and time one candidate (runs in its own process under :func:`run_isolated`).
 
     Request keys: model_dir, device, backend, config, cache_dir, inputs (an .npy path), outputs (an .npy path to
     write), batch_size, budget_s, warmup.
     """
-    source = ModelSource.from_path(request["model_dir"])
-    device = parse_device(request["device"])
-    backend = get_backend(request["backend"])
-    t0 = time.perf_counter()
-    engine = backend.engine(source, device, request["config"], EngineCache(request["cache_dir"])).load()
-    build_s = time.perf_counter() - t0
+    _, engine, build_s = engine_from_request(request)
     inputs = np.load(request["inputs"])
     chunk = max(1, int(request.get("chunk", 8)))
     outputs = np.concatenate([engine.run(inputs[i:i + chunk])[0] for i in range(0, len(inputs), chunk)])
@@ -423,7 +429,7 @@ def cached_selection(source: ModelSource, device: Device, hpi_config: HpiConfig,
     parts = decision_key(source, device, hpi_config, batch_size, gate)
     found = cache.lookup("decision", parts)
     if found is not None:
-        return SelectionRecord.from_dict(json.loads((found / DECISION_FILE).read_text(encoding="utf-8")))
+        return _read_record(found)
     holder: list[SelectionRecord] = []
 
     def build(out: Path) -> None:
@@ -434,6 +440,10 @@ def cached_selection(source: ModelSource, device: Device, hpi_config: HpiConfig,
     entry = cache.get_or_build("decision", parts, build)
     if holder:
         return holder[0]
+    return _read_record(entry)
+
+
+def _read_record(entry: Path) -> SelectionRecord:
     return SelectionRecord.from_dict(json.loads((entry / DECISION_FILE).read_text(encoding="utf-8")))
 
 
