@@ -1,8 +1,7 @@
-"""The local model store and the zoo API over it: layout, atomic writes, real-over-seeded, provenance, CLI."""
+"""The local model store and the zoo API over it: layout, atomic writes, real-over-seeded, provenance."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -10,13 +9,6 @@ from pathlib import Path
 import pytest
 
 from hpi.errors import InvalidConfigError, ModelSourceError, UnknownModelError
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch) -> Path:
-    """An empty store under a private HPI_HOME."""
-    monkeypatch.setenv("HPI_HOME", str(tmp_path / "home"))
-    return tmp_path / "home" / "models"
 
 
 def _leftovers(directory: Path) -> list[str]:
@@ -176,27 +168,3 @@ def test_build_store_reuse_and_overwrite(store):
     assert _leftovers(store / "PP-LCNet_x0_25") == ["seeded"]
     listed = {e.model.name: e for e in zoo.list_models()}
     assert listed["PP-LCNet_x0_25"].seeded == path and listed["PP-LCNet_x0_25"].real is None
-
-
-def test_cli_build_add_list(store, toy_dir, tmp_path, capsys):
-    from hpi.zoo.cli import register_cli
-
-    parser = argparse.ArgumentParser(prog="hpi")
-    register_cli(parser.add_subparsers())
-
-    def run(*argv: str) -> str:
-        args = parser.parse_args(list(argv))
-        assert args.func(args) == 0
-        return capsys.readouterr().out
-
-    out_dir = tmp_path / "out"
-    assert "seeded weights (seed 3" in run(
-        "zoo", "build", "PP-LCNet_x0_25", "--output", str(out_dir), "--seed", "3"
-    )
-    assert (out_dir / "inference.json").is_file() and json.loads((out_dir / "hpi_zoo.json").read_text())[
-        "seed"
-    ] == 3
-    assert "real weights" in run("zoo", "add", "ToyNet", str(toy_dir))
-    listing = run("zoo", "list")
-    assert str(store) in listing
-    assert any(line.startswith("PP-HGNetV2-B4") for line in listing.splitlines())

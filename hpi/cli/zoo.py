@@ -1,13 +1,16 @@
-"""``hpi zoo build | add | list``: argument parsing over :mod:`hpi.zoo`; the library itself never prints."""
+"""``hpi zoo build | add | list``: the offline model zoo and the local model store."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from hpi import zoo
+from hpi.zoo.store import models_root, read_provenance
 
-def register_cli(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``hpi zoo`` to the main parser's subcommands; each handler is ``args.func(args) -> int``."""
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``hpi zoo`` and its own subcommands to the main parser's subcommands."""
     parser = subparsers.add_parser(
         "zoo",
         help="build seeded models offline, add real weights, list the local model store",
@@ -17,6 +20,12 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
             "used in preference to seeded ones."
         ),
     )
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``hpi zoo``'s subcommands with their options and handlers."""
     sub = parser.add_subparsers(dest="zoo_command", metavar="{build,add,list}", required=True)
 
     p = sub.add_parser("build", help="build a model with seeded weights")
@@ -24,22 +33,19 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--output", help="write the model directory here instead of the store")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing directory")
-    p.set_defaults(func=_cmd_build)
+    p.set_defaults(func=run_build)
 
     p = sub.add_parser("add", help="add a PaddleX inference directory with real weights to the store")
     p.add_argument("name", help="PaddleX model name; must match Global.model_name in DIR/inference.yml")
     p.add_argument("dir", help="the inference directory (inference.json/.pdmodel, .pdiparams, .yml)")
-    p.set_defaults(func=_cmd_add)
+    p.set_defaults(func=run_add)
 
     p = sub.add_parser("list", help="list buildable models and what the store holds")
-    p.set_defaults(func=_cmd_list)
-    return parser
+    p.set_defaults(func=run_list)
 
 
-def _cmd_build(args: argparse.Namespace) -> int:
-    from hpi import zoo
-    from hpi.zoo.store import read_provenance
-
+def run_build(args: argparse.Namespace) -> int:
+    """Build, then say where and with which seed (and calibration margin)."""
     path = zoo.build(args.name, args.output, seed=args.seed, overwrite=args.overwrite)
     record = read_provenance(path)
     margin = record.get("calibration_min_margin")
@@ -48,18 +54,15 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_add(args: argparse.Namespace) -> int:
-    from hpi import zoo
-
+def run_add(args: argparse.Namespace) -> int:
+    """Add the directory to the store and say where it went."""
     path = zoo.add(args.name, args.dir)
     print(f"{args.name}: real weights in {path} (used in preference to seeded ones)")
     return 0
 
 
-def _cmd_list(args: argparse.Namespace) -> int:
-    from hpi import zoo
-    from hpi.zoo.store import models_root
-
+def run_list(args: argparse.Namespace) -> int:
+    """One line per buildable model: family, task and which weights the store holds."""
     entries = zoo.list_models()
     print(f"model store: {models_root()}")
     width = max((len(e.model.name) for e in entries), default=10)

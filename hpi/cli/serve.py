@@ -1,4 +1,5 @@
-"""``hpi serve``: argument parsing over :func:`hpi.serving.app.create_app` and uvicorn.
+"""``hpi serve`` (and ``python -m hpi.serving``): serve a pipeline over HTTP with :func:`hpi.serving.app.create_app`
+and uvicorn.
 
 Importing this module imports neither FastAPI nor uvicorn, so ``hpi --help`` works without the ``serve`` extra.
 """
@@ -12,6 +13,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from hpi.cli.common import hpi_config_from_args
 from hpi.errors import BackendUnavailableError, HpiError
 
 logger = logging.getLogger(__name__)
@@ -19,8 +21,8 @@ logger = logging.getLogger(__name__)
 MiB = 1 << 20
 
 
-def register_cli(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``hpi serve`` to the main parser's subcommands; the handler is ``args.func(args) -> int``."""
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``hpi serve`` to the main parser's subcommands."""
     parser = subparsers.add_parser(
         "serve",
         help="serve a pipeline over HTTP with PaddleX's protocol",
@@ -31,7 +33,7 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     add_arguments(parser)
-    parser.set_defaults(func=_cmd_serve)
+    parser.set_defaults(func=run)
     return parser
 
 
@@ -91,11 +93,6 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     from hpi.serving.common import ServeSettings
     from hpi.serving.limits import ServingLimits
 
-    hpi_config: dict[str, Any] = {}
-    if args.backend:
-        hpi_config["backend"] = args.backend
-    if args.threads:
-        hpi_config["threads"] = args.threads
     return ServeSettings(
         limits=ServingLimits(
             max_body_bytes=int(args.max_body_mb * MiB),
@@ -112,7 +109,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         default_index=args.index,
         device=args.device,
         use_hpip=args.use_hpip,
-        hpi_config=hpi_config or None,
+        hpi_config=hpi_config_from_args(args) or None,
     )
 
 
@@ -125,7 +122,8 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Serve until interrupted."""
     # Intel OpenMP (Paddle Inference's runtime) spins 200 ms after every parallel region by default; a server runs a
     # batch every few tens of ms, so a spinning thread would hold a core that decoding and HTTP need. 1 ms still
     # covers the gaps between the regions of one inference. Set before Paddle starts its OpenMP runtime.
@@ -155,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GLOG_minloglevel", "2")
     try:
-        return _cmd_serve(args)
+        return run(args)
     except HpiError as exc:
         logger.error("%s", exc)
         return 2

@@ -1,4 +1,4 @@
-"""``hpi serve``: options to settings, and the command answering the seeds' client from a pipeline YAML."""
+"""hpi/cli/serve.py: ``hpi serve`` options to settings, and the command answering the seeds' client from a YAML."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from hpi.serving.cli import register_cli, settings_from_args
+from hpi.cli.serve import register, settings_from_args
 from tests.serving.conftest import b64, jpeg_bytes
 from tests.serving.test_app_classification import CLIENT
 
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="hpi")
-    register_cli(parser.add_subparsers(dest="command", required=True))
+    register(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(["serve", *argv])
 
 
@@ -51,8 +51,8 @@ def test_options_reach_the_settings():
     assert (s.index_dir, s.default_index, s.visualize, s.request_timeout_s) == ("/tmp/x", "/tmp/y", False, 3.0)
 
 
-def test_importing_the_cli_needs_no_web_framework():
-    code = "import sys, hpi.serving.cli; print('fastapi' in sys.modules, 'uvicorn' in sys.modules)"
+def test_building_the_parser_needs_no_web_framework():
+    code = "import sys, hpi.cli; hpi.cli.build_parser(); print('fastapi' in sys.modules, 'uvicorn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.stdout.split() == ["False", "False"], out.stderr
 
