@@ -6,15 +6,13 @@ import argparse
 from typing import Any
 
 from hpi.backends.base import available_backends, get_backend
+from hpi.cli.common import add_command
 from hpi.device import parse_device
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``hpi backends`` to the main parser's subcommands."""
-    parser = subparsers.add_parser("backends", help="which backends can run here, and why not")
-    add_arguments(parser)
-    parser.set_defaults(func=run)
-    return parser
+    return add_command(subparsers, "backends", add_arguments, run, help="which backends can run here, and why not")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

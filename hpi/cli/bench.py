@@ -9,7 +9,7 @@ from typing import Any
 from hpi.benchmark import bench_models, format_csv, format_json, format_markdown, plot
 from hpi.cache import EngineCache
 from hpi.cards import core_models
-from hpi.cli.common import progress_printer
+from hpi.cli.common import add_command, progress_printer
 from hpi.device import parse_device
 from hpi.pipelines.bench import bench_pipeline
 
@@ -19,23 +19,21 @@ FORMATS = {"md": format_markdown, "csv": format_csv, "json": format_json}
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``hpi bench`` to the main parser's subcommands."""
-    parser = subparsers.add_parser("bench", help="latency table: normal vs high-performance mode, every candidate")
-    add_arguments(parser)
-    parser.set_defaults(func=run)
-    return parser
+    return add_command(subparsers, "bench", add_arguments, run,
+                       help="latency table: normal vs high-performance mode, every candidate")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``hpi bench``."""
-    parser.add_argument("--model", help=f"model name (default {DEFAULT_MODEL}); built from the zoo if not in the "
-                                        "store")
+    parser.add_argument("--model",
+                        help=f"model name (default {DEFAULT_MODEL}); built from the zoo if not in the store")
     parser.add_argument("--models", help="'core' (the nine core models of seed 002) or a comma-separated list")
     parser.add_argument("--model-dir", help="a PaddleX inference directory for --model")
     parser.add_argument("--pipeline", help="time a pipeline's stages instead (PP-ShiTuV2: detect, embed, search)")
     parser.add_argument("--index", help="with --pipeline: a saved index to search (default: built from the samples)")
     parser.add_argument("--gallery-size", type=int, help="with --pipeline: pad the index to this many vectors")
-    parser.add_argument("--use-hpip", action="store_true", help="with --pipeline: high-performance mode per "
-                                                                "sub-model")
+    parser.add_argument("--use-hpip", action="store_true",
+                        help="with --pipeline: high-performance mode per sub-model")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-sizes", type=int_list, default=[1], help="e.g. 1,8")
     parser.add_argument("--threads", type=int_list, default=None, help="e.g. 1,2 (default: the machine's cores)")

@@ -6,14 +6,12 @@ import argparse
 from typing import Any
 
 from hpi.cache import EngineCache
+from hpi.cli.common import add_command
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``hpi cache`` to the main parser's subcommands."""
-    parser = subparsers.add_parser("cache", help="list or clear the engine cache")
-    add_arguments(parser)
-    parser.set_defaults(func=run)
-    return parser
+    return add_command(subparsers, "cache", add_arguments, run, help="list or clear the engine cache")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""What several command modules share: the ``hpi_config`` their options give, and progress lines on stderr."""
+"""What several command modules share: adding a subcommand, the ``hpi_config`` their options give, progress lines."""
 
 from __future__ import annotations
 
@@ -7,6 +7,17 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+
+def add_command(subparsers: Any, name: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+                run: Callable[[argparse.Namespace], int] | None, **parser_options: Any) -> argparse.ArgumentParser:
+    """Add subcommand ``name`` with the options ``add_arguments(parser)`` defines and ``run`` as its handler
+    (``args.func``; None where the subcommand has subcommands of its own). ``parser_options``: help, description."""
+    parser = subparsers.add_parser(name, **parser_options)
+    add_arguments(parser)
+    if run is not None:
+        parser.set_defaults(func=run)
+    return parser
 
 
 def hpi_config_from_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -6,17 +6,14 @@ import argparse
 import json
 from typing import Any
 
-from hpi.cli.common import hpi_config_from_args
+from hpi.cli.common import add_command, hpi_config_from_args
 from hpi.evaluate import evaluate
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``hpi eval`` to the main parser's subcommands."""
-    parser = subparsers.add_parser("eval", help="top-1/top-5 of normal and high-performance mode on a labelled "
-                                                "dataset")
-    add_arguments(parser)
-    parser.set_defaults(func=run)
-    return parser
+    return add_command(subparsers, "eval", add_arguments, run,
+                       help="top-1/top-5 of normal and high-performance mode on a labelled dataset")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

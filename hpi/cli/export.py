@@ -8,17 +8,15 @@ from typing import Any
 from hpi.aot import prepare_engines
 from hpi.benchmark import resolve_source
 from hpi.cache import EngineCache
-from hpi.cli.common import progress_printer
+from hpi.cli.common import add_command, progress_printer
 from hpi.device import parse_device
 from hpi.select import HpiConfig
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``hpi export`` to the main parser's subcommands."""
-    parser = subparsers.add_parser("export", help="build every engine ahead of time and run selection")
-    add_arguments(parser)
-    parser.set_defaults(func=run)
-    return parser
+    return add_command(subparsers, "export", add_arguments, run,
+                       help="build every engine ahead of time and run selection")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 from hpi.cards import LatencyPair, ModelCard, Task, load_cards, select_cards
+from hpi.cli.common import add_command
 from hpi.errors import InvalidConfigError
 
 TableFormat = Literal["text", "md", "csv"]
@@ -17,14 +18,14 @@ TableFormat = Literal["text", "md", "csv"]
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``hpi models`` to the main parser's subcommands."""
-    parser = subparsers.add_parser(
+    return add_command(
+        subparsers,
         "models",
+        add_arguments,
+        run,
         help="list the model cards (published accuracy, latency, size; measured params)",
         description="List PaddleX models with their published figures. Core models are marked with '*'.",
     )
-    add_arguments(parser)
-    parser.set_defaults(func=run)
-    return parser
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,20 +5,21 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from hpi.cli.common import add_command
 from hpi.pipelines import list_pipelines, save_pipeline_config
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``hpi pipeline-config NAME --save-path DIR`` to the main parser's subcommands."""
-    parser = subparsers.add_parser(
+    return add_command(
+        subparsers,
         "pipeline-config",
+        add_arguments,
+        run,
         help="write a pipeline's default config (YAML) to edit and pass to --pipeline",
         description="Write NAME's default configuration to DIR/NAME.yaml; edit it and run it with "
         "'hpi predict --pipeline DIR/NAME.yaml'.",
     )
-    add_arguments(parser)
-    parser.set_defaults(func=run)
-    return parser
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,17 +6,15 @@ import argparse
 import sys
 from typing import Any
 
-from hpi.cli.common import hpi_config_from_args
+from hpi.cli.common import add_command, hpi_config_from_args
 from hpi.pipelines import create_pipeline
 from hpi.predictor import create_model
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``hpi predict`` to the main parser's subcommands."""
-    parser = subparsers.add_parser("predict", help="classify images (or run a pipeline) and print the results")
-    add_arguments(parser)
-    parser.set_defaults(func=run)
-    return parser
+    return add_command(subparsers, "predict", add_arguments, run,
+                       help="classify images (or run a pipeline) and print the results")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

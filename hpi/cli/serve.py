@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from hpi.cli.common import hpi_config_from_args
+from hpi.cli.common import add_command, hpi_config_from_args
 from hpi.errors import BackendUnavailableError, HpiError
 
 logger = logging.getLogger(__name__)
@@ -23,8 +23,11 @@ MiB = 1 << 20
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``hpi serve`` to the main parser's subcommands."""
-    parser = subparsers.add_parser(
+    return add_command(
+        subparsers,
         "serve",
+        add_arguments,
+        run,
         help="serve a pipeline over HTTP with PaddleX's protocol",
         description=(
             "Serve image_classification (POST /image-classification) or PP-ShiTuV2 (POST /shitu-index-build, "
@@ -32,9 +35,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
             "GET /health says which backend each model runs on; the OpenAPI schema is at /openapi.json."
         ),
     )
-    add_arguments(parser)
-    parser.set_defaults(func=run)
-    return parser
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

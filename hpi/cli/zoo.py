@@ -6,13 +6,17 @@ import argparse
 from typing import Any
 
 from hpi import zoo
+from hpi.cli.common import add_command
 from hpi.zoo.store import models_root, read_provenance
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``hpi zoo`` and its own subcommands to the main parser's subcommands."""
-    parser = subparsers.add_parser(
+    return add_command(
+        subparsers,
         "zoo",
+        add_arguments,
+        None,
         help="build seeded models offline, add real weights, list the local model store",
         description=(
             "The offline model zoo: real architectures with seeded weights, saved like PaddleX inference "
@@ -20,8 +24,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
             "used in preference to seeded ones."
         ),
     )
-    add_arguments(parser)
-    return parser
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
