@@ -189,8 +189,7 @@ def bench_models(
         InvalidConfigError: ``model_dir`` with more than one model.
     """
     if model_dir and len(models) > 1:
-        raise InvalidConfigError(
-            f"model_dir (--model-dir) goes with a single model, got {len(models)}: {', '.join(models)}")
+        raise InvalidConfigError(f"model_dir goes with a single model, got {len(models)}: {', '.join(models)}")
     for i, name in enumerate(models):
         if progress:
             progress(f"model {i + 1}/{len(models)}: {name}")

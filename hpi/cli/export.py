@@ -36,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
     cache = EngineCache(args.cache_dir)
     show = progress_printer()
     source = resolve_source(args.model, args.model_dir, notify=show)
-    prepared = prepare_engines(source, device, HpiConfig(threads=args.threads,
-                                                         allow_reduced_precision=not args.fp32_only), cache,
-                               backends=args.backends.split(",") if args.backends else None, progress=show)
+    config = HpiConfig(threads=args.threads, allow_reduced_precision=not args.fp32_only)
+    backends = args.backends.split(",") if args.backends else None
+    prepared = prepare_engines(source, device, config, cache, backends=backends, progress=show)
     for build in prepared.builds:
         print(f"{build.label}: {build.status}" + (f": {build.reason}" if build.reason else ""))
     if prepared.record is not None:
