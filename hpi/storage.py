@@ -256,6 +256,22 @@ def write_file_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
 # ------------------------------------------------------------------------------------------------------ reading
 
 
+def load_json(path: Path) -> Any:
+    """The JSON content of a manifest file.
+
+    Raises:
+        StorageError: the file is missing, unreadable or not JSON (the message names it).
+    """
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise StorageError(f"{path} is missing: not a complete directory, or an incomplete one", path=path) from exc
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise StorageError(
+            f"{path} is unreadable or not valid JSON (truncated or corrupted): {exc}", path=path
+        ) from exc
+
+
 def read_manifest(directory: Path, manifest: str = MANIFEST) -> dict[str, Any]:
     """The manifest of ``directory`` as a dict whose ``files`` is a dict; nothing is verified yet.
 
@@ -263,14 +279,7 @@ def read_manifest(directory: Path, manifest: str = MANIFEST) -> dict[str, Any]:
         StorageError: the manifest is missing, unreadable, not JSON, or has no ``files`` table.
     """
     path = directory / manifest
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise StorageError(f"{path} is missing: not a complete directory, or an incomplete one", path=path) from exc
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise StorageError(
-            f"{path} is unreadable or not valid JSON (truncated or corrupted): {exc}", path=path
-        ) from exc
+    data = load_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
         raise StorageError(f"{path} is not a manifest: it has no 'files' table", path=path)
     return data
