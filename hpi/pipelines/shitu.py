@@ -43,9 +43,9 @@ from hpi.pipelines.detection import (
     create_detector,
     draw_boxes,
 )
-from hpi.retrieval import FeatureIndex, Hit, IndexType, MetricType, read_gallery
 from hpi.predictor import ItemFailure, PredictionError, Predictor, create_model
 from hpi.results import BaseResult
+from hpi.retrieval import FeatureIndex, Hit, IndexType, MetricType, read_gallery
 
 logger = logging.getLogger(__name__)
 

@@ -20,15 +20,15 @@ import numpy as np
 import pytest
 import yaml
 
-pytest.importorskip("faiss")
+pytest.importorskip("faiss", reason="PP-ShiTuV2 retrieval needs faiss-cpu (pip install 'hpi[retrieval]')")
 
 import hpi  # noqa: E402
 from hpi.errors import InvalidConfigError, InvalidInputError  # noqa: E402
 from hpi.pipelines import ModelConfig, ShiTuConfig, create_pipeline, load_config, parse_config  # noqa: E402
 from hpi.pipelines.bench import bench_pipeline, measure_pipeline_stages  # noqa: E402
-from hpi.retrieval import FeatureIndex, IndexFileError, UnknownIdError  # noqa: E402
 from hpi.pipelines.shitu import ShiTuPipeline, ShiTuResult, read_ids  # noqa: E402
 from hpi.predictor import PredictionError  # noqa: E402
+from hpi.retrieval import FeatureIndex, IndexFileError, UnknownIdError  # noqa: E402
 from tests.pipelines.conftest import color_photos, make_embedder_dir, make_layout_dir  # noqa: E402
 from tests.pipelines.test_detection import compose_page  # noqa: E402
 

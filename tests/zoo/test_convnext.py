@@ -1,4 +1,4 @@
-"""hpi/zoo/convnext.py: catalogue, parameter counts against the published ones, FLOPs, output, export parity."""
+"""hpi/zoo/catalogue/convnext.py: catalogue, parameter counts against the published ones, FLOPs, output, export parity."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("paddle")
 
-from hpi.zoo.convnext import MODELS  # noqa: E402
+from hpi.zoo.catalogue.convnext import MODELS  # noqa: E402
 from tests.zoo.family_checks import (  # noqa: E402
     assert_parity,
     assert_published_params,
@@ -40,7 +40,7 @@ def test_params_match_published(model):
 
 
 def test_flops_match_paddleclas():
-    from hpi.zoo.fidelity import count_flops
+    from hpi.zoo.nets.fidelity import count_flops
 
     # PaddleClas' table: ConvNeXt_tiny 4.458 GFLOPs (paddle.flops convention)
     flops = count_flops(BY_NAME["ConvNeXt_tiny"].build().net, 224)
