@@ -28,6 +28,7 @@ from hpi.errors import UnknownModelError
 from hpi.zoo.catalogue import ZooModel, zoo_models
 from hpi.zoo.store import (
     add,
+    is_stored,
     locate,
     model_dir,
     provenance_record,
@@ -66,8 +67,8 @@ def list_models() -> list[ZooEntry]:
         out.append(
             ZooEntry(
                 model,
-                seeded if (seeded / "inference.yml").is_file() else None,
-                real if (real / "inference.yml").is_file() else None,
+                seeded if is_stored(seeded) else None,
+                real if is_stored(real) else None,
             )
         )
     return out

@@ -23,7 +23,6 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,16 +34,6 @@ logger = logging.getLogger(__name__)
 WeightsKind = Literal["seeded", "real"]
 PROVENANCE_FILE = "hpi_zoo.json"
 _KINDS: tuple[WeightsKind, ...] = ("real", "seeded")  # locate() order
-
-
-@dataclass(frozen=True)
-class StoredModel:
-    """One directory in the store."""
-
-    name: str  # PaddleX model name
-    weights: WeightsKind  # which sub-directory
-    path: Path  # the PaddleX inference directory
-    provenance: dict[str, Any]  # content of hpi_zoo.json ({} when unreadable)
 
 
 def models_root() -> Path:
@@ -83,7 +72,7 @@ def locate(name: str) -> Path | None:
     """
     for kind in _KINDS:
         path = model_dir(name, kind)
-        if not _is_written(path):
+        if not (path / "inference.yml").is_file():
             continue
         try:
             storage.verify_directory(path, PROVENANCE_FILE)
@@ -95,8 +84,8 @@ def locate(name: str) -> Path | None:
     return None
 
 
-def _is_written(path: Path) -> bool:
-    """A finished store write: the model config and the record written last (checksums are checked on load)."""
+def is_stored(path: Path) -> bool:
+    """True for a finished store write: the model config and the record written last (checked fully on load)."""
     return (path / "inference.yml").is_file() and "files" in read_provenance(path)
 
 
@@ -132,22 +121,6 @@ def provenance_record(weights: WeightsKind, *, seed: int | None, **extra: Any) -
     }
     record.update(extra)
     return record
-
-
-def list_stored() -> list[StoredModel]:
-    """Every model directory in the store, by name, real before seeded."""
-    root = models_root()
-    if not root.is_dir():
-        return []
-    out = []
-    for entry in sorted(root.iterdir()):
-        if not entry.is_dir() or entry.name.startswith("."):
-            continue
-        for kind in _KINDS:
-            path = entry / kind
-            if _is_written(path):
-                out.append(StoredModel(entry.name, kind, path, read_provenance(path)))
-    return out
 
 
 def write_atomic(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("paddle")
+pytest.importorskip("paddle", reason="building zoo networks needs paddlepaddle")
 
 from hpi.zoo.catalogue.clip_vit import MODELS  # noqa: E402
 from tests.zoo.family_checks import (  # noqa: E402

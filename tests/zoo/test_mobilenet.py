@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("paddle")
+pytest.importorskip("paddle", reason="building zoo networks needs paddlepaddle")
 
 from hpi.zoo.catalogue.mobilenet import MODELS, PUBLISHED_PARAMS_M  # noqa: E402
 from tests.zoo.family_checks import (  # noqa: E402

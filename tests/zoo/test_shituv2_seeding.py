@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("paddle")
+pytest.importorskip("paddle", reason="building zoo networks needs paddlepaddle")
 
 from hpi.zoo import shituv2_seeding as shitu  # noqa: E402
 from hpi.zoo.catalogue import pp_shituv2  # noqa: E402

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("paddle")
+pytest.importorskip("paddle", reason="building zoo networks needs paddlepaddle")
 
 from hpi.zoo.catalogue.swin import MODELS  # noqa: E402
 from tests.zoo.family_checks import (  # noqa: E402
