@@ -16,7 +16,7 @@ models with ``export.post_process`` and ``export.nms`` on:
 * the decoding, the division by ``scale_factor`` and ``multiclass_nms3`` (score > 0.025, 1000 candidates,
   IoU 0.6, 100 kept) are inside the graph. paddle2onnx 2.1 converts the NMS at opset 17, but the ONNX graph it
   writes is valid for batch 1 only. :func:`multiclass_nms` reproduces the op in numpy for the NMS-free network
-  (``build_detector(nms=False)``), which takes any batch.
+  (:func:`hpi.zoo.catalogue.pp_shituv2.build_detector` with ``nms=False``), which takes any batch.
 
 ``PP-ShiTuV2_rec`` outputs the raw 512-d embedding; its ``inference.yml`` asks for ``NormalizeFeatures`` (L2
 normalisation after the network), which makes :class:`hpi.model.ModelSpec` read it as an embedding model. It is
@@ -37,7 +37,6 @@ exporter in ``ZooModel.exporter`` (:func:`export_detector`, :func:`export_rec`):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,12 +45,13 @@ import numpy as np
 from hpi.errors import ExportError, InvalidInputError
 from hpi.zoo.catalogue import ZooModel
 from hpi.zoo.catalogue.pp_shituv2 import (
+    DEFAULT_NMS,
     DET_INPUT_SIZE,
     DET_NAME,
-    EMBEDDING_DIM,
     LABELS,
     REC_INPUT_SIZE,
     REC_NAME,
+    NmsConfig,
 )
 
 if TYPE_CHECKING:
@@ -64,18 +64,6 @@ STD = (0.229, 0.224, 0.225)
 DRAW_THRESHOLD = 0.5  # PaddleX keeps boxes scoring above this
 
 
-@dataclass(frozen=True)
-class NmsConfig:
-    """``multiclass_nms3`` settings, as PP-ShiTuV2_det's ``PicoHead.nms`` config sets them."""
-
-    score_threshold: float = 0.025  # drop candidates scoring at or below this
-    nms_top_k: int = 1000  # best candidates per class entering NMS (-1: all)
-    keep_top_k: int = 100  # best boxes kept per image over all classes (-1: all)
-    nms_threshold: float = 0.6  # IoU above which the lower-scoring box is suppressed
-    normalized: bool = True  # IoU without the +1 pixel convention
-
-
-DEFAULT_NMS = NmsConfig()
 
 # Share of anchors (per level, over all calibration photos) that seed_detector lifts to SEED_TOP_LOGIT.
 SEED_TOP_FRACTION = 0.0005
@@ -252,24 +240,6 @@ def rec_inference_config(model_name: str = REC_NAME) -> dict[str, Any]:
 # building, seeding and exporting
 
 
-def build_detector(*, nms: bool = True) -> Any:
-    """PicoDet-LCNet x2.5 as PP-ShiTuV2_det, unseeded, in eval mode (``nms=False``: see :func:`multiclass_nms`)."""
-    from hpi.zoo.nets.picodet import PicoDet
-
-    model = PicoDet(len(LABELS), nms=asdict(DEFAULT_NMS) if nms else None)
-    model.eval()
-    return model
-
-
-def build_rec() -> Any:
-    """PP-ShiTuV2_rec, unseeded, in eval mode (512-d embedding, not normalised)."""
-    from hpi.zoo.nets.pplcnetv2 import ShiTuRec
-
-    model = ShiTuRec(EMBEDDING_DIM)
-    model.eval()
-    return model
-
-
 def _randomize_norm_affine_gently(layer: Any, rng: np.random.Generator) -> None:
     """BatchNorm scale from U(0.1, 0.2) and shift from N(0, 0.05): hard-swish then works near its linear part.
 
@@ -288,7 +258,7 @@ def _randomize_norm_affine_gently(layer: Any, rng: np.random.Generator) -> None:
 
 
 def seed_detector(layer: Any, *, seed: int = 0) -> SeedReport:
-    """Seed a :func:`build_detector` network so that it draws a few confident boxes on real photos.
+    """Seed a :func:`~hpi.zoo.catalogue.pp_shituv2.build_detector` network so that it draws a few confident boxes on real photos.
 
     1. Random BatchNorm scale and shift (small, see :func:`_randomize_norm_affine_gently`), then every
        BatchNorm's running statistics calibrated on the calibration photos

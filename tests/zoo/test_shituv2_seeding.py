@@ -110,7 +110,7 @@ def test_det_config_is_read_as_a_detection_model():
 
 @pytest.mark.parametrize(
     "config",
-    [shitu.DEFAULT_NMS, shitu.NmsConfig(keep_top_k=15), shitu.NmsConfig(nms_top_k=40, nms_threshold=0.3)],
+    [pp_shituv2.DEFAULT_NMS, pp_shituv2.NmsConfig(keep_top_k=15), pp_shituv2.NmsConfig(nms_top_k=40, nms_threshold=0.3)],
     ids=["default", "keep15", "top40"],
 )
 def test_numpy_nms_matches_paddle_op(config):
@@ -159,7 +159,7 @@ def test_rec_outputs_a_512_d_embedding_at_stride_16():
 
     from hpi.zoo.nets.fidelity import count_params
 
-    net = shitu.build_rec()
+    net = pp_shituv2.build_rec()
     x = paddle.to_tensor(np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype("float32"))
     with paddle.no_grad():
         fmap = net.backbone(x)
@@ -174,7 +174,7 @@ def test_rec_size_is_consistent_with_paddlex():
     from hpi.cards import get_card
     from hpi.zoo.nets.fidelity import count_params
 
-    weights_mib = count_params(shitu.build_rec(), include_bn_stats=True) * 4 / 2**20
+    weights_mib = count_params(pp_shituv2.build_rec(), include_bn_stats=True) * 4 / 2**20
     ratio = get_card("PP-ShiTuV2_rec").size_mb / weights_mib
     assert 0.91 <= ratio <= 0.96, f"published 16.3 over {weights_mib:.2f} MiB of weights: {ratio:.3f}"
 
@@ -184,7 +184,7 @@ def test_detector_layout_and_raw_outputs():
 
     from hpi.zoo.nets.fidelity import count_params
 
-    net = shitu.build_detector(nms=False)
+    net = pp_shituv2.build_detector(nms=False)
     assert net.backbone.out_channels == [320, 640, 1280]
     assert [p.weight.shape[0] for p in net.head.predictors] == [1 + 4 * 8] * 4
     assert count_params(net) == 7_043_956
@@ -329,7 +329,7 @@ def test_nms_free_variant_with_numpy_nms_gives_the_graph_result(exported_det):
     import paddle
 
     _, layer = exported_det
-    raw = shitu.build_detector(nms=False)
+    raw = pp_shituv2.build_detector(nms=False)
     raw.set_state_dict(layer.state_dict())
     feeds = [_det_feeds(name) for name in PHOTOS_WITH_BOXES]
     image = paddle.to_tensor(np.concatenate([f["image"] for f in feeds]))

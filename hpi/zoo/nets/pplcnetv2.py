@@ -24,8 +24,6 @@ from paddle import nn
 
 from hpi.zoo.nets.layers import ConvBNAct, PooledConvHead, SEModule, SoftmaxOutput, make_divisible
 
-SHITU_EMBEDDING_DIM = 512  # PP-ShiTuV2_rec's feature size
-
 
 @dataclass(frozen=True)
 class StageSpec:
@@ -177,7 +175,7 @@ class ShiTuRec(nn.Layer):
     does not downsample (stride 16), global pool, a biased 1x1 conv to ``dim`` without activation, dropout,
     flatten, BatchNorm1D. Outputs the raw (not normalised) embedding."""
 
-    def __init__(self, dim: int = SHITU_EMBEDDING_DIM) -> None:
+    def __init__(self, dim: int) -> None:
         super().__init__()
         self.backbone = PPLCNetV2Backbone(1.0, (2, 2, 6, 2))
         # PaddleClas' PPLCNetV2_base_ShiTu gives the last stage's first block stride 1 (shapes otherwise unchanged).
