@@ -129,7 +129,7 @@ def recover(target: Path) -> None:
         shutil.rmtree(backup)
     else:
         os.rename(backup, target)
-        _fsync_directory(target.parent)
+        _fsync_path(target.parent)
 
 
 def readable_path(target: Path) -> Path:
@@ -198,14 +198,13 @@ def _seal(staging: Path, manifest: str, fields: Mapping[str, Any]) -> None:
     files: dict[str, dict[str, Any]] = {}
     for path in sorted(staging.rglob("*")):
         if path.is_file() and not path.is_symlink():
-            with open(path, "rb+") as handle:
-                os.fsync(handle.fileno())
+            _fsync_path(path)  # read-only descriptors suffice: copied files may be read-only
             files[path.relative_to(staging).as_posix()] = {"size": path.stat().st_size, "sha256": file_sha256(path)}
     if manifest in files:
         raise StorageError(f"{staging / manifest} was written by the caller; the manifest is written last", path=staging)
     text = json.dumps({**fields, "files": files}, ensure_ascii=False, indent=2, default=str) + "\n"
     write_file(staging / manifest, lambda handle: handle.write(text.encode("utf-8")))
-    _fsync_directory(staging)
+    _fsync_path(staging)
 
 
 def _swap_in(staging: Path, target: Path) -> None:
@@ -213,7 +212,7 @@ def _swap_in(staging: Path, target: Path) -> None:
     if target.exists() or target.is_symlink():
         os.rename(target, backup)
     os.rename(staging, target)
-    _fsync_directory(target.parent)
+    _fsync_path(target.parent)
     if backup.exists() or backup.is_symlink():
         if backup.is_dir() and not backup.is_symlink():
             shutil.rmtree(backup)
@@ -221,7 +220,7 @@ def _swap_in(staging: Path, target: Path) -> None:
             backup.unlink()
 
 
-def _fsync_directory(path: Path) -> None:
+def _fsync_path(path: Path) -> None:
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -245,7 +244,7 @@ def write_file_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
         try:
             write_file(tmp, lambda handle: handle.write(data))
             os.replace(tmp, target)
-            _fsync_directory(target.parent)
+            _fsync_path(target.parent)
         except OSError as exc:
             raise StorageError(f"cannot write {target}: {exc.strerror or exc}", path=target) from exc
         finally:

@@ -135,3 +135,12 @@ def test_unwritable_parent_is_a_storage_error(tmp_path):
         storage.write_directory(blocker / "entry", _fill(b"x"))
     with pytest.raises(StorageError, match="cannot create"):
         storage.write_file_atomic(blocker / "x.yaml", b"x")
+
+
+def test_read_only_files_are_sealed(tmp_path):
+    def fill(staging):
+        (staging / "weights.bin").write_bytes(b"w")
+        (staging / "weights.bin").chmod(0o444)  # as copied from a read-only source
+
+    target = storage.write_directory(tmp_path / "entry", fill)
+    assert storage.verify_directory(target)["files"]["weights.bin"]["size"] == 1
