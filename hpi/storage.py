@@ -165,7 +165,8 @@ def write_directory(
         ``target`` as an absolute path.
 
     Raises:
-        StorageError: the lock, the temporary directory, the manifest or a rename failed. Exceptions raised by ``fill`` or ``keep_existing`` propagate unchanged.
+        StorageError: the lock, the temporary directory, the manifest or a rename failed, or ``fill`` raised an
+            ``OSError`` (a full disk, say). Other exceptions of ``fill`` and ``keep_existing`` propagate unchanged.
     """
     target = Path(os.path.abspath(target))
     try:
