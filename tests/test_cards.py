@@ -220,19 +220,9 @@ def test_select_cards(cards: dict[str, ModelCard]) -> None:
 
 
 def _zoo_module_of(name: str):  # noqa: ANN202 - returns a ZooModel or None
-    from hpi.zoo.registry import FAMILY_MODULES
+    from hpi.zoo.catalogue import zoo_models
 
-    for mod_name in FAMILY_MODULES:
-        try:
-            module = importlib.import_module(f"hpi.zoo.{mod_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"hpi.zoo.{mod_name}":
-                continue
-            raise
-        for model in module.MODELS:
-            if model.name == name:
-                return model
-    return None
+    return zoo_models().get(name)
 
 
 _MEASURED = sorted(name for name, card in load_cards().items() if card.params is not None)
@@ -242,7 +232,7 @@ _MEASURED = sorted(name for name, card in load_cards().items() if card.params is
 @pytest.mark.parametrize("name", _MEASURED)
 def test_measured_params_match_the_zoo_build(name: str) -> None:
     paddle = pytest.importorskip("paddle")
-    from hpi.zoo.fidelity import count_params
+    from hpi.zoo.nets.fidelity import count_params
 
     card = get_card(name)
     model = _zoo_module_of(name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from hpi.zoo.registry import ZooModel
+from hpi.zoo.catalogue import ZooModel
 
 # Published parameter counts in millions (Chen et al. 2023, Table 7 / JierunChen/FasterNet; PaddleClas quotes the
 # same, with 93.4 for L).
@@ -36,8 +36,8 @@ ARCHS: dict[str, tuple[int, tuple[int, ...], str]] = {
 
 
 def _build(name: str) -> Any:
-    from hpi.zoo.layers import SoftmaxOutput
     from hpi.zoo.nets.fasternet import FasterNet
+    from hpi.zoo.nets.layers import SoftmaxOutput
 
     model = SoftmaxOutput(FasterNet(*ARCHS[name]))
     model.eval()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from hpi.zoo.registry import ZooModel
+from hpi.zoo.catalogue import ZooModel
 
 DECLARED_RESIZE = {"declared_interpolation": "BICUBIC", "resize_backend": "pil"}
 
@@ -39,7 +39,7 @@ ARCHS: dict[str, tuple[int, tuple[int, ...], tuple[int, ...]]] = {
 
 
 def _build(size: str, img_size: int, window: int) -> Any:
-    from hpi.zoo.layers import SoftmaxOutput
+    from hpi.zoo.nets.layers import SoftmaxOutput
     from hpi.zoo.nets.swin import SwinTransformer
 
     embed_dim, depths, num_heads = ARCHS[size]

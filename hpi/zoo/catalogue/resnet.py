@@ -1,7 +1,7 @@
 """ResNet family catalogue: PaddleX's ResNet18 ... ResNet152 and ResNet18_vd ... ResNet200_vd.
 
 The architecture lives in :mod:`hpi.zoo.nets.resnet` (imported only when a model is built, so listing the zoo
-does not import Paddle); its classes are re-exported here on first access. Preprocessing is PaddleX's default:
+does not import Paddle). Preprocessing is PaddleX's default:
 resize the short side to 256, centre-crop 224, ImageNet mean/std.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from hpi.zoo.registry import ZooModel
+from hpi.zoo.catalogue import ZooModel
 
 # PaddleClas' published parameter counts in millions (docs/zh_CN/models/ImageNet1k/ResNet.md); trainable
 # weights only, BatchNorm running statistics not counted.
@@ -28,22 +28,11 @@ PUBLISHED_PARAMS_M: dict[str, float] = {
     "ResNet200_vd": 74.74,
 }
 
-_NET_EXPORTS = ("DEPTHS", "ResNet", "BasicBlock", "BottleneckBlock", "build_classifier")
-
 
 def _build(depth: int, vd: bool) -> Any:
     from hpi.zoo.nets.resnet import build_classifier
 
     return build_classifier(depth, vd)
-
-
-def __getattr__(name: str) -> Any:
-    """Re-export the network classes lazily (they import Paddle)."""
-    if name in _NET_EXPORTS:
-        from hpi.zoo.nets import resnet
-
-        return getattr(resnet, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _zoo_model(name: str) -> ZooModel:

@@ -1,6 +1,6 @@
 """PP-HGNetV2 family catalogue: PaddleX's PP-HGNetV2-B0 ... PP-HGNetV2-B6.
 
-The architecture lives in :mod:`hpi.zoo.nets.pphgnetv2`; its classes are re-exported here on first access.
+The architecture lives in :mod:`hpi.zoo.nets.pphgnetv2`.
 
 Preprocessing: PaddleX's configs declare a PIL bicubic resize of the short side to 232 before the 224 crop,
 but PaddleX's predictor ignores the filter and resizes with OpenCV bilinear; the inference.yml hpi writes says
@@ -12,36 +12,16 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from hpi.zoo.registry import ZooModel
+from hpi.zoo.catalogue import ZooModel
 
 VARIANT_NAMES = ("B0", "B1", "B2", "B3", "B4", "B5", "B6")
 DECLARED_RESIZE = {"declared_interpolation": "BICUBIC", "resize_backend": "pil"}
-
-_NET_EXPORTS = (
-    "VARIANTS",
-    "HGV2Block",
-    "HGV2Stage",
-    "LightConvBNAct",
-    "PPHGNetV2",
-    "PPHGNetV2Backbone",
-    "StemBlock",
-    "build_classifier",
-)
 
 
 def _build(variant: str) -> Any:
     from hpi.zoo.nets.pphgnetv2 import build_classifier
 
     return build_classifier(variant)
-
-
-def __getattr__(name: str) -> Any:
-    """Re-export the network classes lazily (they import Paddle)."""
-    if name in _NET_EXPORTS:
-        from hpi.zoo.nets import pphgnetv2
-
-        return getattr(pphgnetv2, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 MODELS: list[ZooModel] = [

@@ -1,8 +1,8 @@
-"""PP-ShiTuV2 catalogue: the mainbody detector and the feature extractor of PaddleX's image recognition pipeline.
+"""Seeding and writing PP-ShiTuV2's detector and feature extractor as PaddleX writes them.
 
-The networks live in :mod:`hpi.zoo.nets.shitu` (imported only when a model is built). This module holds what
-the rest of hpi needs without Paddle: the model records, PaddleX's ``inference.yml`` for both, a numpy version
-of the detector's NMS, and the detector's export.
+The records are in :mod:`hpi.zoo.catalogue.pp_shituv2`, the networks in :mod:`hpi.zoo.nets.picodet` and
+:mod:`hpi.zoo.nets.pplcnetv2` (imported only when a model is built). This module holds PaddleX's
+``inference.yml`` for both, a numpy version of the detector's NMS, the detector's seeding and both exporters.
 
 ``PP-ShiTuV2_det`` (PicoDet-LCNet x2.5, one class "foreground") is exported as PaddleX exports PaddleDetection
 models with ``export.post_process`` and ``export.nms`` on:
@@ -16,12 +16,12 @@ models with ``export.post_process`` and ``export.nms`` on:
 * the decoding, the division by ``scale_factor`` and ``multiclass_nms3`` (score > 0.025, 1000 candidates,
   IoU 0.6, 100 kept) are inside the graph. paddle2onnx 2.1 converts the NMS at opset 17, but the ONNX graph it
   writes is valid for batch 1 only. :func:`multiclass_nms` reproduces the op in numpy for the NMS-free network
-  (``build_detector(nms=False)``), which takes any batch.
+  (:func:`hpi.zoo.catalogue.pp_shituv2.build_detector` with ``nms=False``), which takes any batch.
 
 ``PP-ShiTuV2_rec`` outputs the raw 512-d embedding; its ``inference.yml`` asks for ``NormalizeFeatures`` (L2
 normalisation after the network), which makes :class:`hpi.model.ModelSpec` read it as an embedding model. It is
-seeded like the classifiers (:func:`hpi.zoo.export.seed_weights`); :func:`export_rec` writes PaddleClas' exact
-config, :func:`hpi.zoo.export.export_zoo_model` an equivalent generic one.
+seeded like the classifiers (:func:`hpi.zoo.seeding.seed_weights`); :func:`export_rec` writes PaddleClas' exact
+config, :func:`hpi.zoo.seeding.export_zoo_model` an equivalent generic one.
 
 Seeded detector weights need more than seeding gives a classifier: with random weights every anchor scores
 near the 0.01 class prior and no box is ever drawn, and with the usual BatchNorm scales this deep residual-free
@@ -29,50 +29,41 @@ network is chaotic (backends would disagree on its boxes). :func:`seed_detector`
 seed 0 scikit-image's astronaut and coffee get 16 and 13 boxes above 0.5 and Paddle Inference and ONNX Runtime
 agree on the boxes to 1e-3 pixels. Other natural photos get 0-20 boxes; images with strong global contrast
 unlike the calibration photos (scikit-image's colorwheel or page, an RGB photo fed as BGR) saturate at the 100
-boxes NMS keeps: scores grow with contrast, as nothing was trained to bound them. Each record names its exporter in ``extra["export"]``
-(:func:`export_detector`, :func:`export_rec`): :func:`hpi.zoo.export.export_zoo_model` refuses detectors.
+boxes NMS keeps: scores grow with contrast, as nothing was trained to bound them. Each record names its
+exporter in ``ZooModel.exporter`` (:func:`export_detector`, :func:`export_rec`):
+:func:`hpi.zoo.seeding.export_zoo_model` refuses detectors.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hpi.errors import ExportError, InvalidInputError
-from hpi.zoo.registry import ZooModel
+from hpi.zoo.catalogue import ZooModel
+from hpi.zoo.catalogue.pp_shituv2 import (
+    DEFAULT_NMS,
+    DET_INPUT_SIZE,
+    DET_NAME,
+    LABELS,
+    REC_INPUT_SIZE,
+    REC_NAME,
+    NmsConfig,
+)
 
 if TYPE_CHECKING:
     from hpi.preprocess.spec import PreprocessSpec
-    from hpi.zoo.export import SeedReport
+    from hpi.zoo.seeding import SeedReport
 
-DET_NAME = "PP-ShiTuV2_det"
-REC_NAME = "PP-ShiTuV2_rec"
-DET_INPUT_SIZE = 640
-REC_INPUT_SIZE = 224
-EMBEDDING_DIM = 512
-LABELS = ("foreground",)
 FPN_STRIDES = (8, 16, 32, 64)
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 DRAW_THRESHOLD = 0.5  # PaddleX keeps boxes scoring above this
 
 
-@dataclass(frozen=True)
-class NmsConfig:
-    """``multiclass_nms3`` settings, as PP-ShiTuV2_det's ``PicoHead.nms`` config sets them."""
-
-    score_threshold: float = 0.025  # drop candidates scoring at or below this
-    nms_top_k: int = 1000  # best candidates per class entering NMS (-1: all)
-    keep_top_k: int = 100  # best boxes kept per image over all classes (-1: all)
-    nms_threshold: float = 0.6  # IoU above which the lower-scoring box is suppressed
-    normalized: bool = True  # IoU without the +1 pixel convention
-
-
-DEFAULT_NMS = NmsConfig()
 
 # Share of anchors (per level, over all calibration photos) that seed_detector lifts to SEED_TOP_LOGIT.
 SEED_TOP_FRACTION = 0.0005
@@ -249,28 +240,10 @@ def rec_inference_config(model_name: str = REC_NAME) -> dict[str, Any]:
 # building, seeding and exporting
 
 
-def build_detector(*, nms: bool = True) -> Any:
-    """PicoDet-LCNet x2.5 as PP-ShiTuV2_det, unseeded, in eval mode (``nms=False``: see :func:`multiclass_nms`)."""
-    from hpi.zoo.nets.shitu import PicoDet
-
-    model = PicoDet(len(LABELS), nms=asdict(DEFAULT_NMS) if nms else None)
-    model.eval()
-    return model
-
-
-def build_rec() -> Any:
-    """PP-ShiTuV2_rec, unseeded, in eval mode (512-d embedding, not normalised)."""
-    from hpi.zoo.nets.shitu import ShiTuRec
-
-    model = ShiTuRec(EMBEDDING_DIM)
-    model.eval()
-    return model
-
-
 def _randomize_norm_affine_gently(layer: Any, rng: np.random.Generator) -> None:
     """BatchNorm scale from U(0.1, 0.2) and shift from N(0, 0.05): hard-swish then works near its linear part.
 
-    With the scales every other zoo network gets (U(0.5, 1.5), see :func:`hpi.zoo.export.randomize_norm_affine`)
+    With the scales every other zoo network gets (U(0.5, 1.5), see :func:`hpi.zoo.seeding.randomize_norm_affine`)
     the ~60 plain (residual-free) layers of this detector are chaotic: a 1e-6 relative change of the input moves
     the class logits by ~1e-2 of their spread, so two correct backends would disagree on scores and boxes.
     These scales bring that down to ~5e-5, like the classifiers.
@@ -285,11 +258,11 @@ def _randomize_norm_affine_gently(layer: Any, rng: np.random.Generator) -> None:
 
 
 def seed_detector(layer: Any, *, seed: int = 0) -> SeedReport:
-    """Seed a :func:`build_detector` network so that it draws a few confident boxes on real photos.
+    """Seed a :func:`~hpi.zoo.catalogue.pp_shituv2.build_detector` network so that it draws a few confident boxes on real photos.
 
     1. Random BatchNorm scale and shift (small, see :func:`_randomize_norm_affine_gently`), then every
        BatchNorm's running statistics calibrated on the calibration photos
-       (:func:`hpi.zoo.export.calibrate_batchnorm`).
+       (:func:`hpi.zoo.seeding.calibrate_batchnorm`).
     2. Per level, the class weights are made orthogonal to the directions in which the photos' *average*
        features differ, so that a score depends on where in a photo an anchor is rather than on which photo it
        is (otherwise one photo gets every box); then they are scaled so that class logits spread by
@@ -303,8 +276,8 @@ def seed_detector(layer: Any, *, seed: int = 0) -> SeedReport:
     import paddle
 
     from hpi.preprocess.reference import preprocess_batch
-    from hpi.zoo.export import SeedReport, calibrate_batchnorm, calibration_images
-    from hpi.zoo.nets.shitu import DenseLogits
+    from hpi.zoo.nets.picodet import DenseLogits
+    from hpi.zoo.seeding import SeedReport, calibrate_batchnorm, calibration_images
 
     rng = np.random.default_rng(seed)
     images, calibration = calibration_images(seed)
@@ -360,7 +333,7 @@ def export_detector(
 
     Writes ``inference.json`` + ``inference.pdiparams`` (``paddle.jit.save``, inputs ``image`` and
     ``scale_factor``) and ``inference.yml`` (:func:`det_inference_config`). Same signature as
-    :func:`hpi.zoo.export.export_zoo_model`, which does not write detectors.
+    :func:`hpi.zoo.seeding.export_zoo_model`, which does not write detectors.
 
     Args:
         model: the detector's zoo record.
@@ -374,7 +347,7 @@ def export_detector(
     import paddle
     import yaml
 
-    from hpi.zoo.export import build_seeded
+    from hpi.zoo.seeding import build_seeded
 
     directory = Path(directory)
     with paddle.utils.unique_name.guard():  # parameter names (so the files) must not depend on earlier builds
@@ -400,12 +373,12 @@ def export_rec(
 ) -> SeedReport:
     """Build PP-ShiTuV2_rec with seeded weights and write it with PaddleX's exact ``inference.yml``.
 
-    Seeding is :func:`hpi.zoo.export.seed_weights` (as for every zoo network); only the config differs from
-    :func:`hpi.zoo.export.export_zoo_model`'s generic one (:func:`rec_inference_config` keeps PaddleClas' keys).
+    Seeding is :func:`hpi.zoo.seeding.seed_weights` (as for every zoo network); only the config differs from
+    :func:`hpi.zoo.seeding.export_zoo_model`'s generic one (:func:`rec_inference_config` keeps PaddleClas' keys).
     """
     import paddle
 
-    from hpi.zoo.export import build_seeded, preprocess_spec, save_inference_model, seed_weights
+    from hpi.zoo.seeding import build_seeded, preprocess_spec, save_inference_model, seed_weights
 
     with paddle.utils.unique_name.guard():
         layer = build_seeded(model, seed)
@@ -416,43 +389,3 @@ def export_rec(
             layer, Path(directory), input_size=model.input_size, config=rec_inference_config(model.name)
         )
     return report
-
-
-def export_model(
-    model: ZooModel,
-    directory: Path,
-    *,
-    seed: int = 0,
-    on_built: Callable[[Any], None] | None = None,
-) -> SeedReport:
-    """Export either PP-ShiTuV2 model (the exporter each record also names in ``extra["export"]``)."""
-    exporter = export_detector if model.task == "detection" else export_rec
-    return exporter(model, directory, seed=seed, on_built=on_built)
-
-
-MODELS: list[ZooModel] = [
-    ZooModel(
-        name=DET_NAME,
-        family="PP-ShiTuV2",
-        build=build_detector,
-        task="detection",
-        input_size=DET_INPUT_SIZE,
-        resize_short=None,
-        extra={
-            "interpolation": "BICUBIC",
-            "export": export_detector,  # hpi.zoo.export.export_zoo_model does not write detectors
-            "inputs": {"image": [None, 3, DET_INPUT_SIZE, DET_INPUT_SIZE], "scale_factor": [None, 2]},
-            "outputs": ("boxes", "boxes_num"),
-            "labels": LABELS,
-        },
-    ),
-    ZooModel(
-        name=REC_NAME,
-        family="PP-ShiTuV2",
-        build=build_rec,
-        task="embedding",
-        input_size=REC_INPUT_SIZE,
-        resize_short=None,
-        extra={"embedding_dim": EMBEDDING_DIM, "export": export_rec},
-    ),
-]

@@ -1,7 +1,7 @@
 """MobileNet family catalogue: PaddleX's MobileNetV1, V2 and V3 (large, small) at every published scale.
 
 The architectures live in :mod:`hpi.zoo.nets.mobilenet` (imported only when a model is built, so listing the
-zoo does not import Paddle); its classes are re-exported here on first access. Preprocessing is PaddleX's
+zoo does not import Paddle). Preprocessing is PaddleX's
 default: resize the short side to 256, centre-crop 224, ImageNet mean/std.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from hpi.zoo.registry import ZooModel
+from hpi.zoo.catalogue import ZooModel
 
 V1_SCALES = (0.25, 0.5, 0.75, 1.0)
 V2_SCALES = (0.25, 0.5, 1.0, 1.5, 2.0)
@@ -41,22 +41,11 @@ PUBLISHED_PARAMS_M: dict[str, float] = {
     "MobileNetV3_small_x1_25": 3.62,
 }
 
-_NET_EXPORTS = ("MobileNetV1", "MobileNetV2", "MobileNetV3", "V3_CONFIGS", "build_classifier")
-
 
 def _build(version: int, scale: float, size: str | None) -> Any:
     from hpi.zoo.nets.mobilenet import build_classifier
 
     return build_classifier(version, scale, size)
-
-
-def __getattr__(name: str) -> Any:
-    """Re-export the network classes lazily (they import Paddle)."""
-    if name in _NET_EXPORTS:
-        from hpi.zoo.nets import mobilenet
-
-        return getattr(mobilenet, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def scale_tag(scale: float) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from hpi.zoo.registry import ZooModel
+from hpi.zoo.catalogue import ZooModel
 
 # Published parameter counts in millions: PaddleClas' table (docs/zh_CN/models/ImageNet1k/MobileNetV4.md), equal to
 # timm's mobilenetv4_* figures. The paper's Table 7 rounds differently (3.8 / 9.2 / 31 / 10.5 / 35.9).
@@ -176,7 +176,7 @@ ARCHS: dict[str, tuple[tuple[tuple, ...], int, str, float, int, int]] = {
 
 
 def _build(name: str) -> Any:
-    from hpi.zoo.layers import SoftmaxOutput
+    from hpi.zoo.nets.layers import SoftmaxOutput
     from hpi.zoo.nets.mobilenetv4 import MobileNetV4
 
     blocks, stem, act, layer_scale, _, _ = ARCHS[name]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from hpi.zoo.registry import ZooModel
+from hpi.zoo.catalogue import ZooModel
 
 # Published parameter counts in millions: timm's vit_base_patch16_clip_224.openai_ft_in1k (86.57) and
 # vit_large_patch14_clip_224.openai_ft_in1k (304.2), the same encoders with a 1000-class head. PaddleClas' CLIP
@@ -33,8 +33,8 @@ ARCHS: dict[str, tuple[int, int, int, int, int]] = {
 
 
 def _build(name: str) -> Any:
-    from hpi.zoo.layers import SoftmaxOutput
     from hpi.zoo.nets.clip_vit import ClipVisionTransformer
+    from hpi.zoo.nets.layers import SoftmaxOutput
 
     patch_size, dim, depth, num_heads, head_token = ARCHS[name]
     model = SoftmaxOutput(ClipVisionTransformer(224, patch_size, dim, depth, num_heads, head_token))

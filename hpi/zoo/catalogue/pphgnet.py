@@ -1,6 +1,6 @@
 """PP-HGNet family catalogue: PaddleX's PP-HGNet_tiny, _small and _base.
 
-The architecture lives in :mod:`hpi.zoo.nets.pphgnet`; its classes are re-exported here on first access.
+The architecture lives in :mod:`hpi.zoo.nets.pphgnet`.
 
 Preprocessing: PaddleX's configs declare a PIL bicubic resize of the short side (232 for tiny, 236 for small
 and base) before the 224 crop, but PaddleX's predictor ignores the filter and resizes with OpenCV bilinear;
@@ -12,36 +12,17 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from hpi.zoo.registry import ZooModel
+from hpi.zoo.catalogue import ZooModel
 
 # PaddleX name suffix -> short side of the resize before the 224 centre crop
 RESIZE_SHORT = {"tiny": 232, "small": 236, "base": 236}
 DECLARED_RESIZE = {"declared_interpolation": "BICUBIC", "resize_backend": "pil"}
-
-_NET_EXPORTS = (
-    "VARIANTS",
-    "ESEModule",
-    "HGBlock",
-    "HGStage",
-    "PPHGNet",
-    "PPHGNetBackbone",
-    "build_classifier",
-)
 
 
 def _build(variant: str) -> Any:
     from hpi.zoo.nets.pphgnet import build_classifier
 
     return build_classifier(variant)
-
-
-def __getattr__(name: str) -> Any:
-    """Re-export the network classes lazily (they import Paddle)."""
-    if name in _NET_EXPORTS:
-        from hpi.zoo.nets import pphgnet
-
-        return getattr(pphgnet, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 MODELS: list[ZooModel] = [

@@ -1,73 +1,30 @@
-"""Tests of hpi/pipelines/index.py: the faiss feature index behind PP-ShiTuV2 retrieval."""
+"""Tests of hpi/retrieval/index.py: the faiss feature index behind PP-ShiTuV2 retrieval."""
 
 from __future__ import annotations
 
 import json
-import os
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-pytest.importorskip("faiss")
+pytest.importorskip("faiss", reason="the feature index needs faiss-cpu (pip install 'hpi[retrieval]')")
 
 from hpi.errors import HpiError, InvalidConfigError, InvalidInputError  # noqa: E402
-from hpi.pipelines import index as index_module  # noqa: E402
-from hpi.pipelines.index import (  # noqa: E402
-    FeatureIndex,
-    Hit,
-    IndexFileError,
-    UnknownIdError,
-    ivf_nlist,
-    read_gallery,
-)
-
-INDEX_TYPES = ["Flat", "IVF", "HNSW32"]
-METRICS = ["IP", "L2"]
-DIM = 32
-CLUSTERS = 8
-PER_CLUSTER = 40
-
-
-def _normalised(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-def _clustered(seed: int = 0, clusters: int = CLUSTERS, per_cluster: int = PER_CLUSTER):
-    """Unit vectors in tight clusters around random centres: cluster c has label f"class{c}"."""
-    rng = np.random.default_rng(seed)
-    centres = _normalised(rng.standard_normal((clusters, DIM)))
-    points = centres.repeat(per_cluster, axis=0) + 0.05 * rng.standard_normal((clusters * per_cluster, DIM))
-    labels = [f"class{c}" for c in range(clusters) for _ in range(per_cluster)]
-    return centres, _normalised(points), labels
-
-
-def _brute_force(gallery: np.ndarray, ids: np.ndarray, query: np.ndarray, k: int, metric: str):
-    """Exact top-k (ids, scores) as the index should report them."""
-    if metric == "IP":
-        scores = gallery @ query
-        order = np.lexsort((ids, -scores))
-    else:
-        scores = ((gallery - query) ** 2).sum(axis=1)
-        order = np.lexsort((ids, scores))
-    return ids[order[:k]].tolist(), scores[order[:k]]
-
-
-@pytest.fixture(scope="module")
-def data():
-    return _clustered()
+from hpi.retrieval import vectors as vectors_module  # noqa: E402
+from hpi.retrieval.index import FeatureIndex, Hit, UnknownIdError, ivf_nlist  # noqa: E402
+from tests.retrieval.clusters import DIM, INDEX_TYPES, METRICS, PER_CLUSTER, brute_force, clustered  # noqa: E402
 
 
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("index_type", INDEX_TYPES)
-def test_search_matches_brute_force(data, index_type, metric):
+def test_search_matchesbrute_force(data, index_type, metric):
     centres, points, labels = data
     index = FeatureIndex(points, labels, index_type=index_type, metric_type=metric)
     queries = np.vstack([centres, points[::37]])
     ids = np.arange(len(points))
     for query, hits in zip(queries, index.search(queries, k=10), strict=True):
-        expected_ids, expected_scores = _brute_force(points, ids, query, 10, metric)
+        expected_ids, expected_scores = brute_force(points, ids, query, 10, metric)
         assert [hit.id for hit in hits] == expected_ids
         np.testing.assert_allclose([hit.score for hit in hits], expected_scores, rtol=1e-4, atol=1e-5)
         assert all(hit.label == labels[hit.id] for hit in hits)
@@ -116,7 +73,7 @@ def test_single_vector_query_and_hit_tuple(data):
 def test_append_gives_new_ids_that_search_finds(data, index_type, metric):
     _, points, labels = data
     index = FeatureIndex(points, labels, index_type=index_type, metric_type=metric)
-    new_centres, new_points, _ = _clustered(seed=1, clusters=1, per_cluster=10)
+    new_centres, new_points, _ = clustered(seed=1, clusters=1, per_cluster=10)
     new_ids = index.append(new_points, ["newcomer"] * 10)
     assert new_ids == list(range(len(points), len(points) + 10))
     assert len(index) == len(points) + 10
@@ -138,7 +95,7 @@ def test_remove_drops_items_and_keeps_other_ids(data, index_type, metric):
     live_ids = np.array(sorted(index.id_map))
     hits = index.search(centres[2], k=10)[0]
     assert all(hit.label != "class2" for hit in hits)
-    expected_ids, _ = _brute_force(points[live_ids], live_ids, centres[2], 10, metric)
+    expected_ids, _ = brute_force(points[live_ids], live_ids, centres[2], 10, metric)
     assert [hit.id for hit in hits] == expected_ids
 
 
@@ -198,7 +155,7 @@ def test_hnsw_all_neighbours_removed_still_finds_the_nearest_live_items(data, me
     live_ids = np.array(sorted(index.id_map))
     for query in (centres[0], points[0]):
         hits = index.search(query, k=12)[0]
-        expected_ids, expected_scores = _brute_force(points[live_ids], live_ids, query, 12, metric)
+        expected_ids, expected_scores = brute_force(points[live_ids], live_ids, query, 12, metric)
         assert [hit.id for hit in hits] == expected_ids
         np.testing.assert_allclose([hit.score for hit in hits], expected_scores, rtol=1e-4, atol=1e-5)
 
@@ -209,17 +166,17 @@ def test_hnsw_graph_search_short_of_live_hits_falls_back_to_an_exact_scan(data, 
     index = FeatureIndex(points, labels, index_type="HNSW32", ef_search=1, rebuild_ratio=1.0)
     index.remove([i for i in range(len(points)) if i % 20])
     scans = []
-    real_exact_search = index_module._VectorStore.exact_search
+    real_exact_search = vectors_module.VectorStore.exact_search
 
     def counting_exact_search(self, *args, **kwargs):
         scans.append(args)
         return real_exact_search(self, *args, **kwargs)
 
-    monkeypatch.setattr(index_module._VectorStore, "exact_search", counting_exact_search)
+    monkeypatch.setattr(vectors_module.VectorStore, "exact_search", counting_exact_search)
     live_ids = np.array(sorted(index.id_map))
     for query in points[:8]:
         hits = index.search(query, k=10)[0]
-        assert [hit.id for hit in hits] == _brute_force(points[live_ids], live_ids, query, 10, "IP")[0]
+        assert [hit.id for hit in hits] == brute_force(points[live_ids], live_ids, query, 10, "IP")[0]
     assert scans  # the fallback did run
 
 
@@ -233,7 +190,7 @@ def test_hnsw_rebuild_threshold_drops_tombstones_and_keeps_ids(data):
     live_ids = np.array(sorted(index.id_map))
     assert len(live_ids) == len(points) - 41
     for query, hits in zip(centres, index.search(centres, k=5), strict=True):
-        expected_ids, _ = _brute_force(points[live_ids], live_ids, query, 5, "IP")
+        expected_ids, _ = brute_force(points[live_ids], live_ids, query, 5, "IP")
         assert [hit.id for hit in hits] == expected_ids
 
 
@@ -322,183 +279,6 @@ def test_bad_inputs_raise_clear_errors(data):
     assert len(index) == len(points)
 
 
-# --------------------------------------------------------------------------------------------- save / load
-
-
-@pytest.mark.parametrize("metric", METRICS)
-@pytest.mark.parametrize("index_type", INDEX_TYPES)
-def test_save_load_round_trip(data, tmp_path, index_type, metric):
-    centres, points, labels = data
-    index = FeatureIndex(points, labels, index_type=index_type, metric_type=metric)
-    index.remove([0, 1, 100])
-    saved = index.save(tmp_path / "gallery_index")
-    assert sorted(os.listdir(saved)) == ["id_map.json", "ids.npy", "index.faiss", "meta.json", "vectors.npy"]
-    loaded = FeatureIndex.load(tmp_path / "gallery_index")
-    assert (loaded.index_type, loaded.metric_type, loaded.dim) == (index_type, metric, DIM)
-    assert loaded.id_map == index.id_map and len(loaded) == len(index)
-    assert loaded.search(centres, k=7) == index.search(centres, k=7)
-    assert loaded.append(points[:1], ["again"]) == [len(points)]  # next id survives
-    assert {hit.id for hit in loaded.search(points[0], k=len(points))[0]}.isdisjoint({0, 1, 100})
-
-
-def test_save_replaces_the_previous_index_and_leaves_no_temporaries(data, tmp_path):
-    _, points, labels = data
-    FeatureIndex(points[:10], labels[:10], index_type="Flat").save(tmp_path / "idx")
-    FeatureIndex(points[:20], labels[:20], index_type="HNSW32").save(tmp_path / "idx")
-    assert len(FeatureIndex.load(tmp_path / "idx")) == 20
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".idx.lock", "idx"]
-
-
-def test_save_refuses_to_replace_a_directory_that_is_not_an_index(data, tmp_path):
-    _, points, labels = data
-    (tmp_path / "photos").mkdir()
-    (tmp_path / "photos" / "cat.jpg").write_bytes(b"jpeg")
-    with pytest.raises(IndexFileError, match="not a saved index"):
-        FeatureIndex(points[:5], labels[:5], index_type="Flat").save(tmp_path / "photos")
-    assert (tmp_path / "photos" / "cat.jpg").read_bytes() == b"jpeg"
-
-
-def test_interrupted_save_leaves_the_previous_index_loadable(data, tmp_path, monkeypatch):
-    centres, points, labels = data
-    old = FeatureIndex(points[:100], labels[:100], index_type="HNSW32")
-    old.save(tmp_path / "idx")
-    new = FeatureIndex(points, labels, index_type="HNSW32")
-
-    real_write_file = index_module._write_file
-    written = []
-
-    def write_two_files_then_fail(path, write):
-        if len(written) == 2:
-            raise OSError(28, "No space left on device")
-        written.append(path.name)
-        return real_write_file(path, write)
-
-    monkeypatch.setattr(index_module, "_write_file", write_two_files_then_fail)
-    with pytest.raises(IndexFileError, match="No space left on device"):
-        new.save(tmp_path / "idx")
-    monkeypatch.undo()
-
-    assert len(written) == 2
-    loaded = FeatureIndex.load(tmp_path / "idx")
-    assert loaded.id_map == old.id_map
-    assert loaded.search(centres, k=3) == old.search(centres, k=3)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".idx.lock", "idx"]
-
-
-def test_save_killed_before_cleanup_leaves_the_previous_index_loadable(data, tmp_path):
-    _, points, labels = data
-    FeatureIndex(points[:10], labels[:10], index_type="Flat").save(tmp_path / "idx")
-    # What a process killed mid-write leaves: a half-written staging directory beside the index.
-    stale = tmp_path / ".idx.tmp-0123456789abcdef"
-    stale.mkdir()
-    (stale / "vectors.npy").write_bytes(b"\x93NUMPY partial")
-    assert len(FeatureIndex.load(tmp_path / "idx")) == 10
-    FeatureIndex(points[:20], labels[:20], index_type="Flat").save(tmp_path / "idx")
-    assert not stale.exists()
-    assert len(FeatureIndex.load(tmp_path / "idx")) == 20
-
-
-def test_crash_between_the_two_renames_is_recovered(data, tmp_path, monkeypatch):
-    _, points, labels = data
-    FeatureIndex(points[:10], labels[:10], index_type="Flat").save(tmp_path / "idx")
-    real_rename = os.rename
-    calls = []
-
-    def rename_once_then_crash(src, dst):
-        calls.append((src, dst))
-        if len(calls) > 1:
-            raise OSError(5, "Input/output error")
-        real_rename(src, dst)
-
-    monkeypatch.setattr(index_module.os, "rename", rename_once_then_crash)
-    with pytest.raises(IndexFileError):
-        FeatureIndex(points[:20], labels[:20], index_type="Flat").save(tmp_path / "idx")
-    monkeypatch.undo()
-
-    assert not (tmp_path / "idx").exists() and (tmp_path / ".idx.previous").is_dir()
-    assert len(FeatureIndex.load(tmp_path / "idx")) == 10  # the old index is put back
-    assert (tmp_path / "idx").is_dir() and not (tmp_path / ".idx.previous").exists()
-
-
-def _saved(tmp_path: Path, data, index_type: str = "HNSW32") -> Path:
-    _, points, labels = data
-    return FeatureIndex(points, labels, index_type=index_type).save(tmp_path / "idx")
-
-
-@pytest.mark.parametrize("name", ["index.faiss", "vectors.npy", "ids.npy", "id_map.json"])
-def test_truncated_file_is_named_in_the_error(data, tmp_path, name):
-    path = _saved(tmp_path, data) / name
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(IndexFileError, match=f"{name} is .* bytes.*truncated") as excinfo:
-        FeatureIndex.load(tmp_path / "idx")
-    assert excinfo.value.path == path
-
-
-@pytest.mark.parametrize("name", ["index.faiss", "vectors.npy"])
-def test_flipped_byte_is_named_in_the_error(data, tmp_path, name):
-    path = _saved(tmp_path, data) / name
-    content = bytearray(path.read_bytes())
-    content[len(content) // 2] ^= 0xFF
-    path.write_bytes(bytes(content))
-    with pytest.raises(IndexFileError, match=f"{name} fails its SHA-256 check"):
-        FeatureIndex.load(tmp_path / "idx")
-
-
-@pytest.mark.parametrize("name", ["index.faiss", "id_map.json", "meta.json"])
-def test_missing_file_is_named_in_the_error(data, tmp_path, name):
-    (_saved(tmp_path, data) / name).unlink()
-    with pytest.raises(IndexFileError, match=f"{name} is missing"):
-        FeatureIndex.load(tmp_path / "idx")
-
-
-def test_garbage_faiss_file_with_matching_checksum_is_a_clear_error_not_a_crash(data, tmp_path):
-    directory = _saved(tmp_path, data)
-    faiss_file = directory / "index.faiss"
-    faiss_file.write_bytes(faiss_file.read_bytes()[:5000])
-    meta = json.loads((directory / "meta.json").read_text())
-    meta["files"]["index.faiss"] = {
-        "size": 5000,
-        "sha256": index_module._sha256(faiss_file),
-    }
-    (directory / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(IndexFileError, match="index.faiss is not a faiss index this faiss can read"):
-        FeatureIndex.load(directory)
-
-
-@pytest.mark.parametrize(
-    ("edit", "message"),
-    [
-        (lambda meta: meta.update(version=99), "format version 99"),
-        (lambda meta: meta.update(format="paddlex"), "not an hpi feature index"),
-        (lambda meta: meta.pop("dim"), "field 'dim'"),
-        (lambda meta: meta.update(count=5), "ids.npy holds"),
-        (lambda meta: meta.update(metric_type="L2"), "index.faiss holds"),
-        (lambda meta: meta.update(rebuild_ratio=0), "out of range"),
-    ],
-)
-def test_inconsistent_meta_is_a_clear_error(data, tmp_path, edit, message):
-    directory = _saved(tmp_path, data)
-    meta = json.loads((directory / "meta.json").read_text())
-    edit(meta)
-    (directory / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(IndexFileError, match=message):
-        FeatureIndex.load(directory)
-
-
-def test_corrupted_meta_json_is_named(data, tmp_path):
-    directory = _saved(tmp_path, data)
-    (directory / "meta.json").write_text('{"format": "hpi-feature-index", "vers')
-    with pytest.raises(IndexFileError, match="meta.json is unreadable or not valid JSON"):
-        FeatureIndex.load(directory)
-
-
-def test_loading_a_missing_directory_is_a_clear_error(tmp_path):
-    with pytest.raises(IndexFileError, match="no saved index"):
-        FeatureIndex.load(tmp_path / "nowhere")
-    with pytest.raises(IndexFileError, match="no saved index"):
-        FeatureIndex.load(tmp_path / "nowhere" / "deeper")
-    assert not (tmp_path / "nowhere").exists()
-
 
 # --------------------------------------------------------------------------------------------- threads
 
@@ -570,60 +350,3 @@ def test_saving_while_other_threads_append_writes_a_consistent_index(data, tmp_p
     index.save(tmp_path / "idx")
     assert FeatureIndex.load(tmp_path / "idx").id_map == index.id_map
     assert sizes == sorted(sizes)
-
-
-# --------------------------------------------------------------------------------------------- gallery.txt
-
-
-def _gallery(tmp_path: Path, text: str, images=("0/0.jpg", "0/1.jpg", "my photos/2.jpg")) -> Path:
-    for image in images:
-        (tmp_path / image).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / image).write_bytes(b"jpeg")
-    gallery = tmp_path / "gallery.txt"
-    gallery.write_bytes(text.encode("utf-8"))
-    return gallery
-
-
-def test_read_gallery_accepts_tab_space_bom_crlf_and_blank_lines(tmp_path):
-    gallery = _gallery(
-        tmp_path, "\ufeff0/0.jpg 脉动\r\n\r\n0/1.jpg\tRed Bull - 强化型\r\nmy photos/2.jpg\tCoca Cola\n"
-    )
-    assert read_gallery(gallery) == [
-        (tmp_path / "0/0.jpg", "脉动"),
-        (tmp_path / "0/1.jpg", "Red Bull - 强化型"),
-        (tmp_path / "my photos/2.jpg", "Coca Cola"),
-    ]
-
-
-def test_read_gallery_resolves_against_image_root(tmp_path):
-    (tmp_path / "labels").mkdir()
-    gallery = _gallery(tmp_path, "0/0.jpg a\n")
-    moved = gallery.rename(tmp_path / "labels" / "gallery.txt")
-    assert read_gallery(moved, image_root=tmp_path) == [(tmp_path / "0/0.jpg", "a")]
-    with pytest.raises(InvalidInputError, match=r"gallery.txt:1: image .*0/0.jpg does not exist"):
-        read_gallery(moved)
-    assert read_gallery(moved, check_exists=False) == [(tmp_path / "labels" / "0/0.jpg", "a")]
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("0/0.jpg a\n0/1.jpg\n", r"gallery.txt:2: expected '<image path><tab or space><label>'"),
-        ("0/0.jpg a\n\n0/1.jpg\tb\tc\n", r"gallery.txt:3: expected '<image path><tab><label>', got 3"),
-        ("0/0.jpg\t\n", r"gallery.txt:1: expected"),
-        ("0/0.jpg a\n0/9.jpg b\n", r"gallery.txt:2: image .*0/9.jpg does not exist"),
-        ("\n  \n", r"lists no images"),
-    ],
-)
-def test_read_gallery_names_the_bad_line(tmp_path, text, message):
-    with pytest.raises(InvalidInputError, match=message):
-        read_gallery(_gallery(tmp_path, text))
-
-
-def test_read_gallery_reports_missing_and_non_utf8_files(tmp_path):
-    with pytest.raises(InvalidInputError, match="does not exist"):
-        read_gallery(tmp_path / "gallery.txt")
-    gallery = tmp_path / "gallery.txt"
-    gallery.write_bytes(b"0/0.jpg a\n0/1.jpg " + "饮料".encode("gbk") + b"\n")
-    with pytest.raises(InvalidInputError, match=r"gallery.txt:2: not UTF-8"):
-        read_gallery(gallery)

@@ -9,7 +9,7 @@ import pytest
 
 
 def test_imagenet_labels_in_paddlex_wording():
-    from hpi.zoo.export import imagenet1k_labels
+    from hpi.zoo.seeding import imagenet1k_labels
 
     labels = imagenet1k_labels()
     assert len(labels) == 1000
@@ -20,8 +20,8 @@ def test_imagenet_labels_in_paddlex_wording():
 
 
 def test_preprocess_spec_follows_the_zoo_record():
-    from hpi.zoo.export import preprocess_spec
-    from hpi.zoo.registry import ZooModel
+    from hpi.zoo.catalogue import ZooModel
+    from hpi.zoo.seeding import preprocess_spec
 
     plain = preprocess_spec(ZooModel("A", "F", build=lambda: None))
     assert (plain.resize_short, plain.crop, plain.interpolation) == (256, (224, 224), "LINEAR")
@@ -48,7 +48,7 @@ def test_preprocess_spec_follows_the_zoo_record():
 def _tiny_net():
     from paddle import nn
 
-    from hpi.zoo.layers import ConvBNAct, PooledConvHead, SEModule, SoftmaxOutput
+    from hpi.zoo.nets.layers import ConvBNAct, PooledConvHead, SEModule, SoftmaxOutput
 
     net = SoftmaxOutput(
         nn.Sequential(
@@ -66,7 +66,7 @@ def _tiny_net():
 def test_calibration_sets_batchnorm_statistics_to_the_batch():
     import paddle
 
-    from hpi.zoo.export import calibrate_batchnorm
+    from hpi.zoo.seeding import calibrate_batchnorm
 
     paddle.seed(0)
     net = _tiny_net()
@@ -84,7 +84,7 @@ def test_seeded_classifier_is_decisive_on_its_photos():
     import paddle
 
     from hpi.preprocess.spec import PreprocessSpec
-    from hpi.zoo.export import calibration_views, seed_weights
+    from hpi.zoo.seeding import calibration_views, seed_weights
 
     spec = PreprocessSpec(
         256, None, "LINEAR", (224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1 / 255, True
@@ -106,7 +106,7 @@ def test_seeded_classifier_is_decisive_on_its_photos():
 
 
 def test_synthetic_calibration_images_are_deterministic():
-    from hpi.zoo.export import _synthetic_images
+    from hpi.zoo.seeding import _synthetic_images
 
     a, b = _synthetic_images(3, 2), _synthetic_images(3, 2)
     assert all(x.shape == (384, 512, 3) and x.dtype == np.uint8 for x in a)
@@ -118,7 +118,7 @@ def test_find_classifier_prefers_the_named_layer():
     from paddle import nn
 
     from hpi.errors import HpiInternalError
-    from hpi.zoo.export import find_classifier
+    from hpi.zoo.seeding import find_classifier
 
     class Net(nn.Layer):
         def __init__(self):

@@ -1,4 +1,4 @@
-"""PP-ShiTuV2's networks: PicoDet-LCNet x2.5 (mainbody detector) and PP-LCNetV2_base with a 512-d neck.
+"""PicoDet-LCNet x2.5: the network of PP-ShiTuV2's mainbody detector (PP-ShiTuV2_det).
 
 PicoDet follows PaddleDetection's legacy ``picodet_lcnet_x2_5_640_mainbody`` config (Yu et al., 2021,
 "PP-PicoDet", arXiv:2111.00902):
@@ -15,8 +15,7 @@ PicoDet follows PaddleDetection's legacy ``picodet_lcnet_x2_5_640_mainbody`` con
 With post-processing exported (as PaddleX does), the boxes are divided by ``scale_factor`` (so they are in
 original-image pixels) and ``multiclass_nms3`` runs inside the graph.
 
-The recognition network is PaddleClas' ``PPLCNetV2_base_ShiTu`` + ``BNNeck``: PP-LCNetV2_base whose last stage
-does not downsample, global pool, a biased 1x1 conv to 512 without activation, dropout, flatten, BatchNorm1D.
+The recognition network of PP-ShiTuV2 is :class:`hpi.zoo.nets.pplcnetv2.ShiTuRec`.
 """
 
 from __future__ import annotations
@@ -28,16 +27,14 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from hpi.zoo.layers import ConvBNAct
+from hpi.zoo.nets.layers import ConvBNAct
 from hpi.zoo.nets.pplcnet import PPLCNetBackbone
-from hpi.zoo.nets.pplcnetv2 import STAGES, PPLCNetV2Backbone, RepDepthwiseSeparable
 
 FPN_STRIDES = (8, 16, 32, 64)
 REG_MAX = 7  # box sides are distributions over the bins 0..REG_MAX, in units of the level's stride
 NECK_CHANNELS = 128
 BACKBONE_SCALE = 2.5
 CLASS_PRIOR = 0.01  # initial foreground probability of the class bias
-EMBEDDING_DIM = 512
 
 _ACT = "hardswish"
 
@@ -234,25 +231,3 @@ class DenseLogits(nn.Layer):
 
     def forward(self, image: paddle.Tensor) -> list[paddle.Tensor]:
         return self.detector.head.level_logits(self.detector.features(image))
-
-
-class ShiTuRec(nn.Layer):
-    """PP-LCNetV2_base at stride 16, pooled, biased 1x1 conv to ``dim``, dropout, BatchNorm1D: the raw embedding."""
-
-    def __init__(self, dim: int = EMBEDDING_DIM) -> None:
-        super().__init__()
-        self.backbone = PPLCNetV2Backbone(1.0, (2, 2, 6, 2))
-        # PaddleClas' PPLCNetV2_base_ShiTu gives the last stage's first block stride 1 (shapes otherwise unchanged).
-        last = STAGES[-1]
-        self.backbone.stages[-1][0] = RepDepthwiseSeparable(
-            last.in_channels, self.backbone.out_channels, 1, last.kernel_size, last
-        )
-        self.avg_pool = nn.AdaptiveAvgPool2D(1)
-        self.last_conv = nn.Conv2D(self.backbone.out_channels, dim, 1)
-        self.dropout = nn.Dropout(p=0.2, mode="downscale_in_infer")
-        self.flatten = nn.Flatten(start_axis=1, stop_axis=-1)
-        self.neck_bn = nn.BatchNorm1D(dim)
-
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        x = self.dropout(self.last_conv(self.avg_pool(self.backbone(x))))
-        return self.neck_bn(self.flatten(x))

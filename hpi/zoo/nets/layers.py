@@ -3,7 +3,7 @@
 Several families are written against these blocks (PP-LCNet, PP-HGNet, ResNet-vd, MobileNetV3, ...), so the
 signatures below are stable: new options are added as keyword-only arguments with defaults, never changed.
 
-Conventions every family follows, because :mod:`hpi.zoo.export` relies on them when it seeds weights:
+Conventions every family follows, because :mod:`hpi.zoo.seeding` relies on them when it seeds weights:
 
 * convolutions are followed by ``nn.BatchNorm2D`` (its statistics are calibrated on real photos at build time);
 * a classification network exposes its last linear layer as ``.classifier`` (or it is the last ``nn.Linear``);

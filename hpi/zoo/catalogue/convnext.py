@@ -5,7 +5,7 @@ the 224 architectures run at 384.
 
 Preprocessing: PaddleX's configs declare a PIL bicubic resize of the short side (256 before the 224 crop, 384
 before the 384 crop) and ImageNet mean/std. As for PP-HGNet, ``extra`` keeps the declared filter and
-:func:`hpi.zoo.export.preprocess_spec` writes what PaddleX's predictor executes.
+:func:`hpi.zoo.seeding.preprocess_spec` writes what PaddleX's predictor executes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from hpi.zoo.registry import ZooModel
+from hpi.zoo.catalogue import ZooModel
 
 DECLARED_RESIZE = {"declared_interpolation": "BICUBIC", "resize_backend": "pil"}
 
@@ -39,8 +39,8 @@ ARCHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
 
 
 def _build(size: str) -> Any:
-    from hpi.zoo.layers import SoftmaxOutput
     from hpi.zoo.nets.convnext import ConvNeXt
+    from hpi.zoo.nets.layers import SoftmaxOutput
 
     model = SoftmaxOutput(ConvNeXt(*ARCHS[size]))
     model.eval()
