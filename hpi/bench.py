@@ -172,7 +172,7 @@ def bench_model(
 
 def _stage_split(source: ModelSource, device: Device, record: SelectionRecord, image: Path, bs: int,
                  budget_s: float, cache: EngineCache) -> dict[str, dict[str, Any]]:
-    from hpi.backends.base import get_backend
+    from hpi.backends import get_backend
     from hpi.select import BackendChoice, with_folding
 
     out = {}
@@ -389,7 +389,7 @@ def related_entries(cache: EngineCache, model_hash: str) -> list:
 def build_engines(source: ModelSource, device: Device, hpi_config: HpiConfig, cache: EngineCache, *,
                   backends: Sequence[str], report: Callable[[str], None], progress: Callable[[str], None]) -> None:
     """Build (through the cache) every candidate engine of the named backends, without measuring."""
-    from hpi.backends.base import get_backend
+    from hpi.backends import get_backend
     from hpi.selection import candidates
 
     wanted = {get_backend(name).name for name in backends}  # unknown names raise, listing the known ones

@@ -67,7 +67,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 
 
 def _cmd_backends(args: argparse.Namespace) -> int:
-    from hpi.backends.base import available_backends, get_backend
+    from hpi.backends import available_backends, get_backend
     from hpi.device import parse_device
 
     device = parse_device(args.device)
