@@ -109,6 +109,8 @@ class Stream:
         return self._stream
 
     def synchronize(self) -> None:
+        if self._stream is None:
+            raise InferenceError("cudaStreamSynchronize failed: the stream is closed")
         check(self._cudart, self._cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
 
     def close(self) -> None:

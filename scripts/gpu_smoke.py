@@ -154,9 +154,8 @@ def install_cudart(simulate: bool) -> CountingRuntime:
         bindings = sys.modules.setdefault("cuda.bindings", _with_spec(types.ModuleType("cuda.bindings"), package=True))
         package.bindings = bindings
     else:
-        from cuda.bindings import runtime as inner  # the real one: this machine must have cuda-python
-
         import cuda.bindings as bindings
+        from cuda.bindings import runtime as inner  # the real one: this machine must have cuda-python
     counting = CountingRuntime(inner)
     bindings.runtime = counting
     sys.modules["cuda.bindings.runtime"] = counting
