@@ -9,7 +9,7 @@ import pytest
 
 from hpi.model import ModelSource
 
-_INFERENCE_YML = """\
+INFERENCE_YML = """\
 Global:
   model_name: TinyNet
 PreProcess:
@@ -58,7 +58,7 @@ def tiny_onnx(path: Path, *, batch: int | str = "N", height: int | str = 16, wid
 
 def tiny_source(directory: Path, **dims: int | str) -> ModelSource:
     tiny_onnx(directory / "model.onnx", **dims)
-    (directory / "inference.yml").write_text(_INFERENCE_YML, encoding="utf-8")
+    (directory / "inference.yml").write_text(INFERENCE_YML, encoding="utf-8")
     return ModelSource.from_path(directory)
 
 
