@@ -1,6 +1,6 @@
 """GPU smoke check: hpi's device detection, backend reasons, CUDA helpers and native TensorRT runtime path.
 
-Meant for a machine with an NVIDIA GPU, PyTorch-era CUDA (cuda-python), CuPy, onnx and onnxruntime (CPU) but no
+Meant for a machine with an NVIDIA GPU, cuda-python (cuda-bindings), CuPy, onnx and onnxruntime (CPU), but no
 TensorRT, no onnxruntime-gpu and no network; finishes in well under 5 minutes. It checks:
 
 1. device detection: the GPU's name, compute capability, which source answered, and a stable device signature;
