@@ -433,8 +433,22 @@ def standin_tensorrt(arrays, counters: dict[str, int]) -> types.ModuleType:  # n
 # ------------------------------------------------------------------------------------------- the model
 
 
-def write_smoke_model(directory: Path) -> Path:
-    """A seeded Conv-ReLU-GAP-Gemm classifier (3x16x16 -> 5 logits) with a PaddleX-style inference.yml."""
+SMOKE_YML = """\
+Global:
+  model_name: SmokeNet
+PreProcess:
+  transform_ops:
+  - ResizeImage: {resize_short: 16}
+  - CropImage: {size: 16}
+  - NormalizeImage: {mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], scale: 1.0/255.0, order: ''}
+  - ToCHWImage: null
+PostProcess:
+  Topk: {topk: 1, label_list: [a, b, c, d, e]}
+"""
+
+
+def smoke_onnx(path: Path, *, batch: int | str = "N", height: int | str = 16, width: int | str = 16) -> Path:
+    """A Conv-ReLU-GAP-Gemm classifier (3xHxW -> 5 logits) with seeded weights whose logits spread over units."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -453,19 +467,22 @@ def write_smoke_model(directory: Path) -> Path:
         helper.make_node("Gemm", ["flat", "w2", "b2"], ["logits"], transB=1),
     ]
     graph = helper.make_graph(
-        nodes, "smoke", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 5])],
+        nodes, "smoke", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, height, width])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 5])],
         [numpy_helper.from_array(v, k) for k, v in weights.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    directory.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(directory / "model.onnx"))
-    (directory / "inference.yml").write_text(
-        "Global:\n  model_name: SmokeNet\nPreProcess:\n  transform_ops:\n  - ResizeImage: {resize_short: 16}\n"
-        "  - CropImage: {size: 16}\n  - NormalizeImage: {mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], "
-        "scale: 1.0/255.0, order: ''}\n  - ToCHWImage: null\nPostProcess:\n  Topk: {topk: 1, label_list: [a, b, c, d, e]}\n",
-        encoding="utf-8")
+    onnx.checker.check_model(model, full_check=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def write_smoke_model(directory: Path, **dims: int | str) -> Path:
+    """A model directory: ``model.onnx`` (:func:`smoke_onnx`) and a PaddleX-style ``inference.yml``."""
+    smoke_onnx(directory / "model.onnx", **dims)
+    (directory / "inference.yml").write_text(SMOKE_YML, encoding="utf-8")
     return directory
 
 
