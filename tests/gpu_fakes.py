@@ -23,11 +23,9 @@ def smoke_module():  # noqa: ANN201
 def use_simulated_cuda(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     """Install the simulated cudart (host memory) for this test; returns it, counting live allocations."""
     for name in CUDA_MODULES:
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    runtime = smoke_module().install_cudart(simulate=True)
-    for name in CUDA_MODULES[:3]:
-        monkeypatch.setitem(sys.modules, name, sys.modules[name])  # undone after the test
-    return runtime
+        monkeypatch.setitem(sys.modules, name, None)  # records what was there, so the test's end restores it
+        monkeypatch.delitem(sys.modules, name)
+    return smoke_module().install_cudart(simulate=True)
 
 
 def without_cuda_python(monkeypatch: pytest.MonkeyPatch) -> None:
