@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from hpi.backends.base import get_backend
+from hpi.backends import get_backend
 from hpi.cache import CacheEntry, EngineCache
 from hpi.device import Device
 from hpi.errors import HpiError

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from hpi.backends.base import get_backend
+from hpi.backends import get_backend
 from hpi.cache import EngineCache
 from hpi.device import Device, resolve_threads
 from hpi.errors import InvalidConfigError

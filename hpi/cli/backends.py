@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hpi.backends.base import available_backends, get_backend
+from hpi.backends import available_backends, get_backend
 from hpi.cli.common import add_command
 from hpi.device import parse_device
 
