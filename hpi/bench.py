@@ -22,34 +22,20 @@ from typing import Any
 import numpy as np
 
 from hpi.cache import EngineCache
+from hpi.config import HpiConfig
 from hpi.device import Device, cpu_count, cpu_info, parse_device, resolve_threads
-from hpi.errors import HpiError, InvalidConfigError, InvalidInputError, UnknownModelError
+from hpi.errors import HpiError, InvalidConfigError, InvalidInputError
 from hpi.harness import Timing, run_isolated, time_callable
+from hpi.loading import load_model, locate_model
 from hpi.model import ModelSource
-from hpi.select import HpiConfig
-from hpi.selection import SAMPLE_IMAGES, SelectionRecord, cached_selection, select
+from hpi.selection.decision import cached_selection
+from hpi.selection.measure import SAMPLE_IMAGES, select
+from hpi.selection.record import SelectionRecord
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "PP-LCNet_x1_0"
 STAGE_IMAGE_SIZE = (500, 375)  # the issue's reference JPEG: 500x375 to 224x224
-
-
-def resolve_source(model: str, model_dir: str | None = None, *, build: bool = True,
-                   notify: Callable[[str], None] | None = None) -> ModelSource:
-    """A model directory, the store's copy, or (``build``) a seeded zoo build written into the store."""
-    if model_dir:
-        return ModelSource.from_path(model_dir, model_name=model)
-    from hpi import zoo
-
-    found = zoo.locate(model)
-    if found is None:
-        if not build:
-            raise UnknownModelError(f"model {model!r} is not in the local model store; run 'hpi zoo build {model}'")
-        if notify:
-            notify(f"building {model} from the zoo (seeded weights) into the local model store")
-        found = zoo.build(model)
-    return ModelSource.from_path(found, model_name=model)
 
 
 def weights_label(source: ModelSource) -> str:
@@ -77,15 +63,15 @@ def measure_stages(request: dict[str, Any]) -> dict[str, Any]:
     """Per-stage timings of one predictor configuration (runs isolated). ``fast`` picks hpi's preprocessing
     path; otherwise PaddleX's reference op chain is used, as PaddleX's normal mode runs it."""
     from hpi.inputs import expand_inputs
-    from hpi.predictor import Predictor
+    from hpi.models.classification import Predictor
     from hpi.preprocess import reference
     from hpi.preprocess.decode import decode_image
-    from hpi.select import BackendChoice
-    from hpi.selection import engine_from_request
 
-    source, engine, _ = engine_from_request(request)
-    predictor = Predictor(source, engine, BackendChoice(engine.name, engine.config, "bench", "explicit"),
-                          fast_preprocess=bool(request["fast"]))
+    source = ModelSource.from_path(request["model_dir"])
+    predictor = load_model(Predictor, source, device=request["device"], cache_dir=request["cache_dir"],
+                           hpi_config={"backend": request["backend"], "backend_config": request["config"]},
+                           fast_preprocess=bool(request["fast"]))
+    engine = predictor.engine
     bs, budget = int(request["batch_size"]), float(request["budget_s"])
     path = request["image"]
     data = Path(path).read_bytes()
@@ -99,7 +85,7 @@ def measure_stages(request: dict[str, Any]) -> dict[str, Any]:
 
     def post() -> None:
         for row in output:
-            predictor._make_result(item, rgb, row, None)
+            predictor.make_result(item, rgb, row, None)
 
     timings = {
         "decode": time_callable(lambda: [decode_image(data, path) for _ in range(bs)], budget_s=budget,
@@ -110,7 +96,7 @@ def measure_stages(request: dict[str, Any]) -> dict[str, Any]:
         "end_to_end": time_callable(lambda: list(predictor.predict([path] * bs, batch_size=bs)), budget_s=budget,
                                     items_per_call=bs),
     }
-    engine.close()
+    predictor.close()
     return {k: v.to_dict() for k, v in timings.items()}
 
 
@@ -172,14 +158,12 @@ def bench_model(
 
 def _stage_split(source: ModelSource, device: Device, record: SelectionRecord, image: Path, bs: int,
                  budget_s: float, cache: EngineCache) -> dict[str, dict[str, Any]]:
-    from hpi.backends.base import get_backend
-    from hpi.select import BackendChoice, with_folding
+    from hpi.selection.choice import choice_from_record, fold_preprocessing
 
     out = {}
     win = record.winner.candidate
     # High-performance mode as create_model(use_hpip=True) runs it: folded preprocessing where the backend can.
-    hp = with_folding(BackendChoice(win.backend, get_backend(win.backend).make_config(win.config), "", "measured"),
-                      source, HpiConfig())
+    hp = fold_preprocessing(choice_from_record(record), source, HpiConfig())
     modes = {"high-performance": (win.backend, win.label, hp.config.to_dict(), True)}
     if record.normal is not None:
         normal = record.normal.candidate
@@ -390,7 +374,7 @@ def build_engines(source: ModelSource, device: Device, hpi_config: HpiConfig, ca
                   backends: Sequence[str], report: Callable[[str], None], progress: Callable[[str], None]) -> None:
     """Build (through the cache) every candidate engine of the named backends, without measuring."""
     from hpi.backends.base import get_backend
-    from hpi.selection import candidates
+    from hpi.selection.candidates import candidates
 
     wanted = {get_backend(name).name for name in backends}  # unknown names raise, listing the known ones
     cands, skipped = candidates(source, device, hpi_config)
@@ -448,14 +432,14 @@ class EvalReport:
 def evaluate(model: str, dataset: str | Path, *, model_dir: str | None = None, device: str | None = "cpu",
              hpi_config: dict[str, Any] | None = None, batch_size: int = 8, cache_dir: str | None = None) -> EvalReport:
     """Top-1 / top-5 of normal mode and high-performance mode side by side on a labelled dataset."""
-    from hpi.predictor import create_model
+    from hpi.models.classification import create_model
 
     items, _ = read_dataset(dataset)
     paths, labels = [str(p) for p, _ in items], np.array([label for _, label in items])
     modes = {"normal": False, "high_performance": True}
     preds: dict[str, list[list[int]]] = {}
     summary: dict[str, dict[str, Any]] = {}
-    source_dir = model_dir or str(resolve_source(model).directory)
+    source_dir = model_dir or str(locate_model(model, build=True).directory)
     for mode, hpip in modes.items():
         predictor = create_model(model, source_dir, device=device, use_hpip=hpip, hpi_config=hpi_config,
                                  cache_dir=cache_dir, topk=5)
@@ -521,7 +505,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise InvalidConfigError("--model-dir goes with a single --model")
     for i, name in enumerate(models):
         show(f"model {i + 1}/{len(models)}: {name}")
-        source = resolve_source(name, args.model_dir, notify=show)
+        source = locate_model(name, args.model_dir, build=True)
         benches.append(bench_model(source, device, batch_sizes=args.batch_sizes, threads=args.threads or [None],
                                    allow_reduced_precision=not args.fp32_only, budget_s=args.budget,
                                    stages=not args.no_stages, cache=cache, progress=show))
@@ -539,7 +523,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     device = parse_device(args.device)
     cache = EngineCache(args.cache_dir)
     show = _progress_printer()
-    source = resolve_source(args.model, args.model_dir, notify=show)
+    source = locate_model(args.model, args.model_dir, build=True)
     cfg = HpiConfig(threads=args.threads, allow_reduced_precision=not args.fp32_only)
     if args.backends:
         build_engines(source, device, cfg, cache, backends=args.backends.split(","), report=print, progress=show)
@@ -615,4 +599,4 @@ def register_cli(subparsers: Any) -> None:
     p.set_defaults(func=_cmd_eval)
 
 
-__all__ = ["Timing", "bench_model", "evaluate", "format_markdown", "register_cli", "resolve_source"]
+__all__ = ["Timing", "bench_model", "evaluate", "format_markdown", "register_cli"]

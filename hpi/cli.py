@@ -25,7 +25,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     else:
         if not args.model:
             raise SystemExit("hpi predict: give --model NAME (and --model-dir DIR) or --pipeline NAME")
-        from hpi.predictor import create_model
+        from hpi.models.classification import create_model
 
         runner = create_model(args.model, args.model_dir, device=args.device, use_hpip=args.use_hpip,
                               hpi_config=_hpi_config(args))

@@ -9,7 +9,7 @@ import argparse
 
 
 def _cmd_pipeline_config(args: argparse.Namespace) -> int:
-    from hpi.pipelines import save_pipeline_config
+    from hpi.pipelines.config import save_pipeline_config
 
     path = save_pipeline_config(args.name, args.save_path)
     print(f"wrote the {args.name} pipeline config to {path}")

@@ -1,4 +1,5 @@
-"""Tests of hpi/pipelines/detection.py: PaddleDetection-format detectors, NMS in the graph or in numpy."""
+"""hpi/models/detection.py: PaddleDetection-format detectors, NMS in the graph or in numpy (the one NMS, checked
+against Paddle's multiclass_nms3)."""
 
 from __future__ import annotations
 
@@ -13,21 +14,20 @@ import pytest
 import yaml
 from PIL import Image, ImageDraw, ImageFont
 
-from hpi.errors import InvalidConfigError, ModelSourceError
+from hpi.errors import InvalidConfigError, InvalidInputError, ModelSourceError, PredictionError
 from hpi.model import ModelSource
-from hpi.pipelines.detection import (
+from hpi.models.detection import (
     DetectionSpec,
     NmsSettings,
     create_detector,
     decode_picodet_heads,
-    greedy_nms,
     multiclass_nms,
+    nms,
     nms_per_class_hard,
     prepare_image,
 )
-from hpi.predictor import PredictionError
 from tests.conftest import package_file
-from tests.pipelines.conftest import layout_infer_cfg
+from tests.models.conftest import layout_infer_cfg
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -115,22 +115,56 @@ def test_keep_ratio_and_pad_stride() -> None:
 # numpy post-processing, known answers
 
 
-def test_greedy_nms_known_answer() -> None:
+def test_nms_known_answer() -> None:
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 9]], np.float32)
     scores = np.array([0.9, 0.8, 0.7, 0.95], np.float32)
-    np.testing.assert_array_equal(greedy_nms(boxes, scores, 0.5), [3, 2])
-    np.testing.assert_array_equal(greedy_nms(boxes, scores, 0.95), [3, 0, 1, 2])
-    np.testing.assert_array_equal(greedy_nms(boxes, scores, 0.5, max_keep=1), [3])
-    np.testing.assert_array_equal(greedy_nms(boxes, scores, 0.5, max_candidates=2), [3])
+    np.testing.assert_array_equal(nms(boxes, scores, 0.5), [3, 2])
+    np.testing.assert_array_equal(nms(boxes, scores, 0.95), [3, 0, 1, 2])
+    np.testing.assert_array_equal(nms(boxes, scores, 0.5, keep_top_k=1), [3])
+    np.testing.assert_array_equal(nms(boxes, scores, 0.5, top_k=2), [3])
+    # IoU of box 0 and box 1 is 81/119 = 0.68 (normalized) and 100/142 = 0.70 with the +1 pixel convention.
+    np.testing.assert_array_equal(nms(boxes[:2], scores[:2], 0.69), [0, 1])
+    np.testing.assert_array_equal(nms(boxes[:2], scores[:2], 0.69, normalized=False), [0])
 
 
 def test_multiclass_nms_per_class_then_keep_top_k() -> None:
-    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float32)
-    scores = np.array([[0.9, 0.8, 0.1], [0.2, 0.7, 0.6]], np.float32)  # [C, L]
-    out = multiclass_nms(boxes, scores, NmsSettings(score_threshold=0.3, nms_threshold=0.5, keep_top_k=-1))
+    boxes = np.array([[[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]]], np.float32)
+    scores = np.array([[[0.9, 0.8, 0.1], [0.2, 0.7, 0.6]]], np.float32)  # [N, C, L]
+    out, num = multiclass_nms(boxes, scores, NmsSettings(score_threshold=0.3, nms_threshold=0.5, keep_top_k=-1))
     np.testing.assert_allclose(out[:, :2], [[0, 0.9], [1, 0.7], [1, 0.6]])  # class 1 keeps box 1 and box 2
-    out = multiclass_nms(boxes, scores, NmsSettings(score_threshold=0.3, nms_threshold=0.5, keep_top_k=2))
+    assert num.tolist() == [3]
+    out, num = multiclass_nms(boxes, scores, NmsSettings(score_threshold=0.3, nms_threshold=0.5, keep_top_k=2))
     np.testing.assert_allclose(out[:, :2], [[0, 0.9], [1, 0.7]])
+    out, num = multiclass_nms(boxes, np.full((1, 2, 3), 0.01, np.float32))
+    assert out.shape == (0, 6) and num.tolist() == [0]
+    with pytest.raises(InvalidInputError, match="scores"):
+        multiclass_nms(boxes, np.zeros((1, 3), np.float32))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [NmsSettings(score_threshold=0.025, nms_top_k=1000, keep_top_k=100, nms_threshold=0.6),
+     NmsSettings(score_threshold=0.025, keep_top_k=15, nms_threshold=0.6),
+     NmsSettings(score_threshold=0.025, nms_top_k=40, nms_threshold=0.3),
+     NmsSettings(score_threshold=0.1, nms_threshold=0.5, normalized=False)],
+    ids=["shitu-default", "keep15", "top40", "unnormalized"],
+)
+def test_multiclass_nms_matches_paddle_op(settings: NmsSettings) -> None:
+    """The one NMS hpi runs (decoded boxes, PicoDet heads, PP-ShiTu's box NMS) against Paddle's own op."""
+    import paddle
+
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 500, (2, 400, 2)).astype("float32")
+    wh = rng.uniform(5, 120, (2, 400, 2)).astype("float32")
+    boxes = np.concatenate([xy, xy + wh], axis=-1)
+    scores = rng.uniform(0, 1, (2, 2, 400)).astype("float32") ** 3
+    want, _, want_num = paddle._C_ops.multiclass_nms3(
+        paddle.to_tensor(boxes), paddle.to_tensor(scores), None, settings.score_threshold, settings.nms_top_k,
+        settings.keep_top_k, settings.nms_threshold, settings.normalized, 1.0, -1,
+    )
+    got, got_num = multiclass_nms(boxes, scores, settings)
+    np.testing.assert_array_equal(got_num, want_num.numpy())
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-6, atol=1e-6)
 
 
 def test_decode_picodet_heads_known_box() -> None:
@@ -260,7 +294,6 @@ def test_numpy_decode_and_nms_match_an_independent_implementation(layout_detecto
 @pytest.mark.realweights
 def test_openvino_gives_the_same_boxes(layout_det_dir: Path, layout_detector, page: np.ndarray,
                                        engine_cache: Path) -> None:
-    pytest.importorskip("openvino")
     reference = layout_detector.detect([page[:, :, ::-1].copy()])[0]
     with create_detector("PicoDet_layout_1x_cdla", layout_det_dir, device="cpu", use_hpip=True,
                          hpi_config={"backend": "openvino"}, cache_dir=engine_cache) as det:
@@ -369,14 +402,11 @@ def test_nms_in_the_graph_gives_original_coordinates(nms_toy_dir: Path, engine_c
 
 @pytest.fixture(scope="module")
 def zoo_detector_dir(tmp_path_factory) -> Path:
-    zoo_shitu = pytest.importorskip("hpi.zoo.shitu")
-    export = getattr(zoo_shitu, "export_detector", None)
-    if export is None:
-        pytest.skip("hpi.zoo.shitu has no export_detector")
     from hpi.zoo.registry import zoo_models
+    from hpi.zoo.shitu import export_detector
 
     out = tmp_path_factory.mktemp("zoo_det")
-    export(zoo_models()["PP-ShiTuV2_det"], out)
+    export_detector(zoo_models()["PP-ShiTuV2_det"], out)
     return out
 
 
