@@ -15,9 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from hpi.bench import bench_model, format_json, format_markdown, plot, resolve_source
+from hpi.bench import bench_model, format_json, format_markdown, plot
 from hpi.cards import core_models
 from hpi.device import Device, cpu_count
+from hpi.loading import locate_model
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     benches = []
     for i, name in enumerate(models, 1):
         progress(f"model {i}/{len(models)}: {name}")
-        source = resolve_source(name, notify=progress)
+        source = locate_model(name, build=True)  # a missing model is built from the zoo (logged as a warning)
         benches.append(bench_model(source, Device("cpu"), batch_sizes=batch_sizes, threads=threads,
                                    budget_s=args.budget, progress=progress))
         RESULTS.mkdir(parents=True, exist_ok=True)  # written after every model: a long run keeps what it measured
