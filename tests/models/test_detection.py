@@ -428,3 +428,61 @@ def test_zoo_detector_gives_the_same_boxes_on_every_backend(zoo_detector_dir: Pa
                                        [b["coordinate"] for b in reference["boxes"]], atol=0.01)
             scores = [b["score"] for b in result["boxes"]]
             assert scores == sorted(scores, reverse=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# decoded boxes without NMS in the graph: the detector runs multiclass_nms itself
+
+
+def _save_decoded_toy(out: Path) -> None:
+    """An ONNX detector whose graph stops before NMS: two fixed boxes (input pixels) of one class, scored by the
+    image's brightness; the second box overlaps the first (IoU 0.875), so NMS keeps one."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    boxes = np.array([[[0, 0, 4, 4], [0, 0, 4, 3.5]]], np.float32)
+    nodes = [
+        helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Mul", ["mean", "gain"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["score"]),
+        helper.make_node("Mul", ["score", "second"], ["score2"]),
+        helper.make_node("Concat", ["score", "score2"], ["pair"], axis=0),
+        helper.make_node("Reshape", ["pair", "shape"], ["scores"]),
+        helper.make_node("Identity", ["box_values"], ["boxes"]),
+    ]
+    init = [
+        helper.make_tensor("gain", TensorProto.FLOAT, [], [4.0]),
+        helper.make_tensor("second", TensorProto.FLOAT, [], [0.9]),
+        helper.make_tensor("shape", TensorProto.INT64, [3], [1, 1, 2]),
+        helper.make_tensor("box_values", TensorProto.FLOAT, [1, 2, 4], boxes.ravel().tolist()),
+    ]
+    graph = helper.make_graph(
+        nodes, "decoded_toy", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 2, 4]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, 2])], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out / "inference.onnx"))
+    cfg = {
+        "mode": "paddle", "draw_threshold": 0.5, "arch": "GFL", "Global": {"model_name": "DecodedToy"},
+        "Preprocess": [
+            {"type": "Resize", "target_size": [8, 8], "keep_ratio": False, "interp": 1},
+            {"type": "NormalizeImage", "is_scale": True, "mean": MEAN.tolist(), "std": STD.tolist()},
+            {"type": "Permute"},
+        ],
+        "label_list": ["thing"],
+        "NMS": {"score_threshold": 0.3, "nms_threshold": 0.5, "nms_top_k": 100, "keep_top_k": 10},
+    }
+    (out / "inference.yml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+
+
+def test_decoded_boxes_go_through_the_one_nms(tmp_path: Path, engine_cache: Path) -> None:
+    _save_decoded_toy(tmp_path)
+    with create_detector("DecodedToy", tmp_path, device="cpu", cache_dir=engine_cache) as det:
+        assert det.backend == "onnxruntime" and not det.spec.raw_heads
+        white, black = np.full((40, 80, 3), 255, np.uint8), np.zeros((40, 80, 3), np.uint8)
+        results = list(det.predict([white, black], batch_size=2))
+    assert [len(r["boxes"]) for r in results] == [1, 0]  # NMS dropped the overlapping box; black scores low
+    box = results[0]["boxes"][0]
+    assert box["label"] == "thing" and box["score"] > 0.99
+    np.testing.assert_allclose(box["coordinate"], [0, 0, 40, 20], atol=1e-4)  # 4 px of 8 -> original pixels
