@@ -20,13 +20,14 @@ from hpi.config import HpiConfig
 from hpi.device import Device, parse_device
 from hpi.errors import UnknownModelError
 from hpi.model import ModelSource
+from hpi.models.base import LoadedModel
 from hpi.selection.choice import resolve_choice
 from hpi.zoo.store import locate
 
 logger = logging.getLogger(__name__)
 
 
-M = TypeVar("M")
+M = TypeVar("M", bound=LoadedModel)
 
 
 def locate_model(model_name: str, model_dir: str | os.PathLike[str] | None = None, *, build: bool = False
@@ -82,7 +83,7 @@ def load_model(
         hpi_config: PaddleX's ``hpi_config`` and hpi's own keys (:class:`~hpi.config.HpiConfig`).
         cache_dir: the engine cache (default: ``$HPI_CACHE_DIR`` or the platform cache directory).
     """
-    model_class.check_source(source)  # type: ignore[attr-defined]  # LoadedModel subclasses have it
+    model_class.check_source(source)
     dev = parse_device(device)
     cfg = HpiConfig.from_dict(hpi_config)
     cache = EngineCache(cache_dir)
