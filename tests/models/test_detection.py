@@ -353,14 +353,20 @@ def _save_nms_toy(out: Path) -> None:
         paddle.static.InputSpec([None, 3, 64, 64], "float32", "image"),
         paddle.static.InputSpec([None, 2], "float32", "scale_factor"),
     ])
+    _write_toy_infer_cfg(out, "CellDetector", 64, "block")
+
+
+def _write_toy_infer_cfg(out: Path, model_name: str, size: int, label: str, **extra) -> None:
+    """A decoded-output detector's inference.yml: resize to size x size (bilinear), ImageNet mean/std, CHW."""
     cfg = {
-        "mode": "paddle", "draw_threshold": 0.5, "arch": "GFL", "Global": {"model_name": "CellDetector"},
+        "mode": "paddle", "draw_threshold": 0.5, "arch": "GFL", "Global": {"model_name": model_name},
         "Preprocess": [
-            {"type": "Resize", "target_size": [64, 64], "keep_ratio": False, "interp": 1},
+            {"type": "Resize", "target_size": [size, size], "keep_ratio": False, "interp": 1},
             {"type": "NormalizeImage", "is_scale": True, "mean": MEAN.tolist(), "std": STD.tolist()},
             {"type": "Permute"},
         ],
-        "label_list": ["block"],
+        "label_list": [label],
+        **extra,
     }
     (out / "inference.yml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
 
@@ -463,17 +469,8 @@ def _save_decoded_toy(out: Path) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     onnx.save(model, str(out / "inference.onnx"))
-    cfg = {
-        "mode": "paddle", "draw_threshold": 0.5, "arch": "GFL", "Global": {"model_name": "DecodedToy"},
-        "Preprocess": [
-            {"type": "Resize", "target_size": [8, 8], "keep_ratio": False, "interp": 1},
-            {"type": "NormalizeImage", "is_scale": True, "mean": MEAN.tolist(), "std": STD.tolist()},
-            {"type": "Permute"},
-        ],
-        "label_list": ["thing"],
-        "NMS": {"score_threshold": 0.3, "nms_threshold": 0.5, "nms_top_k": 100, "keep_top_k": 10},
-    }
-    (out / "inference.yml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    _write_toy_infer_cfg(out, "DecodedToy", 8, "thing",
+                         NMS={"score_threshold": 0.3, "nms_threshold": 0.5, "nms_top_k": 100, "keep_top_k": 10})
 
 
 def test_decoded_boxes_go_through_the_one_nms(tmp_path: Path, engine_cache: Path) -> None:
