@@ -18,7 +18,7 @@ from hpi.config import HpiConfig
 from hpi.device import Device
 from hpi.errors import HpiError
 from hpi.model import ModelSource
-from hpi.selection.candidates import candidates
+from hpi.selection.candidates import Candidate, candidates
 from hpi.selection.decision import cached_selection
 from hpi.selection.record import SelectionRecord
 
@@ -74,7 +74,8 @@ def build_engines(source: ModelSource, device: Device, hpi_config: HpiConfig, ca
             builds.append(EngineBuild(cand.label, "built"))
         except HpiError as exc:
             builds.append(EngineBuild(cand.label, "failed", str(exc)))
-    builds += [EngineBuild(name, "unavailable", skipped[name]) for name in sorted(wanted & set(skipped))]
+    builds += [EngineBuild(key, "unavailable", reason) for key, reason in sorted(skipped.items())
+               if Candidate.unavailable(key).backend in wanted]
     return builds
 
 

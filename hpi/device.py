@@ -116,6 +116,20 @@ def cpu_has_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+def precision_reason(precision: str, device: Device) -> str | None:
+    """Why ``device`` cannot run ``precision`` natively, or None when it can.
+
+    fp32 runs everywhere. On a CPU, bf16 needs AMX-BF16 or AVX512-BF16: without them oneDNN and OpenVINO either
+    emulate it slowly or quietly run fp32 under a bf16 label (seen on an AVX2-only AMD EPYC), so it is not offered.
+    Reduced precision on a GPU is decided by the backend (its CUDA device and libraries), not here.
+    """
+    if precision == "fp32" or device.is_gpu:
+        return None
+    if precision == "bf16":
+        return None if cpu_has_bf16() else "this CPU has neither AMX-BF16 nor AVX512-BF16"
+    return f"{precision} does not run natively on this CPU"
+
+
 @dataclass(frozen=True)
 class GpuFacts:
     """The visible CUDA devices and where that was learnt."""

@@ -179,3 +179,23 @@ def render_page(seed: int = 0) -> np.ndarray:
 def engine_cache(tmp_path_factory) -> Path:
     """One engine cache for the session, away from the user's."""
     return tmp_path_factory.mktemp("engine_cache")
+
+
+def _cpu_flags(monkeypatch, keep, add=()) -> None:  # noqa: ANN001
+    from hpi import device
+
+    info = dict(device.cpu_info())
+    info["flags"] = sorted({f for f in info["flags"] if keep(f)} | set(add))
+    monkeypatch.setattr(device, "cpu_info", lambda: info)
+
+
+@pytest.fixture
+def cpu_without_bf16(monkeypatch):
+    """The detected CPU flags with every AVX-512 and AMX flag masked: an AVX2-only CPU (AMD EPYC Zen 3) to hpi."""
+    _cpu_flags(monkeypatch, lambda f: not f.startswith(("avx512", "amx")))
+
+
+@pytest.fixture
+def cpu_with_bf16(monkeypatch):
+    """The detected CPU flags plus AVX512-BF16, whatever this machine has."""
+    _cpu_flags(monkeypatch, lambda f: True, add=("avx512f", "avx512_bf16"))

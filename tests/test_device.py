@@ -102,3 +102,13 @@ def test_onnxruntime_gpu_without_cuda_python_is_not_reported_as_no_device(tmp_pa
     assert get_backend("onnxruntime").unavailable_reason(Device("gpu", 0)) is None
     reason = get_backend("onnxruntime").unavailable_reason(Device("gpu", 1))
     assert reason.startswith("no CUDA device gpu:1")
+
+
+def test_bf16_is_native_only_with_amx_or_avx512_bf16(cpu_without_bf16):
+    assert device.precision_reason("fp32", Device("cpu")) is None
+    assert device.precision_reason("bf16", Device("cpu")) == "this CPU has neither AMX-BF16 nor AVX512-BF16"
+    assert device.precision_reason("fp16", Device("gpu", 0)) is None  # the GPU backends decide
+
+
+def test_bf16_is_native_with_avx512_bf16(cpu_with_bf16):
+    assert device.precision_reason("bf16", Device("cpu")) is None

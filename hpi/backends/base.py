@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hpi.cache import EngineCache
-from hpi.device import Device
+from hpi.device import Device, precision_reason
 from hpi.errors import (
     BackendUnavailableError,
     HpiInternalError,
@@ -215,7 +215,14 @@ class Backend(ABC):
         return "unknown"
 
     def precisions(self, device: Device) -> tuple[Precision, ...]:
-        return self.capabilities.precisions.get(device.kind, ())
+        """The precisions this backend runs natively on ``device`` (its capabilities, less what the hardware
+        lacks: bf16 only on a CPU with AMX-BF16 or AVX512-BF16)."""
+        return tuple(p for p in self.capabilities.precisions.get(device.kind, ()) if precision_reason(p, device) is None)
+
+    def absent_precisions(self, device: Device) -> dict[Precision, str]:
+        """The precisions this backend could run but ``device`` cannot, each with the reason."""
+        reasons = {p: precision_reason(p, device) for p in self.capabilities.precisions.get(device.kind, ())}
+        return {p: reason for p, reason in reasons.items() if reason is not None}
 
     def make_config(self, values: BackendConfig | Mapping[str, Any] | None) -> BackendConfig:
         if isinstance(values, self.config_class):
@@ -234,9 +241,10 @@ class Backend(ABC):
             raise BackendUnavailableError(f"backend {self.name!r} is not available on {device}: {reason}")
         cfg = self.make_config(config)
         if cfg.precision not in self.precisions(device):
+            why = self.absent_precisions(device).get(cfg.precision)
             raise InvalidConfigError(
-                f"backend {self.name!r} cannot run {cfg.precision} on {device.kind}; "
-                f"supported: {', '.join(self.precisions(device))}"
+                f"backend {self.name!r} cannot run {cfg.precision} on {device.kind}"
+                f"{f': {why}' if why else ''}; supported: {', '.join(self.precisions(device))}"
             )
         if not self.can_load(source.format):
             raise InvalidConfigError(f"backend {self.name!r} cannot load {source.format} models")

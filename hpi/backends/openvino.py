@@ -17,7 +17,7 @@ import numpy as np
 
 from hpi.backends.base import Backend, BackendConfig, Capabilities, Engine
 from hpi.build.openvino import compile_cached, convert_ir
-from hpi.device import cpu_has_bf16, device_signature, resolve_threads
+from hpi.device import device_signature, resolve_threads
 from hpi.errors import InvalidConfigError
 
 logger = logging.getLogger(__name__)
@@ -130,10 +130,6 @@ class OpenVinoBackend(Backend):
     config_class = OpenVinoConfig
     engine_class = OpenVinoEngine
     requires = (("openvino", "openvino (pip install 'hpi[openvino]')"),)
-
-    def precisions(self, device) -> tuple[str, ...]:  # noqa: ANN001
-        # bf16 is offered only where the CPU runs it natively; elsewhere OpenVINO would emulate it slowly.
-        return ("fp32", "bf16") if cpu_has_bf16() else ("fp32",)
 
     def version(self) -> str:
         import openvino as ov

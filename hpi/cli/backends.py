@@ -28,5 +28,7 @@ def run(args: argparse.Namespace) -> int:
         status = "available" if reason is None else f"unavailable: {reason}"
         version = backend.version() if reason is None else "-"
         precisions = ",".join(backend.precisions(device)) if reason is None else "-"
-        print(f"{name:12} {status:60} version={version} precisions={precisions}")
+        absent = "".join(f" ({p} not offered: {why})" for p, why in backend.absent_precisions(device).items()
+                         ) if reason is None else ""
+        print(f"{name:12} {status:60} version={version} precisions={precisions}{absent}")
     return 0

@@ -29,6 +29,13 @@ class Candidate:
         extra = "+trt" if self.config.get("use_tensorrt") else ""
         return f"{self.backend}{extra}[{self.precision}]"
 
+    @classmethod
+    def unavailable(cls, key: str) -> Candidate:
+        """The candidate a key of :func:`candidates`' reasons names: ``paddle[bf16]``, or a whole backend
+        (``tensorrt``, precision ``-``)."""
+        backend, _, precision = key.partition("[")
+        return cls(backend, precision.rstrip("]") or "-")
+
 
 def config_values(backend: str, device: Device, hpi_config: HpiConfig, values: Mapping[str, Any] | None = None
                   ) -> dict[str, Any]:
@@ -42,7 +49,9 @@ def config_values(backend: str, device: Device, hpi_config: HpiConfig, values: M
 
 
 def candidates(source: ModelSource, device: Device, hpi_config: HpiConfig) -> tuple[list[Candidate], dict[str, str]]:
-    """Every candidate that can run here, and the reason each other backend cannot."""
+    """Every candidate that can run here, and why each other one cannot: keyed by the backend's name when the
+    whole backend cannot run, by the candidate's label (``paddle[bf16]``) when the hardware lacks a reduced
+    precision the backend offers (asked for only when ``allow_reduced_precision`` is on)."""
     out: list[Candidate] = []
     skipped: dict[str, str] = {}
     for name in list_backends():
@@ -54,6 +63,9 @@ def candidates(source: ModelSource, device: Device, hpi_config: HpiConfig) -> tu
         if reason:
             skipped[name] = reason
             continue
+        if hpi_config.allow_reduced_precision:
+            for precision, why in backend.absent_precisions(device).items():
+                skipped[Candidate(name, precision).label] = why
         for precision in backend.precisions(device):
             if precision != "fp32" and not hpi_config.allow_reduced_precision:
                 continue

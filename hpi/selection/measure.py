@@ -139,8 +139,8 @@ def select(
         why = acc.why if not (note and cand == ref_cand) else f"{acc.why}; {note}"
         results.append(CandidateResult(cand, status, why, timing, acc, build_s))
     results += failed
-    for name, reason in skipped.items():
-        results.append(CandidateResult(Candidate(name, "-"), "unavailable", reason))
+    for key, reason in skipped.items():
+        results.append(CandidateResult(Candidate.unavailable(key), "unavailable", reason))
     passed = [r for r in results if r.status == "passed"]
     if not passed:
         raise HpiError(f"no candidate for {source.name} on {device} passed the accuracy gate: "

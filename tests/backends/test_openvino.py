@@ -41,3 +41,19 @@ def test_compile_cache_off_writes_no_compiled_entries(tmp_path):
     with get_backend("openvino").engine(source, CPU, {"threads": 1, "compile_cache": False}, cache=cache) as engine:
         engine.run(random_batch(1))
     assert not [e for e in cache.entries() if e.kind == COMPILED_KIND]
+
+
+def test_bf16_is_offered_only_where_the_cpu_runs_it(cpu_without_bf16, tmp_path):
+    import pytest
+
+    from hpi.errors import InvalidConfigError
+
+    backend = get_backend("openvino")
+    assert backend.precisions(CPU) == ("fp32",)
+    assert backend.absent_precisions(CPU) == {"bf16": "this CPU has neither AMX-BF16 nor AVX512-BF16"}
+    with pytest.raises(InvalidConfigError, match="neither AMX-BF16 nor AVX512-BF16"):
+        backend.engine(tiny_source(tmp_path / "m"), CPU, {"precision": "bf16"}, EngineCache(tmp_path / "c"))
+
+
+def test_bf16_is_offered_on_a_cpu_with_it(cpu_with_bf16):
+    assert get_backend("openvino").precisions(CPU) == ("fp32", "bf16")

@@ -156,3 +156,21 @@ def test_the_cpu_wheel_reports_paddle_built_without_tensorrt():
     import paddle.inference as pi
 
     assert tensorrt_reason(pi) == "Paddle built without TensorRT (get_trt_compile_version() is 0.0.0)"
+
+
+def test_bf16_is_offered_only_where_the_cpu_runs_it(cpu_without_bf16, toy_dir, tmp_path):
+    """On an AVX2-only CPU Paddle's oneDNN ran fp32 under a bf16 label: bf16 is absent, with the reason, and an
+    explicit bf16 engine is an error that says why."""
+    from hpi.errors import InvalidConfigError
+
+    backend = get_backend("paddle")
+    cpu = Device("cpu")
+    assert backend.precisions(cpu) == ("fp32",)
+    assert backend.absent_precisions(cpu) == {"bf16": "this CPU has neither AMX-BF16 nor AVX512-BF16"}
+    with pytest.raises(InvalidConfigError, match=r"cannot run bf16 on cpu: this CPU has neither AMX-BF16"):
+        backend.engine(ModelSource.from_path(toy_dir), cpu, {"precision": "bf16"}, EngineCache(tmp_path))
+
+
+def test_bf16_is_offered_on_a_cpu_with_it(cpu_with_bf16):
+    assert get_backend("paddle").precisions(Device("cpu")) == ("fp32", "bf16")
+    assert get_backend("paddle").absent_precisions(Device("cpu")) == {}

@@ -37,3 +37,19 @@ def test_threads_are_filled_in_one_place():
 
 def test_candidate_label():
     assert Candidate("onnxruntime", "fp16", {"use_tensorrt": True}).label == "onnxruntime+trt[fp16]"
+
+
+def test_reduced_precision_the_cpu_lacks_is_absent_with_the_reason(toy_dir, cpu_without_bf16):
+    cands, skipped = candidates(ModelSource.from_path(toy_dir), CPU, HpiConfig(threads=1))
+    assert {c.precision for c in cands} == {"fp32"}
+    why = "this CPU has neither AMX-BF16 nor AVX512-BF16"
+    assert skipped["paddle[bf16]"] == why and skipped["openvino[bf16]"] == why
+    assert "onnxruntime[bf16]" not in skipped  # ONNX Runtime offers no bf16 on CPU anywhere
+    _, policy = candidates(ModelSource.from_path(toy_dir), CPU, HpiConfig(allow_reduced_precision=False))
+    assert "paddle[bf16]" not in policy  # switched off by the user, not missing from the hardware
+
+
+def test_reduced_precision_is_a_candidate_on_a_cpu_with_it(toy_dir, cpu_with_bf16):
+    cands, skipped = candidates(ModelSource.from_path(toy_dir), CPU, HpiConfig(threads=1))
+    assert {"paddle[bf16]", "openvino[bf16]"} <= {c.label for c in cands}
+    assert "paddle[bf16]" not in skipped

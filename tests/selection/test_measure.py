@@ -86,3 +86,12 @@ def test_a_bug_in_a_candidate_process_surfaces_with_its_traceback(toy_dir, tmp_p
                        cache=EngineCache(tmp_path), budget_s=0.05)
     message = str(info.value)
     assert "Traceback (most recent call last)" in message and "crash_on_openvino" in message
+
+
+def test_the_record_says_why_bf16_is_absent(toy_dir, tmp_path, cpu_without_bf16):
+    record = measure.select(ModelSource.from_path(toy_dir), CPU, HpiConfig(threads=1), cache=EngineCache(tmp_path),
+                            budget_s=0.05, isolate=False)
+    absent = {r.candidate.label: r for r in record.results if r.candidate.precision == "bf16"}
+    assert set(absent) == {"paddle[bf16]", "openvino[bf16]"}
+    assert all(r.status == "unavailable" and "neither AMX-BF16 nor AVX512-BF16" in r.reason for r in absent.values())
+    assert SelectionRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
