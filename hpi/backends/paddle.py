@@ -108,8 +108,10 @@ class PaddleEngine(Engine):
                 config.set_onednn_cache_capacity(cfg.onednn_cache_capacity)
                 if cfg.precision == "bf16":
                     config.enable_onednn_bfloat16()
-            elif cfg.precision == "bf16":
-                raise InvalidConfigError("PaddleConfig: bf16 on CPU needs enable_onednn=True")
+            else:  # Paddle 3 turns oneDNN on by default: off must be said
+                if cfg.precision == "bf16":
+                    raise InvalidConfigError("PaddleConfig: bf16 on CPU needs enable_onednn=True")
+                config.disable_onednn()
         if cfg.memory_optim:
             config.enable_memory_optim()
         return config

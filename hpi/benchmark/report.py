@@ -97,7 +97,7 @@ def format_markdown(benches: Sequence[ModelBench], *, target: float | None = 1.5
         for run in b.runs:
             rec: SelectionRecord = run["record"]
             lines += ["", f"#### {b.model}: every candidate (threads={_f(run['threads'])}, batch={run['batch_size']}, "
-                      f"weights: {b.weights})", "",
+                      f"weights: {b.weights})", "", fp32_bound_line(rec), "",
                       "| candidate | status | p50 ms | p90 ms | p99 ms | items/s | rel. error | top-1 agree "
                       "| top-5 overlap | note |",
                       "|---|---|---|---|---|---|---|---|---|---|"]
@@ -119,6 +119,14 @@ def format_markdown(benches: Sequence[ModelBench], *, target: float | None = 1.5
                         f"| {_f(s['end_to_end']['p50_ms'])} |"
                     )
     return "\n".join(lines) + "\n"
+
+
+def fp32_bound_line(rec: SelectionRecord) -> str:
+    """The fp32 relative-error bound a selection used and the reordering spread it came from."""
+    if rec.fp32_bound is None:
+        return "fp32 bound: not recorded (a decision made before the bound was measured)"
+    spread = "-" if rec.fp32_spread is None else f"{rec.fp32_spread:.2e}"
+    return f"fp32 bound: {rec.fp32_bound:.2e} (reference's reordering spread {spread}: {rec.fp32_spread_from})"
 
 
 def format_csv(benches: Sequence[ModelBench]) -> str:

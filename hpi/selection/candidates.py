@@ -89,3 +89,17 @@ def reference_candidate(source: ModelSource, device: Device, hpi_config: HpiConf
     """Paddle Inference fp32 (normal mode); ONNX Runtime fp32 for a model only available as ONNX."""
     name = reference_backend(source)
     return Candidate(name, "fp32", config_values(name, device, hpi_config, {"precision": "fp32"}))
+
+
+def reordering_variant(reference: Candidate) -> Candidate:
+    """The fp32 reference computed another legitimate way: other kernels (Paddle without oneDNN, ONNX Runtime
+    without graph fusions) and, where there is more than one thread, one thread. How far its outputs move from the
+    reference's is what fp32 summation order alone does to this model (:func:`hpi.selection.gate.fp32_bound`)."""
+    values = dict(reference.config)
+    if reference.backend == "paddle":
+        values["enable_onednn"] = False
+    else:
+        values["graph_optimization"] = "disable"
+    if int(values.get("threads") or 1) > 1:
+        values["threads"] = 1
+    return Candidate(reference.backend, "fp32", values)

@@ -27,8 +27,8 @@ from hpi.harness import Timing, run_isolated, time_callable
 from hpi.model import ModelSource
 from hpi.preprocess.decode import decode_image
 from hpi.preprocess.reference import preprocess_batch
-from hpi.selection.candidates import Candidate, candidates, reference_candidate
-from hpi.selection.gate import compare_outputs, trusted_reference
+from hpi.selection.candidates import Candidate, candidates, reference_candidate, reordering_variant
+from hpi.selection.gate import compare_outputs, fp32_bound, relative_error, trusted_reference
 from hpi.selection.record import CandidateResult, SelectionRecord, library_versions
 
 SAMPLE_IMAGES = Path(__file__).resolve().parent.parent / "data" / "images"
@@ -64,13 +64,16 @@ def measure_candidate(request: dict[str, Any]) -> dict[str, Any]:
     """Build, run and time one candidate (runs in its own process under :func:`run_isolated`).
 
     Request keys: model_dir, device, backend, config, cache_dir, inputs (an .npy path), outputs (an .npy path to
-    write), batch_size, budget_s, warmup.
+    write), batch_size, budget_s, warmup; ``timed=False`` writes the outputs only (timing None).
     """
     _, engine, build_s = engine_from_request(request)
     inputs = np.load(request["inputs"])
     chunk = max(1, int(request.get("chunk", 8)))
     outputs = np.concatenate([engine.run(inputs[i:i + chunk])[0] for i in range(0, len(inputs), chunk)])
     np.save(request["outputs"], outputs)
+    if not request.get("timed", True):
+        engine.close()
+        return {"timing": None, "build_s": build_s, "describe": engine.describe()}
     bs = int(request["batch_size"])
     batch = np.ascontiguousarray(np.resize(inputs, (bs, *inputs.shape[1:])))
     sync = getattr(engine, "synchronize", None)
@@ -114,27 +117,42 @@ def select(
     with tempfile.TemporaryDirectory(prefix="hpi-select-") as tmp:
         inputs_path = Path(tmp) / "inputs.npy"
         np.save(inputs_path, inputs)
+
+        def run(cand: Candidate, out_path: Path, timed: bool = True) -> dict[str, Any]:
+            request = {"model_dir": str(source.directory), "device": str(device), "backend": cand.backend,
+                       "config": cand.config, "cache_dir": str(cache.root), "inputs": str(inputs_path),
+                       "outputs": str(out_path), "batch_size": batch_size, "budget_s": budget_s, "timed": timed}
+            return run_isolated(f"{__name__}:measure_candidate", request) if isolate else measure_candidate(request)
+
         for i, cand in enumerate(cands):
             if progress:
                 progress(f"[{i + 1}/{len(cands)}] {cand.label}")
             out_path = Path(tmp) / f"out{i}.npy"
-            request = {"model_dir": str(source.directory), "device": str(device), "backend": cand.backend,
-                       "config": cand.config, "cache_dir": str(cache.root), "inputs": str(inputs_path),
-                       "outputs": str(out_path), "batch_size": batch_size, "budget_s": budget_s}
             try:
-                answer = run_isolated(f"{__name__}:measure_candidate", request) if isolate \
-                    else measure_candidate(request)
+                answer = run(cand, out_path)
             except HpiError as exc:
                 if cand == ref_cand:
                     raise
                 failed.append(CandidateResult(cand, "failed", str(exc).splitlines()[-1][:300]))
                 continue
             measured.append((cand, np.load(out_path), Timing(**answer["timing"]), answer["build_s"]))
+        variant = reordering_variant(ref_cand)
+        if progress:
+            progress(f"fp32 spread: {describe_variant(variant)}")
+        try:
+            run(variant, Path(tmp) / "variant.npy", timed=False)
+            spread: float | None = relative_error(measured[0][1], np.load(Path(tmp) / "variant.npy"))
+            spread_note = describe_variant(variant)
+        except HpiError as exc:
+            spread, spread_note = None, f"not measured ({str(exc).splitlines()[-1][:200]}): the floor applies"
     task = source.spec.task
     reference, note = trusted_reference(task, [(cand, out) for cand, out, _, _ in measured], gate)
+    if note:  # the reference was outvoted: its spread says nothing about the agreeing backends
+        spread, spread_note = None, "not used: the reference was outvoted; the floor applies"
+    bound = fp32_bound(gate, spread)
     results: list[CandidateResult] = []
     for cand, output, timing, build_s in measured:
-        acc = compare_outputs(task, reference, output, cand.precision, gate)
+        acc = compare_outputs(task, reference, output, cand.precision, gate, max_rel_fp32=bound)
         status = "passed" if acc.passed else "rejected"
         why = acc.why if not (note and cand == ref_cand) else f"{acc.why}; {note}"
         results.append(CandidateResult(cand, status, why, timing, acc, build_s))
@@ -161,4 +179,13 @@ def select(
         gate=gate,
         allow_reduced_precision=hpi_config.allow_reduced_precision,
         created=time.time(),
+        fp32_spread=spread,
+        fp32_bound=bound,
+        fp32_spread_from=spread_note,
     )
+
+
+def describe_variant(variant: Candidate) -> str:
+    """What the reordering variant changed, for the record: ``paddle[fp32] enable_onednn=False threads=1``."""
+    changed = {k: v for k, v in variant.config.items() if k in ("enable_onednn", "graph_optimization", "threads")}
+    return " ".join([variant.label, *(f"{k}={v}" for k, v in changed.items())])

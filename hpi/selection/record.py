@@ -64,6 +64,9 @@ class SelectionRecord:
     gate: AccuracyGate
     allow_reduced_precision: bool
     created: float
+    fp32_spread: float | None = None  # relative difference of the reference and its reordering variant
+    fp32_bound: float | None = None  # the fp32 relative-error bound used (hpi.selection.gate.fp32_bound)
+    fp32_spread_from: str = ""  # the variant that measured the spread, or why none did
 
     @property
     def winner(self) -> CandidateResult:

@@ -174,3 +174,15 @@ def test_bf16_is_offered_only_where_the_cpu_runs_it(cpu_without_bf16, toy_dir, t
 def test_bf16_is_offered_on_a_cpu_with_it(cpu_with_bf16):
     assert get_backend("paddle").precisions(Device("cpu")) == ("fp32", "bf16")
     assert get_backend("paddle").absent_precisions(Device("cpu")) == {}
+
+
+def test_onednn_off_is_said_to_paddle(toy_dir, tmp_path):
+    """Paddle 3 enables oneDNN by default: enable_onednn=False must switch it off (the fp32 gate's reordering
+    variant relies on it computing with other kernels)."""
+    import paddle.inference as pi
+
+    source = ModelSource.from_path(toy_dir)
+    for enabled in (True, False):
+        engine = get_backend("paddle").engine(source, Device("cpu"), {"enable_onednn": enabled, "threads": 1},
+                                              EngineCache(tmp_path))
+        assert engine._config(pi, source.model_file, source.params_file, None).onednn_enabled() is enabled

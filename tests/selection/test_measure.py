@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from hpi.cache import EngineCache
@@ -13,6 +14,7 @@ from hpi.errors import HpiInternalError
 from hpi.model import ModelSource
 from hpi.selection import measure
 from hpi.selection.choice import choice_from_record
+from hpi.selection.gate import fp32_bound
 from hpi.selection.record import SelectionRecord
 
 CPU = Device("cpu")
@@ -94,4 +96,37 @@ def test_the_record_says_why_bf16_is_absent(toy_dir, tmp_path, cpu_without_bf16)
     absent = {r.candidate.label: r for r in record.results if r.candidate.precision == "bf16"}
     assert set(absent) == {"paddle[bf16]", "openvino[bf16]"}
     assert all(r.status == "unavailable" and "neither AMX-BF16 nor AVX512-BF16" in r.reason for r in absent.values())
+    assert SelectionRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+
+
+def test_the_fp32_bound_is_measured_and_a_perturbed_weight_is_rejected(toy_dir, tmp_path, monkeypatch):
+    """The record keeps the reference's reordering spread and the bound it gave; an ONNX conversion with one
+    weight changed (ONNX Runtime fed a perturbed copy) differs beyond rounding and is rejected."""
+    import onnx
+    from onnx import numpy_helper
+
+    from hpi.backends import onnxruntime as ort_backend
+    from hpi.build.artefact import Artefact
+
+    real = ort_backend.model_onnx
+
+    def perturbed(source, cache, **kwargs):  # noqa: ANN001, ANN202
+        model = onnx.load(str(real(source, cache, **kwargs).path))
+        weight = next(a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute
+                      if a.name == "value" and len(a.t.dims) >= 2)  # the first conv's weights
+        values = numpy_helper.to_array(weight).copy()
+        values.flat[0] += 0.1 * float(np.abs(values).max())
+        weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+        path = tmp_path / "perturbed.onnx"
+        onnx.save(model, str(path))
+        return Artefact("source", "perturbed", path)
+
+    monkeypatch.setattr(ort_backend, "model_onnx", perturbed)
+    record = measure.select(ModelSource.from_path(toy_dir), CPU, HpiConfig(threads=1, allow_reduced_precision=False),
+                            cache=EngineCache(tmp_path / "cache"), budget_s=0.05, isolate=False)
+    assert record.fp32_spread is not None and "enable_onednn=False" in record.fp32_spread_from
+    assert record.fp32_bound == fp32_bound(record.gate, record.fp32_spread)
+    ort = next(r for r in record.results if r.candidate.backend == "onnxruntime")
+    assert ort.status == "rejected" and f"> {record.fp32_bound:.2e}" in ort.reason
+    assert next(r for r in record.results if r.candidate.backend == "openvino").status in ("winner", "passed")
     assert SelectionRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
