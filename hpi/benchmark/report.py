@@ -98,14 +98,15 @@ def format_markdown(benches: Sequence[ModelBench], *, target: float | None = 1.5
             rec: SelectionRecord = run["record"]
             lines += ["", f"#### {b.model}: every candidate (threads={_f(run['threads'])}, batch={run['batch_size']}, "
                       f"weights: {b.weights})", "", fp32_bound_line(rec), "",
-                      "| candidate | status | p50 ms | p90 ms | p99 ms | items/s | rel. error | top-1 agree "
-                      "| top-5 overlap | note |",
-                      "|---|---|---|---|---|---|---|---|---|---|"]
+                      "| candidate | status | p50 ms | p50 per round | p90 ms | p99 ms | items/s | rel. error "
+                      "| top-1 agree | top-5 overlap | note |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
             for res in rec.results:
                 t, a = res.timing, res.accuracy
                 mark = "**winner**" if res.status == "winner" else res.status
                 lines.append(
-                    f"| {res.candidate.label} | {mark} | {_f(t and t.p50_ms)} | {_f(t and t.p90_ms)} "
+                    f"| {res.candidate.label} | {mark} | {_f(t and t.p50_ms)} "
+                    f"| {' / '.join(_f(p) for p in res.rounds_p50_ms) or '-'} | {_f(t and t.p90_ms)} "
                     f"| {_f(t and t.p99_ms)} | {_f(t and t.throughput, 1)} | {_f(a and a.max_rel_error, 5)} "
                     f"| {_f(a and a.top1_agreement)} | {_f(a and a.top5_overlap)} | {res.reason} |"
                 )

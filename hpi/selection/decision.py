@@ -30,6 +30,7 @@ def decision_key(source: ModelSource, device: Device, hpi_config: HpiConfig, bat
         "threads": None if device.is_gpu else resolve_threads(hpi_config.threads),
         "batch_size": batch_size,
         "gate": dataclasses.asdict(gate),
+        "rule": measure.SELECTION_RULE,
     }
 
 

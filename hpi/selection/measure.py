@@ -33,6 +33,10 @@ from hpi.selection.record import CandidateResult, SelectionRecord, library_versi
 
 SAMPLE_IMAGES = Path(__file__).resolve().parent.parent / "data" / "images"
 MEASURED_TASKS = ("classification", "embedding")  # what the accuracy gate can judge
+ROUNDS = 3  # interleaved timing rounds per candidate
+MIN_GAIN = 0.05  # a candidate replaces normal mode only when at least this much faster at p50 (see pick_winner)
+# Part of the decision key: a cached decision made under another rule is measured again.
+SELECTION_RULE = f"interleaved rounds; normal mode unless {MIN_GAIN:.0%} faster at p50 in most rounds"
 
 
 def reference_inputs(source: ModelSource) -> np.ndarray:
@@ -95,10 +99,16 @@ def select(
     batch_size: int = 1,
     gate: AccuracyGate | None = None,
     budget_s: float = 3.0,
+    rounds: int = ROUNDS,
     isolate: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> SelectionRecord:
-    """Measure every candidate and pick the fastest that passes ``gate``. Does not read or write the decision cache.
+    """Measure every candidate and pick the winner (:func:`pick_winner`): normal mode unless a candidate that passes
+    ``gate`` is faster with confidence. Does not read or write the decision cache.
+
+    Each candidate is timed in ``rounds`` short runs of ``budget_s / rounds`` seconds (the first also gives the
+    outputs the gate judges), interleaved: reference, A, B, reference, A, B, ... Its recorded timing is that of its
+    median round, and every round's p50 is kept.
 
     A candidate that fails with an :class:`~hpi.errors.HpiError` (a build or run error) is recorded as failed; a
     bug (:class:`~hpi.errors.HpiInternalError`, also from the measuring child process) is raised.
@@ -114,6 +124,7 @@ def select(
     cands.insert(0, ref_cand)  # the reference is measured first: every other candidate is compared with it
     measured: list[tuple[Candidate, np.ndarray, Timing, float]] = []
     failed: list[CandidateResult] = []
+    round_budget_s = budget_s / rounds  # the rounds share the time one measurement had
     with tempfile.TemporaryDirectory(prefix="hpi-select-") as tmp:
         inputs_path = Path(tmp) / "inputs.npy"
         np.save(inputs_path, inputs)
@@ -121,7 +132,8 @@ def select(
         def run(cand: Candidate, out_path: Path, timed: bool = True) -> dict[str, Any]:
             request = {"model_dir": str(source.directory), "device": str(device), "backend": cand.backend,
                        "config": cand.config, "cache_dir": str(cache.root), "inputs": str(inputs_path),
-                       "outputs": str(out_path), "batch_size": batch_size, "budget_s": budget_s, "timed": timed}
+                       "outputs": str(out_path), "batch_size": batch_size, "budget_s": round_budget_s,
+                       "timed": timed}
             return run_isolated(f"{__name__}:measure_candidate", request) if isolate else measure_candidate(request)
 
         for i, cand in enumerate(cands):
@@ -145,17 +157,40 @@ def select(
             spread_note = describe_variant(variant)
         except HpiError as exc:
             spread, spread_note = None, f"not measured ({str(exc).splitlines()[-1][:200]}): the floor applies"
-    task = source.spec.task
-    reference, note = trusted_reference(task, [(cand, out) for cand, out, _, _ in measured], gate)
-    if note:  # the reference was outvoted: its spread says nothing about the agreeing backends
-        spread, spread_note = None, "not used: the reference was outvoted; the floor applies"
-    bound = fp32_bound(gate, spread)
-    results: list[CandidateResult] = []
-    for cand, output, timing, build_s in measured:
-        acc = compare_outputs(task, reference, output, cand.precision, gate, max_rel_fp32=bound)
-        status = "passed" if acc.passed else "rejected"
-        why = acc.why if not (note and cand == ref_cand) else f"{acc.why}; {note}"
-        results.append(CandidateResult(cand, status, why, timing, acc, build_s))
+        task = source.spec.task
+        reference, note = trusted_reference(task, [(cand, out) for cand, out, _, _ in measured], gate)
+        if note:  # the reference was outvoted: its spread says nothing about the agreeing backends
+            spread, spread_note = None, "not used: the reference was outvoted; the floor applies"
+        bound = fp32_bound(gate, spread)
+        results: list[CandidateResult] = []
+        for cand, output, timing, build_s in measured:
+            acc = compare_outputs(task, reference, output, cand.precision, gate, max_rel_fp32=bound)
+            status = "passed" if acc.passed else "rejected"
+            why = acc.why if not (note and cand == ref_cand) else f"{acc.why}; {note}"
+            results.append(CandidateResult(cand, status, why, timing, acc, build_s, (timing.p50_ms,)))
+        # Rounds 2..n: the reference and every passing candidate again, interleaved, so that a noisy neighbour
+        # slows all of them in the same round rather than one candidate's whole measurement.
+        timings = {id(r): [r.timing] for r in results if r.status == "passed" or r.candidate == ref_cand}
+        for n in range(2, rounds + 1):
+            for r in results:
+                if id(r) not in timings:
+                    continue
+                if progress:
+                    progress(f"round {n}/{rounds}: {r.candidate.label}")
+                try:
+                    answer = run(r.candidate, Path(tmp) / "round.npy")
+                except HpiError as exc:
+                    if r.candidate == ref_cand:
+                        raise
+                    del timings[id(r)]
+                    failed.append(dataclasses.replace(r, status="failed",
+                                                      reason=f"round {n}: {str(exc).splitlines()[-1][:300]}"))
+                    continue
+                timings[id(r)].append(Timing(**answer["timing"]))
+    results = [r for r in results if r.status != "passed" or id(r) in timings]
+    results = [dataclasses.replace(r, timing=median_round(timings[id(r)]),
+                                   rounds_p50_ms=tuple(t.p50_ms for t in timings[id(r)])) if id(r) in timings else r
+               for r in results]
     results += failed
     for key, reason in skipped.items():
         results.append(CandidateResult(Candidate.unavailable(key), "unavailable", reason))
@@ -163,9 +198,9 @@ def select(
     if not passed:
         raise HpiError(f"no candidate for {source.name} on {device} passed the accuracy gate: "
                        + "; ".join(f"{r.candidate.label}: {r.reason}" for r in results))
-    best = min(passed, key=lambda r: r.timing.p50_ms)
-    results = [dataclasses.replace(r, status="winner", reason=f"fastest passing candidate; {r.reason}")
-               if r is best else r for r in results]
+    best, why = pick_winner(next(r for r in results if r.candidate == ref_cand), passed)
+    results = [dataclasses.replace(r, status="winner", reason=f"{why}; {r.reason}") if r is best else r
+               for r in results]
     return SelectionRecord(
         model_name=source.name,
         model_hash=source.content_hash,
@@ -183,6 +218,35 @@ def select(
         fp32_bound=bound,
         fp32_spread_from=spread_note,
     )
+
+
+def median_round(timings: list[Timing]) -> Timing:
+    """The round whose p50 is the median (the lower middle one for an even count): a real measurement, not a mix."""
+    return sorted(timings, key=lambda t: t.p50_ms)[(len(timings) - 1) // 2]
+
+
+def pick_winner(reference: CandidateResult, passed: list[CandidateResult]) -> tuple[CandidateResult, str]:
+    """The winner among ``passed`` and why. The reference (normal mode) is kept unless a candidate is faster with
+    confidence: its p50 at least :data:`MIN_GAIN` below the reference's in a majority of the rounds (compared
+    round by round, so a noisy neighbour slows both alike) and in the median round. Among those, the fastest median
+    round wins. A rejected reference (outvoted by the other fp32 backends) leaves the fastest passing candidate."""
+    if reference.status != "passed":
+        best = min(passed, key=lambda r: r.timing.p50_ms)
+        return best, "fastest passing candidate (the reference did not pass)"
+    ref_rounds = reference.rounds_p50_ms
+    confident = []
+    for r in passed:
+        if r is reference or len(r.rounds_p50_ms) != len(ref_rounds):
+            continue
+        wins = sum(c <= (1 - MIN_GAIN) * ref for c, ref in zip(r.rounds_p50_ms, ref_rounds))
+        if 2 * wins > len(ref_rounds) and r.timing.p50_ms <= (1 - MIN_GAIN) * reference.timing.p50_ms:
+            confident.append((r, wins))
+    if not confident:
+        return reference, (f"normal mode kept: no passing candidate was {MIN_GAIN:.0%} faster at p50 in a majority "
+                           f"of {len(ref_rounds)} interleaved rounds")
+    best, wins = min(confident, key=lambda rw: rw[0].timing.p50_ms)
+    return best, (f"fastest passing candidate, at least {MIN_GAIN:.0%} faster than normal mode at p50 in {wins} of "
+                  f"{len(ref_rounds)} interleaved rounds")
 
 
 def describe_variant(variant: Candidate) -> str:

@@ -25,6 +25,7 @@ class CandidateResult:
     timing: Timing | None = None
     accuracy: Accuracy | None = None
     build_s: float | None = None  # export + compile + load, including cache hits
+    rounds_p50_ms: tuple[float, ...] = ()  # p50 of each interleaved timing round; ``timing`` is the median round's
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -34,6 +35,7 @@ class CandidateResult:
             "timing": self.timing.to_dict() if self.timing else None,
             "accuracy": dataclasses.asdict(self.accuracy) if self.accuracy else None,
             "build_s": self.build_s,
+            "rounds_p50_ms": list(self.rounds_p50_ms),
         }
 
     @classmethod
@@ -45,6 +47,7 @@ class CandidateResult:
             timing=Timing(**d["timing"]) if d.get("timing") else None,
             accuracy=Accuracy(**d["accuracy"]) if d.get("accuracy") else None,
             build_s=d.get("build_s"),
+            rounds_p50_ms=tuple(d.get("rounds_p50_ms", ())),
         )
 
 
@@ -87,7 +90,8 @@ class SelectionRecord:
 
     def reason(self) -> str:
         w = self.winner
-        text = f"measured: fastest of {len(self.results)} candidates passing the accuracy gate, p50 {w.timing.p50_ms:.2f} ms"
+        why = w.reason.split(";")[0]
+        text = f"measured: {w.candidate.label} of {len(self.results)} candidates, {why}, p50 {w.timing.p50_ms:.2f} ms"
         if self.speedup:
             text += f", {self.speedup:.2f}x normal mode"
         return text

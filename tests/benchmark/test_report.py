@@ -10,7 +10,7 @@ from hpi.benchmark import format_csv, format_json, format_markdown, load_benches
 def test_bench_formats(toy_bench):
     md = format_markdown([toy_bench])
     assert "| ToyNet | user | 1 | 1 |" in md and "**winner**" in md and "p50 / p90 / p99" in md
-    assert "end to end" in md and "fp32 bound: " in md and "reordering spread" in md
+    assert "end to end" in md and "fp32 bound: " in md and "reordering spread" in md and "p50 per round" in md
     rows = format_csv([toy_bench]).splitlines()
     assert rows[0].startswith("model,weights,device,threads,batch,candidate,status,p50_ms")
     assert len(rows) > 6

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -15,7 +16,9 @@ from hpi.model import ModelSource
 from hpi.selection import measure
 from hpi.selection.choice import choice_from_record
 from hpi.selection.gate import fp32_bound
-from hpi.selection.record import SelectionRecord
+from hpi.harness import Timing
+from hpi.selection.candidates import Candidate
+from hpi.selection.record import CandidateResult, SelectionRecord
 
 CPU = Device("cpu")
 
@@ -25,7 +28,11 @@ def test_select_picks_the_fastest_passing_and_records_losers(toy_dir, tmp_path):
     record = measure.select(source, CPU, HpiConfig(threads=1), cache=EngineCache(tmp_path), budget_s=0.2,
                             isolate=False)
     passed = [r for r in record.results if r.status in ("winner", "passed")]
-    assert record.winner.timing.p50_ms == min(r.timing.p50_ms for r in passed)
+    reference = next(r for r in passed if r.candidate.label == "paddle[fp32]")
+    as_passed = [dataclasses.replace(r, status="passed") if r.status == "winner" else r for r in passed]
+    winner, why = measure.pick_winner(next(r for r in as_passed if r.candidate == reference.candidate), as_passed)
+    assert (record.winner.candidate, record.winner.reason.split(";")[0]) == (winner.candidate, why)
+    assert all(len(r.rounds_p50_ms) == measure.ROUNDS for r in passed)
     assert record.reference == "paddle[fp32]" and record.normal is not None
     assert {r.candidate.backend for r in record.results} == {"paddle", "onnxruntime", "openvino", "tensorrt"}
     assert next(r for r in record.results if r.candidate.backend == "tensorrt").status == "unavailable"
@@ -130,3 +137,43 @@ def test_the_fp32_bound_is_measured_and_a_perturbed_weight_is_rejected(toy_dir, 
     assert ort.status == "rejected" and f"> {record.fp32_bound:.2e}" in ort.reason
     assert next(r for r in record.results if r.candidate.backend == "openvino").status in ("winner", "passed")
     assert SelectionRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+
+
+def _result(label: str, rounds: tuple[float, ...], status: str = "passed") -> CandidateResult:
+    backend, _, precision = label.partition("[")
+    timing = Timing.from_samples([int(sorted(rounds)[(len(rounds) - 1) // 2] * 1e6)])
+    return CandidateResult(Candidate(backend, precision.rstrip("]")), status, "within thresholds", timing,
+                           rounds_p50_ms=rounds)
+
+
+def test_normal_mode_is_kept_unless_a_candidate_is_faster_with_confidence():
+    ref = _result("paddle[fp32]", (10.0, 10.0, 10.0))
+    clear = _result("onnxruntime[fp32]", (8.0, 9.0, 12.0))  # 10%+ faster in 2 of 3 rounds and in the median one
+    winner, why = measure.pick_winner(ref, [ref, clear])
+    assert winner is clear and "2 of 3 interleaved rounds" in why
+    slight = _result("openvino[fp32]", (9.7, 9.6, 9.8))  # always faster, never by 5%
+    lucky = _result("onnxruntime[fp32]", (5.0, 10.5, 11.0))  # one fast round on a noisy machine
+    winner, why = measure.pick_winner(ref, [ref, slight, lucky])
+    assert winner is ref and why.startswith("normal mode kept")
+    rejected_ref = _result("paddle[fp32]", (10.0, 10.0, 10.0), status="rejected")  # outvoted: not a choice
+    assert measure.pick_winner(rejected_ref, [slight, lucky])[0] is slight
+
+
+def test_candidates_are_timed_in_interleaved_rounds_within_the_budget(toy_dir, tmp_path, monkeypatch):
+    calls = []
+    real = measure.measure_candidate
+
+    def logged(request):  # noqa: ANN001, ANN202
+        calls.append((request["backend"], request["timed"], request["budget_s"]))
+        return real(request)
+
+    monkeypatch.setattr(measure, "measure_candidate", logged)
+    record = measure.select(ModelSource.from_path(toy_dir), CPU, HpiConfig(threads=1, allow_reduced_precision=False),
+                            cache=EngineCache(tmp_path), budget_s=0.3, rounds=3, isolate=False)
+    timed = [backend for backend, is_timed, _ in calls if is_timed]
+    first = timed[:3]
+    assert first[0] == "paddle" and timed == first * 3  # reference, A, B, reference, A, B, ...
+    assert all(budget == pytest.approx(0.1) for _, _, budget in calls)
+    assert [b for b, is_timed, _ in calls if not is_timed] == ["paddle"]  # the fp32 reordering variant
+    again = SelectionRecord.from_dict(json.loads(json.dumps(record.to_dict())))
+    assert again == record and all(len(r.rounds_p50_ms) == 3 for r in record.results if r.timing)
