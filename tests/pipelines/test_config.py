@@ -82,6 +82,28 @@ def test_saved_default_config_round_trips(tmp_path: Path) -> None:
     assert save_pipeline_config("PP-ShiTuV2", tmp_path / "x.yaml") == tmp_path / "x.yaml"
 
 
+PADDLEX_YAML = """\
+pipeline_name: PP-ShiTuV2
+
+index: None
+det_threshold: 0.5
+rec_threshold: 0.5
+rec_topk: 5
+
+SubModules:
+  Detection:
+    module_name: text_detection
+    model_name: PP-ShiTuV2_det
+    model_dir: null
+    batch_size: 1
+  Recognition:
+    module_name: text_recognition
+    model_name: PP-ShiTuV2_rec
+    model_dir: null
+    batch_size: 1
+"""
+
+
 def test_shitu_default_and_paddlex_configs_parse() -> None:
     cfg = load_config("PP-ShiTuV2")
     assert cfg == ShiTuConfig(detection=ModelConfig("PP-ShiTuV2_det", module_name="mainbody_detection"),
