@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
 import pytest
 
 from hpi.errors import HpiError, HpiInternalError
-from hpi.harness import Timing, run_isolated, time_callable
+from hpi.harness import IsolatedWorker, Timing, run_isolated, time_callable
 
 
 def test_percentiles_from_known_samples():
@@ -70,3 +71,29 @@ def test_a_bug_in_the_child_is_an_internal_error_with_its_traceback():
 
 def test_numpy_samples_accepted():
     assert Timing.from_samples(np.array([1e6, 3e6])).p50_ms == pytest.approx(2.0)
+
+
+_CALLS = []
+
+
+def count(request):
+    """Used by the worker test: state kept between calls of one worker process."""
+    _CALLS.append(request["n"])
+    return {"seen": list(_CALLS), "pid": os.getpid()}
+
+
+def test_a_worker_answers_many_calls_in_one_process_and_reports_errors_like_run_isolated():
+    with IsolatedWorker("tests.test_harness:count") as worker:
+        first, second = worker.call({"n": 1}), worker.call({"n": 2})
+        assert second["seen"] == [1, 2] and first["pid"] == second["pid"] != os.getpid()
+        with pytest.raises(HpiInternalError, match="KeyError"):
+            worker.call({})  # a bug in the function: the worker lives on
+        assert worker.call({"n": 3})["seen"] == [1, 2, 3]
+    with IsolatedWorker("tests.test_harness:fail") as worker:
+        with pytest.raises(HpiError, match="InvalidInputError: bad item 7"):
+            worker.call({"item": 7})
+    with IsolatedWorker("tests.test_harness:die") as worker:
+        with pytest.raises(HpiError, match=r"failed \(exit 3\)"):
+            worker.call({})
+        with pytest.raises(HpiError, match=r"failed \(exit 3\)"):
+            worker.call({})  # dead: every later call says so

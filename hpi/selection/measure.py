@@ -1,4 +1,5 @@
-"""Measured selection: build, run and time every candidate, each in its own process; the fastest that passes wins.
+"""Measured selection: build, run and time every candidate, each in its own process, in interleaved rounds; normal
+mode wins unless a candidate that passes the gate is faster with confidence.
 
 For a model and device, every available candidate (backend x precision) is built through the engine cache, run on
 real reference inputs (the built-in photos and their mirrors), checked against the fp32 reference (Paddle
@@ -8,7 +9,9 @@ Inference, or ONNX Runtime for ONNX-only models) and timed. :func:`select` retur
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,7 +26,7 @@ from hpi.cache import EngineCache
 from hpi.config import AccuracyGate, HpiConfig
 from hpi.device import Device, device_signature, parse_device, resolve_threads
 from hpi.errors import BackendUnavailableError, HpiError, InvalidConfigError
-from hpi.harness import Timing, run_isolated, time_callable
+from hpi.harness import IsolatedWorker, Timing, run_isolated, time_callable
 from hpi.model import ModelSource
 from hpi.preprocess.decode import decode_image
 from hpi.preprocess.reference import preprocess_batch
@@ -34,6 +37,7 @@ from hpi.selection.record import CandidateResult, SelectionRecord, library_versi
 SAMPLE_IMAGES = Path(__file__).resolve().parent.parent / "data" / "images"
 MEASURED_TASKS = ("classification", "embedding")  # what the accuracy gate can judge
 ROUNDS = 3  # interleaved timing rounds per candidate
+SETTLE_S = 0.2  # pause before each timed call: OpenMP / ONNX Runtime threads of the worker timed before stop spinning
 MIN_GAIN = 0.05  # a candidate replaces normal mode only when at least this much faster at p50 (see pick_winner)
 # Part of the decision key: a cached decision made under another rule is measured again.
 SELECTION_RULE = f"interleaved rounds; normal mode unless {MIN_GAIN:.0%} faster at p50 in most rounds"
@@ -64,30 +68,50 @@ def engine_from_request(request: dict[str, Any]) -> tuple[ModelSource, Engine, f
     return source, engine, time.perf_counter() - t0
 
 
+_KEPT: dict[str, tuple[Engine, float]] = {}  # engines kept loaded between rounds (``keep``), by what they run
+
+
 def measure_candidate(request: dict[str, Any]) -> dict[str, Any]:
-    """Build, run and time one candidate (runs in its own process under :func:`run_isolated`).
+    """Build, run and time one candidate (in its own process: an :class:`~hpi.harness.IsolatedWorker` that keeps
+    it for the next round, or :func:`~hpi.harness.run_isolated`).
 
     Request keys: model_dir, device, backend, config, cache_dir, inputs (an .npy path), outputs (an .npy path to
-    write), batch_size, budget_s, warmup; ``timed=False`` writes the outputs only (timing None).
+    write, or None), batch_size, budget_s, warmup; ``timed=False`` writes the outputs only (timing None);
+    ``keep=True`` keeps the engine loaded in this process for the next request naming the same candidate;
+    ``{"close": True}`` closes every kept engine.
     """
-    _, engine, build_s = engine_from_request(request)
+    if request.get("close"):
+        for engine, _ in _KEPT.values():
+            engine.close()
+        _KEPT.clear()
+        return {}
+    key = json.dumps({k: request[k] for k in ("model_dir", "device", "backend", "config", "cache_dir")},
+                     sort_keys=True)
+    keep = bool(request.get("keep"))
+    if key in _KEPT:
+        engine, build_s = _KEPT[key]
+    else:
+        _, engine, build_s = engine_from_request(request)
+        if keep:
+            _KEPT[key] = (engine, build_s)
     inputs = np.load(request["inputs"])
-    chunk = max(1, int(request.get("chunk", 8)))
-    outputs = np.concatenate([engine.run(inputs[i:i + chunk])[0] for i in range(0, len(inputs), chunk)])
-    np.save(request["outputs"], outputs)
-    if not request.get("timed", True):
+    if request.get("outputs"):
+        chunk = max(1, int(request.get("chunk", 8)))
+        outputs = np.concatenate([engine.run(inputs[i:i + chunk])[0] for i in range(0, len(inputs), chunk)])
+        np.save(request["outputs"], outputs)
+    timing = None
+    if request.get("timed", True):
+        bs = int(request["batch_size"])
+        batch = np.ascontiguousarray(np.resize(inputs, (bs, *inputs.shape[1:])))
+        sync = getattr(engine, "synchronize", None)
+        # Fewer warm-up calls and a smaller floor for big batches: 10 warm-up calls of a large model at batch 8
+        # take longer than the timing itself.
+        timing = time_callable(lambda: engine.run(batch), warmup=int(request.get("warmup", max(3, 10 // bs))),
+                               budget_s=float(request.get("budget_s", 3.0)), items_per_call=bs,
+                               min_iterations=max(10, 20 // bs), synchronize=sync).to_dict()
+    if not keep:
         engine.close()
-        return {"timing": None, "build_s": build_s, "describe": engine.describe()}
-    bs = int(request["batch_size"])
-    batch = np.ascontiguousarray(np.resize(inputs, (bs, *inputs.shape[1:])))
-    sync = getattr(engine, "synchronize", None)
-    # Fewer warm-up calls and a smaller floor for big batches: 10 warm-up calls of a large model at batch 8
-    # take longer than the timing itself.
-    timing = time_callable(lambda: engine.run(batch), warmup=int(request.get("warmup", max(3, 10 // bs))),
-                           budget_s=float(request.get("budget_s", 3.0)), items_per_call=bs,
-                           min_iterations=max(10, 20 // bs), synchronize=sync)
-    engine.close()
-    return {"timing": timing.to_dict(), "build_s": build_s, "describe": engine.describe()}
+    return {"timing": timing, "build_s": build_s, "describe": engine.describe()}
 
 
 def select(
@@ -107,8 +131,9 @@ def select(
     ``gate`` is faster with confidence. Does not read or write the decision cache.
 
     Each candidate is timed in ``rounds`` short runs of ``budget_s / rounds`` seconds (the first also gives the
-    outputs the gate judges), interleaved: reference, A, B, reference, A, B, ... Its recorded timing is that of its
-    median round, and every round's p50 is kept.
+    outputs the gate judges), interleaved: reference, A, B, reference, A, B, ... Each candidate's process (an
+    :class:`~hpi.harness.IsolatedWorker`) keeps its engine loaded between rounds, so a round costs its budget, not a
+    new interpreter. Its recorded timing is that of its median round, and every round's p50 is kept.
 
     A candidate that fails with an :class:`~hpi.errors.HpiError` (a build or run error) is recorded as failed; a
     bug (:class:`~hpi.errors.HpiInternalError`, also from the measuring child process) is raised.
@@ -125,16 +150,28 @@ def select(
     measured: list[tuple[Candidate, np.ndarray, Timing, float]] = []
     failed: list[CandidateResult] = []
     round_budget_s = budget_s / rounds  # the rounds share the time one measurement had
-    with tempfile.TemporaryDirectory(prefix="hpi-select-") as tmp:
+    workers: dict[str, IsolatedWorker] = {}  # one process per candidate, kept through the rounds
+    with tempfile.TemporaryDirectory(prefix="hpi-select-") as tmp, contextlib.ExitStack() as stack:
         inputs_path = Path(tmp) / "inputs.npy"
         np.save(inputs_path, inputs)
+        stack.callback(lambda: [w.close() for w in workers.values()] if isolate
+                       else measure_candidate({"close": True}))
 
-        def run(cand: Candidate, out_path: Path, timed: bool = True) -> dict[str, Any]:
+        def run(cand: Candidate, out_path: Path | None, timed: bool = True, keep: bool = True) -> dict[str, Any]:
             request = {"model_dir": str(source.directory), "device": str(device), "backend": cand.backend,
                        "config": cand.config, "cache_dir": str(cache.root), "inputs": str(inputs_path),
-                       "outputs": str(out_path), "batch_size": batch_size, "budget_s": round_budget_s,
-                       "timed": timed}
-            return run_isolated(f"{__name__}:measure_candidate", request) if isolate else measure_candidate(request)
+                       "outputs": str(out_path) if out_path else None, "batch_size": batch_size,
+                       "budget_s": round_budget_s, "timed": timed, "keep": keep}
+            function = f"{__name__}:measure_candidate"
+            if not isolate:
+                return measure_candidate(request)
+            if not keep:
+                return run_isolated(function, request)
+            key = json.dumps(dataclasses.asdict(cand), sort_keys=True)
+            if key not in workers:
+                workers[key] = IsolatedWorker(function)
+            time.sleep(SETTLE_S)  # the previous candidate's worker threads stop spinning before this one is timed
+            return workers[key].call(request)
 
         for i, cand in enumerate(cands):
             if progress:
@@ -152,7 +189,7 @@ def select(
         if progress:
             progress(f"fp32 spread: {describe_variant(variant)}")
         try:
-            run(variant, Path(tmp) / "variant.npy", timed=False)
+            run(variant, Path(tmp) / "variant.npy", timed=False, keep=False)
             spread: float | None = relative_error(measured[0][1], np.load(Path(tmp) / "variant.npy"))
             spread_note = describe_variant(variant)
         except HpiError as exc:
@@ -178,7 +215,7 @@ def select(
                 if progress:
                     progress(f"round {n}/{rounds}: {r.candidate.label}")
                 try:
-                    answer = run(r.candidate, Path(tmp) / "round.npy")
+                    answer = run(r.candidate, None)
                 except HpiError as exc:
                     if r.candidate == ref_cand:
                         raise

@@ -87,9 +87,8 @@ def crash_on_openvino(request):
 def test_a_bug_in_a_candidate_process_surfaces_with_its_traceback(toy_dir, tmp_path, monkeypatch):
     """A child process that dies of a non-hpi exception is a bug, not a losing candidate: selection stops with
     HpiInternalError carrying the child's traceback instead of recording the candidate as failed."""
-    real = measure.run_isolated
-    monkeypatch.setattr(measure, "run_isolated",
-                        lambda function, request: real(f"{__name__}:crash_on_openvino", request))
+    real = measure.IsolatedWorker
+    monkeypatch.setattr(measure, "IsolatedWorker", lambda function: real(f"{__name__}:crash_on_openvino"))
     with pytest.raises(HpiInternalError, match="simulated bug in the openvino candidate") as info:
         measure.select(ModelSource.from_path(toy_dir), CPU, HpiConfig(threads=1, allow_reduced_precision=False),
                        cache=EngineCache(tmp_path), budget_s=0.05)
@@ -164,12 +163,17 @@ def test_candidates_are_timed_in_interleaved_rounds_within_the_budget(toy_dir, t
     real = measure.measure_candidate
 
     def logged(request):  # noqa: ANN001, ANN202
-        calls.append((request["backend"], request["timed"], request["budget_s"]))
+        if not request.get("close"):
+            calls.append((request["backend"], request["timed"], request["budget_s"]))
         return real(request)
 
+    loads = []
+    real_load = measure.engine_from_request
     monkeypatch.setattr(measure, "measure_candidate", logged)
+    monkeypatch.setattr(measure, "engine_from_request", lambda request: loads.append(1) or real_load(request))
     record = measure.select(ModelSource.from_path(toy_dir), CPU, HpiConfig(threads=1, allow_reduced_precision=False),
                             cache=EngineCache(tmp_path), budget_s=0.3, rounds=3, isolate=False)
+    assert len(loads) == 4 and not measure._KEPT  # each engine loaded once, kept through the rounds, then closed
     timed = [backend for backend, is_timed, _ in calls if is_timed]
     first = timed[:3]
     assert first[0] == "paddle" and timed == first * 3  # reference, A, B, reference, A, B, ...
