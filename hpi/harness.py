@@ -130,7 +130,7 @@ class IsolatedWorker:
 
     def __init__(self, function: str) -> None:
         self.function = function
-        self._stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+        self._stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115 - lives with the worker
         self._proc = subprocess.Popen([sys.executable, "-m", "hpi.harness", "--serve", function],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True,
                                       env=_child_env())

@@ -61,7 +61,7 @@ def test_adaptive_bound_accepts_reordering_and_rejects_a_perturbed_weight():
     reference = _mlp(x, w1, w2, "forward")
     spread = relative_error(reference, _mlp(x, w1, w2, "reversed"))
     bound = fp32_bound(gate, spread)
-    assert 1e-9 < spread and bound == gate.fp32_spread_factor * spread
+    assert spread > 1e-9 and bound == gate.fp32_spread_factor * spread
     legitimate = _mlp(x, w1, w2, "blocked")
     assert not compare_outputs("classification", reference, legitimate, "fp32", gate).passed  # the fixed floor
     assert compare_outputs("classification", reference, legitimate, "fp32", gate, max_rel_fp32=bound).passed

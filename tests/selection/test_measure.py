@@ -12,12 +12,12 @@ from hpi.cache import EngineCache
 from hpi.config import HpiConfig
 from hpi.device import Device
 from hpi.errors import HpiInternalError
+from hpi.harness import Timing
 from hpi.model import ModelSource
 from hpi.selection import measure
+from hpi.selection.candidates import Candidate
 from hpi.selection.choice import choice_from_record
 from hpi.selection.gate import fp32_bound
-from hpi.harness import Timing
-from hpi.selection.candidates import Candidate
 from hpi.selection.record import CandidateResult, SelectionRecord
 
 CPU = Device("cpu")
