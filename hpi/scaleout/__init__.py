@@ -1,0 +1,9 @@
+"""Scale-out onto existing engines: Triton model repositories, Ray Data batch jobs and Ray Serve replicas.
+
+* :mod:`~hpi.scaleout.triton`: ``hpi export --format triton`` (a model repository from hpi's decision).
+* :mod:`~hpi.scaleout.ray_batch`: a callable class for ``ray.data.Dataset.map_batches`` and ``hpi batch``.
+* :mod:`~hpi.scaleout.ray_serve`: ``hpi serve --engine ray`` and an application for ``serve run``.
+* :mod:`~hpi.scaleout.cli`: the command-line options of the three.
+
+Ray and tritonclient are optional (the ``ray`` and ``triton`` extras); nothing here imports them at module level.
+"""
