@@ -536,6 +536,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    if args.format == "triton":
+        from hpi.scaleout.cli import run_triton_export
+
+        return run_triton_export(args)
     device = parse_device(args.device)
     cache = EngineCache(args.cache_dir)
     show = _progress_printer()
@@ -593,7 +597,8 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--cache-dir")
     p.set_defaults(func=_cmd_bench)
 
-    p = subparsers.add_parser("export", help="build every engine ahead of time and run selection")
+    p = subparsers.add_parser("export", help="build every engine ahead of time and run selection, or write a "
+                                             "Triton model repository (--format triton)")
     p.add_argument("--model", required=True)
     p.add_argument("--model-dir")
     p.add_argument("--device", default="cpu")
@@ -601,6 +606,9 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--threads", type=int)
     p.add_argument("--fp32-only", action="store_true")
     p.add_argument("--cache-dir")
+    from hpi.scaleout.cli import add_export_options
+
+    add_export_options(p)
     p.set_defaults(func=_cmd_export)
 
     p = subparsers.add_parser("eval", help="top-1/top-5 of normal and high-performance mode on a labelled dataset")

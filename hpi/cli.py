@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Modules that add their own subcommands with register_cli(subparsers).
-_SUBCOMMAND_MODULES = ("hpi.bench", "hpi.cards", "hpi.pipelines.cli", "hpi.serving.cli", "hpi.zoo.cli")
+_SUBCOMMAND_MODULES = ("hpi.bench", "hpi.cards", "hpi.pipelines.cli", "hpi.serving.cli", "hpi.zoo.cli",
+                       "hpi.scaleout.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

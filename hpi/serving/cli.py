@@ -83,6 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jpeg-quality", type=int, default=75, help="quality of result.image (default: 75)")
     parser.add_argument("--no-access-log", action="store_true", help="do not log every request")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    from hpi.scaleout.cli import add_serve_options
+
+    add_serve_options(parser)
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
@@ -141,6 +144,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if not _is_loopback(args.host):
         logger.warning("listening on %s: clients other than this machine can reach the server", args.host)
+    if args.engine == "ray":
+        from hpi.scaleout.cli import run_ray_serve
+
+        return run_ray_serve(args, settings)
     app = create_app(args.pipeline, settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 limit_concurrency=args.max_connections, timeout_keep_alive=5, access_log=not args.no_access_log)
