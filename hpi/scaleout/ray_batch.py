@@ -190,8 +190,10 @@ def run_batch(model: str, inputs: str, output: str | os.PathLike[str], *, model_
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # rows come out in input order
         ctx.enable_progress_bars = False  # the caller's progress callback reports instead
-        # Reading files is I/O: it asks for no CPU, so that workers holding every CPU cannot starve it.
-        ds = ray.data.read_binary_files(files, include_paths=True, num_cpus=0)
+        # Reading files is I/O: it asks for no CPU, so that workers holding every CPU cannot starve it, and runs
+        # as few tasks at a time as there are workers (with no CPU to count, Ray would start a process per block).
+        ds = ray.data.read_binary_files(files, include_paths=True, num_cpus=0, concurrency=workers,
+                                        override_num_blocks=max(workers, min(len(files) // batch_size, 4 * workers)))
         ds = ds.map_batches(
             HpiClassifier, batch_size=batch_size, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads,

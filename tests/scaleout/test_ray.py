@@ -27,7 +27,8 @@ OBJECT_STORE_BYTES = 80 << 20  # Ray's minimum is 75 MiB
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray = pytest.importorskip("ray", reason="environment: the ray extra is not installed (pip install 'hpi[ray]')")
+    import ray  # a test dependency (the ray extra): missing is an error, not a skip
+
     from hpi.scaleout.ray_cluster import connect, disconnect
 
     connection = connect(num_cpus=2, object_store_bytes=OBJECT_STORE_BYTES)
@@ -242,3 +243,12 @@ def test_shitu_add_on_one_replica_is_answered_by_another(ray_cluster, shitu_conf
             assert "rocket" in after[other], "the replica that did not take the add still answers from the old index"
     finally:
         serve.delete("hpi")
+
+
+def test_serve_cli_has_the_ray_engine():
+    from hpi.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--pipeline", "image_classification", "--engine", "ray",
+                                      "--replicas", "3", "--cpus-per-replica", "0.5"])
+    assert (args.engine, args.replicas, args.cpus_per_replica) == ("ray", 3, 0.5)
+    assert build_parser().parse_args(["serve", "--pipeline", "image_classification"]).engine == "uvicorn"

@@ -307,3 +307,18 @@ def test_real_triton_server_paddlex_layout_answers_like_hpi_serve(exported, trit
         bad = call({"image": b64(b"not an image")})
         assert bad["errorCode"] == 400 and "not a readable image" in bad["errorMsg"]
         assert call({"image": "http://169.254.169.254/"})["errorCode"] == 403
+
+
+def test_export_cli_writes_a_repository(exported, tmp_path, capsys):
+    from hpi.cli import main
+
+    code = main(["export", "--format", "triton", "--model", "ToyNet", "--model-dir", str(exported.source.directory),
+                 "--threads", "2", "--cache-dir", str(exported.cache.root), "--instances", "2",
+                 "--output", str(tmp_path / "repo")])  # the decision is the cached one (same model, policy, threads)
+    out = capsys.readouterr().out
+    assert code == 0 and "clients call ToyNet_ensemble" in out
+    manifest = json.loads((tmp_path / "repo" / MANIFEST_FILE).read_text(encoding="utf-8"))
+    assert (manifest["plan"]["instances"], manifest["plan"]["threads_per_instance"]) == (2, 1)
+    assert manifest["selection"]["created"] == exported.record.created
+    for model in manifest["models"]:
+        parse_config(tmp_path / "repo" / model / "config.pbtxt")

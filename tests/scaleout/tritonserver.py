@@ -31,13 +31,11 @@ def unsupported_reason() -> str | None:
     """Why this platform cannot run the wheel's server (it is built for Linux x86-64 with glibc), or None."""
     if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
         return f"nvidia-pytriton ships tritonserver for Linux x86-64 only, this is {sys.platform} {platform.machine()}"
-    libdir = sysconfig.get_config_var("LIBDIR") or ""
-    ldlib = sysconfig.get_config_var("LDLIBRARY") or ""
-    if not sysconfig.get_config_var("Py_ENABLE_SHARED") and not Path(libdir, ldlib.replace(".a", ".so")).exists():
-        found = [p for p in ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu")
-                 if list(Path(p).glob(f"libpython{PYVER}.so*"))]
-        if not found:
-            return f"Triton's Python backend stub links libpython{PYVER}.so, which this Python does not provide"
+    dirs = [sysconfig.get_config_var("LIBDIR") or "", "/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu",
+            "/usr/lib64", "/usr/local/lib"]
+    if not any(list(Path(d).glob(f"libpython{PYVER}.so*")) for d in dirs if d and Path(d).is_dir()):
+        return (f"Triton's Python backend stub links libpython{PYVER}.so, which is not on this machine "
+                f"(looked in {', '.join(d for d in dirs if d)})")
     return None
 
 
