@@ -166,7 +166,7 @@ def test_serve_replicas_answer_the_seeds_client_like_hpi_serve(ray_cluster, toy_
             assert {k: v for k, v in got.items() if k != "logId"} == {k: v for k, v in want.items() if k != "logId"}
         assert "Categories:" in run.stdout and (tmp_path / "out.jpg").read_bytes()[:2] == b"\xff\xd8"
     finally:
-        serve.delete("hpi")
+        serve.shutdown()  # the next test starts Serve again, with its own HTTP port
 
 
 def test_shared_index_store_sees_another_process_change(tmp_path):
@@ -242,7 +242,7 @@ def test_shitu_add_on_one_replica_is_answered_by_another(ray_cluster, shitu_conf
             other = next(r for r in after if r != adder)
             assert "rocket" in after[other], "the replica that did not take the add still answers from the old index"
     finally:
-        serve.delete("hpi")
+        serve.shutdown()  # the next test starts Serve again, with its own HTTP port
 
 
 def test_serve_cli_has_the_ray_engine():
