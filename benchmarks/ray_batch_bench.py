@@ -31,7 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hpi  # noqa: E402
-from hpi.selection import SAMPLE_IMAGES  # noqa: E402
+from hpi.selection.measure import SAMPLE_IMAGES  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -7,6 +7,10 @@ deliberately *not* an ``HpiError``, so that ``except HpiError`` never hides them
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
 
 class HpiError(Exception):
     """Base class of every error a caller of hpi can cause or handle."""
@@ -32,8 +36,33 @@ class EngineCacheError(HpiError):
     """The engine cache is unusable (unwritable directory, corrupted entry that cannot be rebuilt)."""
 
 
+class StorageError(HpiError):
+    """A persisted directory cannot be written, or a file in it is missing, truncated or altered.
+
+    Attributes:
+        path: the file or directory at fault.
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str]) -> None:
+        super().__init__(message)
+        self.path = Path(path)
+
+
 class InvalidInputError(HpiError):
     """An input item is unreadable or of the wrong kind, shape or dtype."""
+
+
+class PredictionError(InvalidInputError):
+    """Raised after every good item of a ``predict()`` call was yielded, naming each item that failed.
+
+    ``failures`` lists them, in input order (:class:`hpi.models.base.ItemFailure`: index, input_path, error).
+    """
+
+    def __init__(self, failures: list[Any]) -> None:
+        failures = sorted(failures, key=lambda f: f.index)
+        self.failures = failures
+        lines = "; ".join(str(f.error) for f in failures)
+        super().__init__(f"{len(failures)} input(s) failed: {lines}")
 
 
 class InvalidConfigError(HpiError):

@@ -62,7 +62,7 @@ class HpiClassifier:
     def __init__(self, model_name: str, model_dir: str | None = None, *, use_hpip: bool = False,
                  hpi_config: Mapping[str, Any] | None = None, topk: int | None = None, cache_dir: str | None = None,
                  bytes_column: str = "bytes", path_column: str = "path") -> None:
-        from hpi.predictor import create_model
+        from hpi.models.classification import create_model
 
         config = dict(hpi_config or {})
         config.setdefault("threads", actor_cpus())
@@ -72,7 +72,7 @@ class HpiClassifier:
         logger.info("batch worker: %r with %d thread(s)", self.model, config["threads"])
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, list[Any]]:
-        from hpi.predictor import PredictionError
+        from hpi.errors import PredictionError
         from hpi.preprocess.decode import decode_image
 
         if self.bytes_column not in batch:
@@ -166,12 +166,12 @@ def run_batch(model: str, inputs: str, output: str | os.PathLike[str], *, model_
     """
     import time
 
-    from hpi.bench import resolve_source
     from hpi.cache import EngineCache
+    from hpi.loading import locate_model
     from hpi.scaleout.ray_cluster import connect, disconnect
 
     files = expand_input(inputs)
-    source = resolve_source(model, model_dir)
+    source = locate_model(model, model_dir, build=True)
     cache = EngineCache(cache_dir)
     connection = connect(num_cpus=num_cpus, object_store_bytes=object_store_bytes)
     try:
@@ -226,12 +226,12 @@ def run_batch(model: str, inputs: str, output: str | os.PathLike[str], *, model_
 
 def _engine_label(source: Any, use_hpip: bool, hpi_config: dict[str, Any], cache: Any) -> str:
     """The engine the workers will run; with ``use_hpip`` the decision is measured (or read) here, once."""
+    from hpi.config import HpiConfig
     from hpi.device import parse_device
-    from hpi.select import HpiConfig
 
     if not use_hpip:
         return "paddle[fp32]" if source.format == "paddle" else "onnxruntime[fp32]"
-    from hpi.selection import cached_selection
+    from hpi.selection.decision import cached_selection
 
     record = cached_selection(source, parse_device("cpu"), HpiConfig.from_dict(hpi_config), cache=cache, batch_size=1)
     return record.winner.candidate.label

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from hpi.errors import InvalidConfigError
-from hpi.pipelines.index import META_FILE, FeatureIndex
+from hpi.retrieval.index import FeatureIndex
+from hpi.retrieval.storage import META_FILE
 from hpi.serving.indexes import DEFAULT_KEY, IndexStore
 
 logger = logging.getLogger(__name__)

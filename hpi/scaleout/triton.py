@@ -31,24 +31,23 @@ How the decision maps onto Triton (recorded in the manifest, with the reason):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import inspect
 import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from hpi import __version__
 from hpi.cache import EngineCache
+from hpi.config import HpiConfig
 from hpi.device import Device, cpu_count, parse_device
 from hpi.errors import BackendUnavailableError, ExportError, InvalidConfigError
 from hpi.model import ModelSource
-from hpi.select import BackendChoice, HpiConfig, with_folding
+from hpi.selection.choice import BackendChoice, fold_preprocessing
+from hpi.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ MANIFEST_FILE = "hpi_manifest.json"
 MANIFEST_FORMAT = 1
 PYTHON_SOURCES = Path(__file__).parent / "triton_python"
 # hpi's own modules the Python models import (decoder, preprocessing spec and kernels), copied beside them.
-HPI_SUBSET = ("__init__.py", "errors.py", "preprocess/__init__.py", "preprocess/decode.py", "preprocess/fused.py",
+HPI_SUBSET = ("__init__.py", "version.py", "errors.py", "preprocess/__init__.py", "preprocess/decode.py", "preprocess/fused.py",
               "preprocess/graph.py", "preprocess/reference.py", "preprocess/spec.py")
 PADDLEX_CLASSIFY_MODEL = "image-classification"  # PaddleX's hps endpoint name (deploy/hps/sdk/pipelines/...)
 ENGINE_BACKENDS = ("onnxruntime", "openvino", "python")
@@ -300,7 +299,7 @@ def export_triton_repository(
         >>> repo.entry_model
         'PP-LCNet_x1_0_ensemble'
     """
-    from hpi.selection import cached_selection
+    from hpi.selection.decision import cached_selection
 
     options = options or TritonExportOptions()
     dev = parse_device(device)
@@ -323,14 +322,22 @@ def export_triton_repository(
     say(f"expected outputs on the built-in photos (ONNX Runtime fp32, {'folded' if folded else 'unfolded'} graph)")
     expected = expected_outputs(source, cache, cfg)
 
+    from hpi.storage import write_directory
+
     out = Path(output).expanduser().resolve()
-    _check_target(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    written: dict[str, Any] = {}
+
+    def keep_existing(existing: Path) -> bool:
+        if not (existing / MANIFEST_FILE).is_file() and (not existing.is_dir() or any(existing.iterdir())):
+            raise ExportError(f"{existing} exists and is not an hpi Triton repository (no {MANIFEST_FILE}); "
+                              "choose an empty or new directory")
+        return False  # an earlier hpi repository: replaced as a whole
+
+    def fill(staging: Path) -> dict[str, Any]:
         writer = _Writer(staging, source, plan, options, io, folded, labels, topk, onnx_file)
         models, entry = writer.write_paddlex() if options.layout == "paddlex" else writer.write_hpi()
-        manifest = {
+        written.update(models=models, entry=entry)
+        return {
             "format": MANIFEST_FORMAT,
             "hpi_version": __version__,
             "model_name": source.name,
@@ -347,13 +354,12 @@ def export_triton_repository(
             "topk": topk,
             "selection": record.to_dict(),
             "expected": {"engine": "onnxruntime[fp32] on CPU", "tolerance": _tolerance(plan), "results": expected},
-            "files": _file_hashes(staging),
         }
-        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
-        _swap_into_place(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    # One atomic, locked directory write; the manifest (with every file's size and sha256) is written last.
+    write_directory(out, fill, manifest=MANIFEST_FILE, keep_existing=keep_existing)
+    manifest = json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))
+    models, entry = written["models"], written["entry"]
     say(f"wrote {out} ({', '.join(models)})")
     return TritonRepository(out, tuple(models), entry, manifest)
 
@@ -372,11 +378,11 @@ def _weights(source: ModelSource) -> str:
 
 def _engine_graph(source: ModelSource, cache: EngineCache, cfg: HpiConfig) -> tuple[Path, bool]:
     """The ONNX graph to export: folded (uint8 NHWC input) where high-performance mode folds for ONNX Runtime."""
-    from hpi.backends.base import get_backend
-    from hpi.export import folded_onnx_path, onnx_path
+    from hpi.backends import get_backend
+    from hpi.build.onnx import folded_onnx_path, onnx_path
 
     config = get_backend("onnxruntime").make_config({})
-    choice = with_folding(BackendChoice("onnxruntime", config, "triton export", "explicit"), source, cfg)
+    choice = fold_preprocessing(BackendChoice("onnxruntime", config, "triton export", "explicit"), source, cfg)
     if choice.config.fold_preprocess:
         return folded_onnx_path(source, cache), True
     return onnx_path(source, cache), False
@@ -398,8 +404,8 @@ def _labels(source: ModelSource, io: _GraphIO) -> list[str]:
 def expected_outputs(source: ModelSource, cache: EngineCache, cfg: HpiConfig) -> list[dict[str, Any]]:
     """``predict()`` on the built-in photos with the exported graph on ONNX Runtime fp32: what a deployment of the
     repository must answer (class ids, scores rounded as predict() rounds them, label names)."""
-    from hpi.predictor import create_model
-    from hpi.selection import SAMPLE_IMAGES
+    from hpi.models.classification import create_model
+    from hpi.selection.measure import SAMPLE_IMAGES
 
     config = {"backend": "onnxruntime", "threads": cfg.threads, "fold_preprocess": cfg.fold_preprocess}
     paths = sorted(SAMPLE_IMAGES.glob("*.jpg"))
@@ -409,41 +415,17 @@ def expected_outputs(source: ModelSource, cache: EngineCache, cfg: HpiConfig) ->
                  "label_names": res["label_names"]} for res in model.predict([str(p) for p in paths])]
 
 
-def _check_target(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_FILE).is_file())):
-        raise ExportError(f"{out} exists and is not an hpi Triton repository (no {MANIFEST_FILE}); "
-                          "choose an empty or new directory")
-
-
-def _swap_into_place(staging: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _file_hashes(root: Path) -> dict[str, str]:
-    hashes = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        hashes[path.relative_to(root).as_posix()] = digest.hexdigest()
-    return hashes
-
-
 def verify_repository(path: str | os.PathLike[str]) -> list[str]:
     """Compare a repository's files with its manifest; returns the problems (empty when it is intact)."""
+    from hpi.storage import file_sha256
+
     root = Path(path)
     manifest = json.loads((root / MANIFEST_FILE).read_text(encoding="utf-8"))
-    actual = _file_hashes(root)
+    actual = {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
     actual.pop(MANIFEST_FILE, None)
     problems = [f"{name}: missing" for name in manifest["files"] if name not in actual]
-    problems += [f"{name}: changed" for name, h in manifest["files"].items() if name in actual and actual[name] != h]
+    problems += [f"{name}: changed" for name, record in manifest["files"].items()
+                 if name in actual and file_sha256(actual[name]) != record["sha256"]]
     problems += [f"{name}: not in the manifest" for name in actual if name not in manifest["files"]]
     return problems
 

@@ -23,11 +23,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hpi import __version__
 from hpi.errors import HpiError, InvalidConfigError
 from hpi.serving.common import ServeSettings, Service, error_response, log_id_of, new_log_id, ok_response
 from hpi.serving.limits import BodyLimitMiddleware, error_body, status_for
 from hpi.serving.protocol import HEALTH_ENDPOINT, ErrorResponse, HealthResult, ResultResponse
+from hpi.version import __version__
 
 logger = logging.getLogger(__name__)
 

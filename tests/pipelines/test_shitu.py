@@ -20,17 +20,18 @@ import numpy as np
 import pytest
 import yaml
 
-pytest.importorskip("faiss")
+pytest.importorskip("faiss", reason="PP-ShiTuV2 retrieval needs faiss-cpu (pip install 'hpi[retrieval]')")
 
 import hpi  # noqa: E402
-from hpi.errors import InvalidConfigError, InvalidInputError  # noqa: E402
-from hpi.pipelines import ModelConfig, ShiTuConfig, create_pipeline, load_config, parse_config  # noqa: E402
+from hpi.errors import InvalidConfigError, InvalidInputError, PredictionError  # noqa: E402
+from hpi.pipelines import create_pipeline  # noqa: E402
 from hpi.pipelines.bench import bench_pipeline, measure_pipeline_stages  # noqa: E402
-from hpi.pipelines.index import FeatureIndex, IndexFileError, UnknownIdError  # noqa: E402
-from hpi.pipelines.shitu import ShiTuPipeline, ShiTuResult, read_ids  # noqa: E402
-from hpi.predictor import PredictionError  # noqa: E402
-from tests.pipelines.conftest import color_photos, make_embedder_dir, make_layout_dir  # noqa: E402
-from tests.pipelines.test_detection import compose_page  # noqa: E402
+from hpi.pipelines.shitu import ShiTuPipeline, read_ids  # noqa: E402
+from hpi.results import ShiTuResult  # noqa: E402
+from hpi.retrieval import FeatureIndex, IndexFileError, UnknownIdError  # noqa: E402
+from tests.models.conftest import make_layout_dir  # noqa: E402
+from tests.models.test_detection import compose_page  # noqa: E402
+from tests.pipelines.conftest import color_photos, make_embedder_dir  # noqa: E402
 
 SAMPLE_IMAGES = Path(hpi.__file__).parent / "data" / "images"
 BOX_KEYS = {"labels", "rec_scores", "det_score", "coordinate"}
@@ -95,56 +96,6 @@ def _top_label(result: ShiTuResult) -> str | None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # configuration
-
-PADDLEX_YAML = """\
-pipeline_name: PP-ShiTuV2
-
-index: None
-det_threshold: 0.5
-rec_threshold: 0.5
-rec_topk: 5
-
-SubModules:
-  Detection:
-    module_name: text_detection
-    model_name: PP-ShiTuV2_det
-    model_dir: null
-    batch_size: 1
-  Recognition:
-    module_name: text_recognition
-    model_name: PP-ShiTuV2_rec
-    model_dir: null
-    batch_size: 1
-"""
-
-
-def test_default_and_paddlex_configs_parse() -> None:
-    cfg = load_config("PP-ShiTuV2")
-    assert cfg == ShiTuConfig(detection=ModelConfig("PP-ShiTuV2_det", module_name="mainbody_detection"),
-                              recognition=ModelConfig("PP-ShiTuV2_rec", module_name="image_feature"))
-    paddlex = parse_config(yaml.safe_load(PADDLEX_YAML))
-    assert paddlex.index is None and paddlex.rec_topk == 5 and paddlex.detection.model_name == "PP-ShiTuV2_det"
-
-
-@pytest.mark.parametrize(
-    ("change", "key"),
-    [
-        ({"SubModules": {"Detection": {"model_name": "d", "modeldir": "x"}, "Recognition": {"model_name": "r"}}},
-         "SubModules.Detection.modeldir"),
-        ({"SubModules": {"Detection": {"model_name": "d"}}}, "SubModules.Recognition"),
-        ({"det_threshold": 1.5}, "det_threshold"),
-        ({"rec_topk": 0}, "rec_topk"),
-        ({"rec_threshold": "high"}, "rec_threshold"),
-        ({"hamming_radius": 3}, "hamming_radius"),
-        ({"index_path": "x"}, "index_path"),
-    ],
-)
-def test_config_errors_name_the_key(change: dict, key: str) -> None:
-    cfg = yaml.safe_load(PADDLEX_YAML)
-    cfg.update(change)
-    with pytest.raises(InvalidConfigError, match=rf"{key}: "):
-        parse_config(cfg)
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # retrieval with real weights
@@ -302,20 +253,21 @@ def test_index_is_required_and_must_match_the_model(shitu: ShiTuPipeline, photos
 
 _CRASHING_SAVE = textwrap.dedent("""\
     import os, sys
-    from hpi.pipelines import index as index_module
-    from hpi.pipelines.index import FeatureIndex
+    from hpi import storage
+    from hpi.retrieval import storage as index_storage
+    from hpi.retrieval.index import FeatureIndex
 
     target, crash_at = sys.argv[1], sys.argv[2]
     index = FeatureIndex.load(target)
     index.remove([i for i, label in index.id_map.items() if label == "chelsea"])
     if crash_at == "swap":  # killed between moving the old index away and moving the new one in
         def swap_in(staging, target):
-            os.rename(target, index_module._backup_path(target))
+            os.rename(target, storage._backup_path(target))
             os._exit(17)
-        index_module._swap_in = swap_in
+        storage._swap_in = swap_in
     elif crash_at == "write":  # killed while writing the second file, half of it on disk
         written = []
-        real = index_module._write_file
+        real = index_storage.write_file
         def write_file(path, write):
             written.append(path)
             if len(written) == 2:
@@ -323,7 +275,7 @@ _CRASHING_SAVE = textwrap.dedent("""\
                     handle.write(b"half")
                 os._exit(17)
             return real(path, write)
-        index_module._write_file = write_file
+        index_storage.write_file = write_file
     index.save(target)
 """)
 

@@ -17,7 +17,7 @@ import pytest
 import hpi
 from hpi.scaleout.ray_batch import HpiClassifier, expand_input, run_batch
 from hpi.scaleout.ray_serve import REPLICA_HEADER, SharedIndexStore
-from hpi.selection import SAMPLE_IMAGES
+from hpi.selection.measure import SAMPLE_IMAGES
 from hpi.serving.common import ServeSettings
 
 pytestmark = pytest.mark.slow
@@ -174,7 +174,7 @@ def test_shared_index_store_sees_another_process_change(tmp_path):
     concurrent adds through both land."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from hpi.pipelines.index import FeatureIndex
+    from hpi.retrieval.index import FeatureIndex
 
     rng = np.random.default_rng(0)
     vecs = rng.normal(size=(4, 8)).astype(np.float32)

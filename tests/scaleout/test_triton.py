@@ -23,7 +23,8 @@ from hpi.scaleout.triton import (
     plan_engine,
     verify_repository,
 )
-from hpi.selection import SAMPLE_IMAGES, cached_selection
+from hpi.selection.decision import cached_selection
+from hpi.selection.measure import SAMPLE_IMAGES
 from tests.scaleout import tritonserver
 
 pytestmark = pytest.mark.slow
@@ -47,7 +48,7 @@ def exported(toy_dir, tmp_path_factory):
 
 
 def _cfg():
-    from hpi.select import HpiConfig
+    from hpi.config import HpiConfig
 
     return HpiConfig(threads=2)
 
