@@ -196,7 +196,7 @@ def serve_forever(pipeline: str, settings: Any, *, host: str = "127.0.0.1", port
 
     connection = connect()
     try:
-        cpus = cpus_per_replica or max(1.0, float(int(connection.cpus or cpu_count()) // replicas))
+        cpus = cpus_per_replica or (connection.cpus or cpu_count()) / replicas  # fractions share cores
         serve.start(http_options={"host": host, "port": port})
         serve.run(build_application(pipeline, settings, replicas=replicas, cpus_per_replica=cpus), name="hpi",
                   route_prefix="/")
