@@ -1,23 +1,26 @@
 """Load test of ``hpi serve`` against the same model's offline batch throughput, on loopback only.
 
-1. **Offline.** The image_classification pipeline (same model, backend and threads as the server) classifies the test
-   image from its file (read, decode, preprocess, infer, top-k) at batch sizes 1..8, a few seconds each, after a
-   warm-up, before and again after the served run (the CPU is shared with whatever else runs). The best of these
-   is the reference throughput.
-2. **Served.** ``python -m hpi.serving`` is started on 127.0.0.1 with the same settings; ``--clients`` keep-alive
-   connections each send the seeds' request (``{"image": <Base64 JPEG>}``) in a loop for ``--duration`` seconds
-   after ``--warmup`` seconds, or until ``--max-requests``. Every response is checked (HTTP 200, ``errorCode`` 0,
-   categories present); anything else counts as an error.
+1. **Offline scan.** The image_classification pipeline (same model, backend and threads as the server) classifies the
+   test image from its file (read, decode, preprocess, infer, top-k) at batch sizes 1..8, ``--offline-seconds``
+   each; the fastest batch size is the offline reference's.
+2. **Rounds.** ``python -m hpi.serving`` is started on 127.0.0.1 with the same settings. ``--rounds`` times: the
+   offline pipeline runs ``--offline-slice-seconds`` at that batch size while the server idles, then ``--clients``
+   keep-alive connections each send the seeds' request (``{"image": <Base64 JPEG>}``, plus ``"visualize": false``
+   with ``--no-image``) in a loop for ``--duration / --rounds`` seconds (after ``--warmup`` seconds in the first
+   round, 1 s in the others). Alternating slices make other work on a shared machine weigh on both sides alike.
+   Every response is checked (HTTP 200, ``errorCode`` 0, categories present); anything else counts as an error.
 
-Reported: requests, errors, throughput, latency p50/p90/p99/max, the server's mean batch size, and served /
-offline throughput. Results go to ``benchmarks/results/load_test.json`` and ``.md``.
+Reported: requests, errors, served and offline throughput and their ratio, latency p50/p90/p99/max, the server's
+mean batch size, the share of the time its engine thread was busy, CPU per request of the server and of the load
+generator, and the machine's load average. Results go to ``benchmarks/results/load_test.json`` and ``.md``.
+``--profile FILE`` runs the server under py-spy (folded stacks; the throughput of such a run is not a result).
 
 The client is a minimal asyncio HTTP/1.1 client (precomputed request bytes, Content-Length framing), so that the
 load generator, which shares the CPU with the server, costs as little as possible.
 
-Example (the figures in the README)::
+Example (the figures in docs/serving.md)::
 
-    python benchmarks/load_test.py --model PP-LCNet_x1_0 --threads 2 --clients 16 --duration 60
+    python benchmarks/load_test.py --model PP-LCNet_x1_0 --threads 2 --clients 16 --duration 60 --no-image
 """
 
 from __future__ import annotations
@@ -349,6 +352,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"| offline throughput, interleaved slices (batch {o['batch_size']}) | {o['images_per_s']:.1f} img/s |",
         f"| **served / offline** | **{100 * report['served_over_offline']:.1f}%** |",
         f"| served / best of the offline scan before the load | {100 * report['served_over_best_scan']:.1f}% |",
+        f"| offline CPU per image / server CPU per request | {100 * report['cpu_efficiency_ratio']:.1f}% |",
         f"| latency p50 / p90 / p99 / max | {s['p50_ms']} / {s['p90_ms']} / {s['p99_ms']} / {s['max_ms']} ms |",
         f"| server mean batch size | {s['mean_batch_size']} |",
         f"| engine thread busy (share of the load phases) | {100 * s['engine_busy_share']:.0f}% |",
@@ -403,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--duration must be in (0, {MAX_DURATION_S:g}], --clients in [1, {MAX_CLIENTS}], "
                      "--max-requests positive, --rounds in [1, 60], --offline-slice-seconds in (0, 60]")
     os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("KMP_BLOCKTIME", "1")  # as hpi serve sets it: both sides run OpenMP alike
 
     with tempfile.TemporaryDirectory(prefix="hpi-load-") as tmp:
         config = pipeline_yaml(Path(tmp), args)
@@ -470,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         "conditions": conditions(args) | {"load_average_at_start": [round(x, 2) for x in load_at_start],
                                           "load_average_during_load": [round(load_before[0], 2),
                                                                        round(load_after[0], 2)],
-                                          "server_kmp_blocktime": os.environ.get("KMP_BLOCKTIME", "1 (hpi serve)")},
+                                          "kmp_blocktime": os.environ.get("KMP_BLOCKTIME")},
         "engine": bench.engine,
         "server_engine": {k: server_model[k] for k in ("name", "backend", "precision", "mode")},
         "offline_scan": scan,
@@ -492,6 +497,10 @@ def main(argv: list[str] | None = None) -> int:
         },
         "served_over_offline": round(served_rps / offline["images_per_s"], 4),
         "served_over_best_scan": round(served_rps / best_scan, 4),
+        # requests per server CPU-second over images per offline CPU-second: what the ratio would be if both sides
+        # had the machine's CPU to themselves (the scheduler shares a busy machine per thread, not per process)
+        "cpu_efficiency_ratio": round(offline["cpu_ms_per_image"] / max(1e-9, 1000 * server_cpu / max(1, stats.total)),
+                                      4),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -90,12 +90,12 @@ def test_metrics_can_be_turned_off(toy_model):
 def test_the_access_log_carries_the_log_id_of_every_response(toy_model, caplog):
     key = "access-log-key-0123456789"
     settings = ServeSettings(auth=AuthConfig(api_key_digests=frozenset({key_digest(key)})))
-    with caplog.at_level(logging.INFO, logger="hpi.serving.access"):
-        with LiveServer(create_app(toy_model, settings)) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
-            responses = [c.post("/image-classification", json=PAYLOAD, headers={"X-API-Key": key}),
-                         c.post("/image-classification", json=PAYLOAD),  # 401 from the auth layer
-                         c.post("/image-classification", json={"image": "!"}, headers={"X-API-Key": key}),
-                         c.get("/health")]
+    with caplog.at_level(logging.INFO, logger="hpi.serving.access"), \
+            LiveServer(create_app(toy_model, settings)) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
+        responses = [c.post("/image-classification", json=PAYLOAD, headers={"X-API-Key": key}),
+                     c.post("/image-classification", json=PAYLOAD),  # 401 from the auth layer
+                     c.post("/image-classification", json={"image": "!"}, headers={"X-API-Key": key}),
+                     c.get("/health")]
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "hpi.serving.access"]
     assert [line["status"] for line in lines] == [200, 401, 400, 200]
     assert [line["logId"] for line in lines] == [r.json()["logId"] for r in responses]
