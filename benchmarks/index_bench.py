@@ -1,6 +1,6 @@
 """Single-query search latency of the PP-ShiTuV2 feature index (HNSW32, inner product).
 
-Builds :class:`hpi.pipelines.index.FeatureIndex` over ``--gallery`` seeded random L2-normalised vectors
+Builds :class:`hpi.retrieval.index.FeatureIndex` over ``--gallery`` seeded random L2-normalised vectors
 (default 100k x 512, the size of PP-ShiTuV2_rec features), then times ``index.search(query, k)`` one query at a
 time with ``time.perf_counter_ns`` after a warm-up, and reports p50 / p90 / p99. Recall@k against an exact scan
 is reported too: in 512 dimensions the true neighbours of a random vector are barely closer than any other vector,
@@ -24,7 +24,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from hpi.pipelines.index import DEFAULT_EF_SEARCH, FeatureIndex
+from hpi.retrieval.index import DEFAULT_EF_SEARCH, FeatureIndex
 
 
 def _unit_rows(rng: np.random.Generator, count: int, dim: int) -> np.ndarray:

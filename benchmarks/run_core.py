@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-from hpi.bench import bench_model, format_json, format_markdown, plot, resolve_source
+from hpi.benchmark import bench_models, format_json, format_markdown, plot
 from hpi.cards import core_models
+from hpi.cli.common import progress_printer
 from hpi.device import Device, cpu_count
 
 RESULTS = Path(__file__).parent / "results"
@@ -34,17 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     models = args.models.split(",") if args.models else [c.name for c in core_models()]
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     threads = sorted({min(int(t), cpu_count()) for t in args.threads.split(",")})
-    start = time.perf_counter()
-
-    def progress(message: str) -> None:
-        print(f"[{time.perf_counter() - start:7.1f}s] {message}", file=sys.stderr, flush=True)
-
+    progress = progress_printer()
     benches = []
-    for i, name in enumerate(models, 1):
-        progress(f"model {i}/{len(models)}: {name}")
-        source = resolve_source(name, notify=progress)
-        benches.append(bench_model(source, Device("cpu"), batch_sizes=batch_sizes, threads=threads,
-                                   budget_s=args.budget, progress=progress))
+    for bench in bench_models(models, Device("cpu"), batch_sizes=batch_sizes, threads=threads, budget_s=args.budget,
+                              progress=progress):
+        benches.append(bench)
         RESULTS.mkdir(parents=True, exist_ok=True)  # written after every model: a long run keeps what it measured
         (RESULTS / f"{args.name}.md").write_text(format_markdown(benches), encoding="utf-8")
         (RESULTS / f"{args.name}.json").write_text(format_json(benches), encoding="utf-8")

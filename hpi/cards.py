@@ -16,24 +16,20 @@ every error names the file and the dotted key::
 
 from __future__ import annotations
 
-import argparse
-import csv
-import dataclasses
 import difflib
 import functools
-import io
 import os
-import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 
 from hpi.errors import InvalidConfigError, ModelSourceError, UnknownModelError
+from hpi.schema import record_from_mapping, record_to_dict
 
 try:  # Python 3.11+
     from importlib.resources.abc import Traversable
@@ -42,7 +38,6 @@ except ImportError:  # pragma: no cover - Python 3.10
 
 Task = Literal["classification", "embedding", "detection"]
 Interpolation = Literal["NEAREST", "LINEAR", "BICUBIC", "AREA", "LANCZOS4"]
-TableFormat = Literal["text", "md", "csv"]
 
 CARD_SUFFIX = ".yaml"
 
@@ -228,7 +223,7 @@ def parse_card(text: str, where: str = "<card>") -> ModelCard:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ModelSourceError(f"{where}: not valid YAML: {exc}") from exc
-    card = _build(ModelCard, data, where, "")
+    card = record_from_mapping(ModelCard, data, where=where, error=ModelSourceError, what="the card")
     stem = Path(where).name
     if stem.endswith(CARD_SUFFIX) and stem[: -len(CARD_SUFFIX)] != card.name:
         raise ModelSourceError(f"{where}: key 'name' is {card.name!r} but the file is named {stem!r}")
@@ -242,85 +237,8 @@ def parse_card(text: str, where: str = "<card>") -> ModelCard:
     return card
 
 
-def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        what = f"key {prefix.rstrip('.')!r}" if prefix else "the card"
-        raise ModelSourceError(f"{where}: {what} must be a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        raise ModelSourceError(
-            f"{where}: unknown key {prefix + str(unknown[0])!r}; expected one of: {', '.join(fields)}"
-        )
-    missing = [name for name in fields if name not in data]
-    if missing:
-        raise ModelSourceError(f"{where}: missing key {prefix + missing[0]!r} (write null if it is unknown)")
-    hints = typing.get_type_hints(cls)
-    values = {name: _convert(data[name], hints[name], where, prefix + name) for name in fields}
-    return cls(**values)
-
-
-def _convert(value: Any, hint: Any, where: str, key: str, nullable: bool = False) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) != 1:  # pragma: no cover - the schema only uses "X | None"
-            raise TypeError(f"cards schema: no validator for {hint!r} (key {key})")
-        if value is None and type(None) in args:
-            return None
-        return _convert(value, inner[0], where, key, nullable=type(None) in args)
-    if origin is Literal:
-        if value in args:
-            return value
-        want = "one of: " + ", ".join(map(str, args))
-    elif origin is tuple:
-        if isinstance(value, list) and len(value) == len(args):
-            return tuple(
-                _convert(v, a, where, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
-            )
-        want = f"a list of {len(args)} values"
-    elif dataclasses.is_dataclass(hint):
-        if isinstance(value, dict):
-            return _build(hint, value, where, key + ".")
-        want = "a mapping"
-    elif hint is bool:
-        if isinstance(value, bool):
-            return value
-        want = "true or false"
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        want = "an integer"
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        want = "a number"
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-        want = "a string"
-    else:  # pragma: no cover - a field type this validator was not taught
-        raise TypeError(f"cards schema: no validator for {hint!r} (key {key})")
-    if nullable:
-        want += " or null"
-    raise ModelSourceError(f"{where}: key {key!r}: expected {want}, got {value!r}")
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Writing (used by the scripts that produce and update the cards)
-
-
-def card_to_dict(card: ModelCard) -> dict[str, Any]:
-    """The card as plain YAML-ready data (tuples become lists), keys in schema order."""
-
-    def plain(value: Any) -> Any:
-        if dataclasses.is_dataclass(value):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        if isinstance(value, tuple):
-            return [plain(v) for v in value]
-        return value
-
-    return plain(card)
 
 
 class _CardDumper(yaml.SafeDumper):
@@ -337,7 +255,7 @@ _CardDumper.add_representer(list, _represent_list)
 
 def dump_card(card: ModelCard) -> str:
     """The card's YAML text, as written under ``hpi/data/model_cards``."""
-    return yaml.dump(card_to_dict(card), Dumper=_CardDumper, sort_keys=False, allow_unicode=True, width=110)
+    return yaml.dump(record_to_dict(card), Dumper=_CardDumper, sort_keys=False, allow_unicode=True, width=110)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -377,7 +295,8 @@ def select_cards(
     Raises:
         InvalidConfigError: ``family`` or ``task`` matches no card; the message lists the available values.
     """
-    pool = _as_list(load_cards() if cards is None else cards)
+    given = load_cards() if cards is None else cards
+    pool = list(given.values()) if isinstance(given, Mapping) else list(given)
     if family is not None:
         families = sorted({c.family for c in pool})
         if family.lower() not in {f.lower() for f in families}:
@@ -392,155 +311,3 @@ def select_cards(
         pool = [c for c in pool if c.core]
     return pool
 
-
-def _as_list(cards: Mapping[str, ModelCard] | Iterable[ModelCard]) -> list[ModelCard]:
-    return list(cards.values()) if isinstance(cards, Mapping) else list(cards)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Tables
-
-_CSV_COLUMNS = (
-    "name",
-    "family",
-    "task",
-    "core",
-    "top1",
-    "recall_at_1",
-    "map",
-    "cpu_normal_ms",
-    "cpu_hpi_ms",
-    "gpu_normal_ms",
-    "gpu_hpi_ms",
-    "size_mb",
-    "params",
-    "flops",
-    "buildable",
-)
-_TEXT_HEADER = (
-    "name",
-    "family",
-    "task",
-    "metric",
-    "CPU ms normal/hpi",
-    "GPU ms normal/hpi",
-    "size MB",
-    "params M",
-    "buildable",
-)
-
-
-def format_cards_table(
-    cards: Mapping[str, ModelCard] | Iterable[ModelCard], fmt: TableFormat = "text"
-) -> str:
-    """The cards as a table: aligned text, a Markdown table, or CSV with one number per column.
-
-    Args:
-        cards: the cards to list, in the order given.
-        fmt: "text", "md" or "csv".
-
-    Raises:
-        InvalidConfigError: unknown ``fmt``.
-    """
-    rows = _as_list(cards)
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(_CSV_COLUMNS)
-        for c in rows:
-            lat = c.latency
-            writer.writerow(
-                [
-                    c.name,
-                    c.family,
-                    c.task,
-                    c.core,
-                    c.metrics.top1,
-                    c.metrics.recall_at_1,
-                    c.metrics.map,
-                    lat.cpu_ms.normal,
-                    lat.cpu_ms.hpi,
-                    lat.gpu_ms.normal,
-                    lat.gpu_ms.hpi,
-                    c.size_mb,
-                    c.params,
-                    c.flops,
-                    c.buildable,
-                ]
-            )
-        return out.getvalue()
-    if fmt not in ("text", "md"):
-        raise InvalidConfigError(f"unknown table format {fmt!r}; available: text, md, csv")
-    body = [_text_row(c) for c in rows]
-    if fmt == "md":
-        lines = ["| " + " | ".join(_TEXT_HEADER) + " |", "|" + "---|" * len(_TEXT_HEADER)]
-        lines += ["| " + " | ".join(r) + " |" for r in body]
-        return "\n".join(lines) + "\n"
-    widths = [max(len(r[i]) for r in [_TEXT_HEADER, *body]) for i in range(len(_TEXT_HEADER))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
-        for r in [_TEXT_HEADER, *body]
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _text_row(card: ModelCard) -> tuple[str, ...]:
-    m = card.metrics
-    if m.top1 is not None:
-        metric = f"top1 {m.top1:g}"
-    elif m.recall_at_1 is not None:
-        metric = f"R@1 {m.recall_at_1:g}"
-    elif m.map is not None:
-        metric = f"mAP {m.map:g}"
-    else:
-        metric = "-"
-    return (
-        card.name + (" *" if card.core else ""),
-        card.family,
-        card.task,
-        metric,
-        _pair(card.latency.cpu_ms),
-        _pair(card.latency.gpu_ms),
-        "-" if card.size_mb is None else f"{card.size_mb:g}",
-        "-" if card.params is None else f"{card.params / 1e6:.2f}",
-        "yes" if card.buildable else "no",
-    )
-
-
-def _pair(pair: LatencyPair) -> str:
-    def one(v: float | None) -> str:
-        return "-" if v is None else f"{v:.2f}"  # the seeds print latency with two decimals
-
-    return f"{one(pair.normal)} / {one(pair.hpi)}"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Command line: `hpi models`
-
-
-def register_cli(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``hpi models`` to the main parser's subcommands; its handler is ``args.func(args) -> int``."""
-    parser = subparsers.add_parser(
-        "models",
-        help="list the model cards (published accuracy, latency, size; measured params)",
-        description="List PaddleX models with their published figures. Core models are marked with '*'.",
-    )
-    parser.add_argument("--family", help="only this architecture family, e.g. PP-LCNet")
-    parser.add_argument("--task", choices=typing.get_args(Task), help="only models of this task")
-    parser.add_argument("--core", action="store_true", help="only the nine core classification models")
-    parser.add_argument(
-        "--format",
-        dest="fmt",
-        choices=typing.get_args(TableFormat),
-        default="text",
-        help="output format (default: text)",
-    )
-    parser.set_defaults(func=run_models_command)
-    return parser
-
-
-def run_models_command(args: argparse.Namespace) -> int:
-    """Print the table for ``hpi models``; HpiError propagates to the main CLI, which reports it."""
-    cards = select_cards(load_cards(), family=args.family, task=args.task, core=args.core)
-    print(format_cards_table(cards, args.fmt), end="")
-    return 0

@@ -7,6 +7,9 @@ deliberately *not* an ``HpiError``, so that ``except HpiError`` never hides them
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 class HpiError(Exception):
     """Base class of every error a caller of hpi can cause or handle."""
@@ -30,6 +33,18 @@ class ExportError(HpiError):
 
 class EngineCacheError(HpiError):
     """The engine cache is unusable (unwritable directory, corrupted entry that cannot be rebuilt)."""
+
+
+class StorageError(HpiError):
+    """A persisted directory cannot be written, or a file in it is missing, truncated or altered.
+
+    Attributes:
+        path: the file or directory at fault.
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str]) -> None:
+        super().__init__(message)
+        self.path = Path(path)
 
 
 class InvalidInputError(HpiError):

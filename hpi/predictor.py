@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from hpi.backends.base import Engine, get_backend
+from hpi.backends import get_backend
+from hpi.backends.base import Engine
 from hpi.cache import EngineCache
 from hpi.device import Device, parse_device
 from hpi.errors import HpiError, InvalidConfigError, InvalidInputError, ModelSourceError, UnknownModelError

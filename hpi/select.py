@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpi.backends.base import BackendConfig, get_backend, list_backends
+from hpi.backends import get_backend, list_backends
+from hpi.backends.base import BackendConfig
 from hpi.device import Device
 from hpi.errors import BackendUnavailableError, InvalidConfigError
 from hpi.model import ModelSource
@@ -145,7 +146,7 @@ def resolve_backend(
     tried = []
     for name in STATIC_ORDER[device.kind]:
         backend = get_backend(name)
-        if source.format not in backend.capabilities.model_formats and "onnx" not in backend.capabilities.model_formats:
+        if not backend.can_load(source.format):
             continue
         reason = backend.unavailable_reason(device)
         if reason is None:

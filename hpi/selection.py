@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from hpi.backends.base import Engine, get_backend, list_backends
+from hpi.backends import get_backend, list_backends
+from hpi.backends.base import Engine
 from hpi.cache import EngineCache
 from hpi.device import Device, device_signature, parse_device, resolve_threads
 from hpi.errors import BackendUnavailableError, HpiError
@@ -196,7 +197,7 @@ def candidates(source: ModelSource, device: Device, hpi_config: HpiConfig) -> tu
     skipped: dict[str, str] = {}
     for name in list_backends():
         backend = get_backend(name)
-        if source.format not in backend.capabilities.model_formats and "onnx" not in backend.capabilities.model_formats:
+        if not backend.can_load(source.format):
             skipped[name] = f"cannot load {source.format} models"
             continue
         reason = backend.unavailable_reason(device)
@@ -211,7 +212,7 @@ def candidates(source: ModelSource, device: Device, hpi_config: HpiConfig) -> tu
             if precision != "fp32" and not hpi_config.allow_reduced_precision:
                 continue
             config = {**base, "precision": precision}
-            if device.is_gpu and name in ("paddle", "onnxruntime"):
+            if device.is_gpu and backend.capabilities.tensorrt_subgraphs:
                 # fp32 without TensorRT (plain CUDA), and TensorRT subgraphs at every precision.
                 if precision == "fp32":
                     out.append(Candidate(name, precision, dict(config)))

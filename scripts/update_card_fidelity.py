@@ -4,7 +4,7 @@ For every card whose model a zoo family module defines:
   * params: counted from parameter shapes of a build under ``paddle.LazyGuard`` (no weights are allocated, so
     even CLIP-L costs nothing), BatchNorm running statistics included (PaddleClas' convention, and what the
     published weight files store);
-  * flops: ``hpi.zoo.fidelity.count_flops`` on one input at the card's input size (needs a real build and a
+  * flops: ``hpi.zoo.nets.fidelity.count_flops`` on one input at the card's input size (needs a real build and a
     forward pass; skipped above --flops-max-params);
   * size_ratio: published size in MB / (params * 4 bytes / 1e6); a ratio far from the median gets a
     fidelity_note saying how far, plus the known cause where there is one (KNOWN_CAUSES).
@@ -18,7 +18,6 @@ Usage: python scripts/update_card_fidelity.py [--only NAME ...] [--no-flops] [--
 from __future__ import annotations
 
 import argparse
-import importlib
 import re
 import statistics
 import sys
@@ -31,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hpi.cards import CARD_SUFFIX, ModelCard, dump_card, parse_card  # noqa: E402
-from hpi.zoo.registry import FAMILY_MODULES, ZooModel  # noqa: E402
+from hpi.zoo.catalogue import FAMILY_MODULES, ZooModel, zoo_models  # noqa: E402
 
 CARDS_DIR = REPO / "hpi" / "data" / "model_cards"
 
@@ -54,32 +53,6 @@ FLOP_CAVEATS: tuple[tuple[str, str], ...] = (
 )
 
 
-def load_zoo() -> tuple[dict[str, ZooModel], list[str], list[str]]:
-    """Zoo models of every importable family module, the modules that do not exist, and the ones that fail."""
-    models: dict[str, ZooModel] = {}
-    missing: list[str] = []
-    failed: list[str] = []
-    for mod_name in FAMILY_MODULES:
-        full = f"hpi.zoo.{mod_name}"
-        try:
-            module = importlib.import_module(full)
-        except ModuleNotFoundError as exc:
-            if exc.name == full:
-                missing.append(mod_name)
-            else:
-                failed.append(f"{mod_name} ({type(exc).__name__}: {exc})")
-            continue
-        except Exception as exc:  # a module being written may fail in any way; report it and go on
-            failed.append(f"{mod_name} ({type(exc).__name__}: {exc})")
-            continue
-        for model in getattr(module, "MODELS", []):
-            if model.name in models:
-                failed.append(f"{mod_name} (defines {model.name} a second time)")
-                continue
-            models[model.name] = model
-    return models, missing, failed
-
-
 def disagreements(card: ModelCard, model: ZooModel) -> list[str]:
     """Where the zoo's record of a model contradicts its card (family, task, input size, resize)."""
     pairs = (
@@ -95,7 +68,7 @@ def lazy_param_count(model: ZooModel) -> int:
     """Parameter count from shapes, weights never allocated; falls back to a real build if lazy building fails."""
     import paddle
 
-    from hpi.zoo.fidelity import count_params
+    from hpi.zoo.nets.fidelity import count_params
 
     try:
         with paddle.LazyGuard():
@@ -108,7 +81,7 @@ def lazy_param_count(model: ZooModel) -> int:
 def flop_count(model: ZooModel, input_size: int) -> int:
     import paddle
 
-    from hpi.zoo.fidelity import count_flops
+    from hpi.zoo.nets.fidelity import count_flops
 
     paddle.seed(0)
     net = model.build()
@@ -181,12 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="report, write nothing")
     args = ap.parse_args(argv)
 
-    zoo, missing, failed = load_zoo()
-    print(f"zoo: {len(zoo)} models from {len(FAMILY_MODULES) - len(missing) - len(failed)} family modules")
-    if missing:
-        print(f"family modules not there yet (skipped): {', '.join(missing)}")
-    for item in failed:
-        print(f"family module failed to import (skipped): {item}")
+    zoo = zoo_models()
+    print(f"zoo: {len(zoo)} models from {len(FAMILY_MODULES)} family modules")
 
     paths = {p.stem: p for p in sorted(args.cards.glob(f"*{CARD_SUFFIX}"))}
     cards = {name: parse_card(p.read_text(encoding="utf-8"), where=str(p)) for name, p in paths.items()}

@@ -114,6 +114,34 @@ def toy_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> Path:
+    """An empty local model store under a private HPI_HOME."""
+    monkeypatch.setenv("HPI_HOME", str(tmp_path / "home"))
+    return tmp_path / "home" / "models"
+
+
+@pytest.fixture(scope="session")
+def orientation_dataset(tmp_path_factory) -> Path:
+    """Rendered text pages rotated 0/90/180/270, in PaddleX's classification layout (val.txt + label.txt)."""
+    import cv2
+
+    root = tmp_path_factory.mktemp("doc_ori_dataset")
+    (root / "images").mkdir()
+    labels = ["0", "90", "180", "270"]
+    (root / "label.txt").write_text("".join(f"{i} {name}\n" for i, name in enumerate(labels)))
+    lines = []
+    for seed in range(3):
+        page = render_page(seed)
+        for k in range(4):
+            clockwise = (360 - 90 * k) % 360
+            name = f"images/page{seed}_rot{clockwise}.png"
+            cv2.imwrite(str(root / name), np.rot90(page, k))
+            lines.append(f"{name} {labels.index(str(clockwise))}")
+    (root / "val.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
 @pytest.fixture(scope="session")
 def photos() -> dict[str, np.ndarray]:
     """Real photos from scikit-image, as BGR uint8 arrays (the cv2 / PaddleX array convention)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import importlib.util
 import re
@@ -17,11 +16,9 @@ from hpi.cards import (
     core_models,
     default_cards_dir,
     dump_card,
-    format_cards_table,
     get_card,
     load_cards,
     parse_card,
-    register_cli,
     select_cards,
 )
 from hpi.errors import InvalidConfigError, ModelSourceError, UnknownModelError
@@ -207,31 +204,15 @@ def test_get_card_suggests_close_names() -> None:
         get_card("PPLCNet_x1_0")
 
 
-def test_select_and_tables(cards: dict[str, ModelCard]) -> None:
+def test_select_cards(cards: dict[str, ModelCard]) -> None:
     starnet = select_cards(cards, family="starnet")
     assert [c.name for c in starnet] == ["StarNet-S1", "StarNet-S2", "StarNet-S3", "StarNet-S4"]
     assert [c.name for c in select_cards(cards, task="embedding")] == ["PP-ShiTuV2_rec"]
+    assert [c.name for c in select_cards(list(cards.values()), core=True)] == sorted(CORE)
     with pytest.raises(InvalidConfigError, match="available: .*ResNet"):
         select_cards(cards, family="VGG")
-    csv_text = format_cards_table(starnet, "csv")
-    lines = csv_text.splitlines()
-    assert lines[0].startswith("name,family,task") and len(lines) == 5
-    assert "StarNet-S1,StarNet,classification,False,73.6," in lines[1]
-    md = format_cards_table(core_models(cards), "md")
-    assert md.count("\n") == 2 + 9 and "| PP-LCNet_x1_0 * |" in md
-    text = format_cards_table(core_models(cards))
-    assert "4.03 / 1.35" in text and "2.35 / 0.47" in text
-    with pytest.raises(InvalidConfigError):
-        format_cards_table(starnet, "html")  # type: ignore[arg-type]
-
-
-def test_cli_lists_core_models(capsys: pytest.CaptureFixture[str]) -> None:
-    parser = argparse.ArgumentParser(prog="hpi")
-    register_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["models", "--core", "--format", "csv"])
-    assert args.func(args) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert len(out) == 10 and {line.split(",")[0] for line in out[1:]} == CORE
+    with pytest.raises(InvalidConfigError, match="unknown task 'segmentation'"):
+        select_cards(cards, task="segmentation")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -239,19 +220,9 @@ def test_cli_lists_core_models(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def _zoo_module_of(name: str):  # noqa: ANN202 - returns a ZooModel or None
-    from hpi.zoo.registry import FAMILY_MODULES
+    from hpi.zoo.catalogue import zoo_models
 
-    for mod_name in FAMILY_MODULES:
-        try:
-            module = importlib.import_module(f"hpi.zoo.{mod_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"hpi.zoo.{mod_name}":
-                continue
-            raise
-        for model in module.MODELS:
-            if model.name == name:
-                return model
-    return None
+    return zoo_models().get(name)
 
 
 _MEASURED = sorted(name for name, card in load_cards().items() if card.params is not None)
@@ -261,7 +232,7 @@ _MEASURED = sorted(name for name, card in load_cards().items() if card.params is
 @pytest.mark.parametrize("name", _MEASURED)
 def test_measured_params_match_the_zoo_build(name: str) -> None:
     paddle = pytest.importorskip("paddle")
-    from hpi.zoo.fidelity import count_params
+    from hpi.zoo.nets.fidelity import count_params
 
     card = get_card(name)
     model = _zoo_module_of(name)

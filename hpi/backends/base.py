@@ -1,10 +1,10 @@
-"""One interface for every inference backend, an explicit registry, and typed per-backend configs.
+"""One interface for every inference backend: capabilities, typed per-backend configs, engines that load and run.
 
 A :class:`Backend` says what it can do (:class:`Capabilities`) and, for a device, why it cannot run there
 (:meth:`Backend.unavailable_reason`) before anything is built. :meth:`Backend.engine` is cheap: it returns an
-:class:`Engine` holding only paths and settings. :meth:`Engine.load` builds what is missing through the engine
-cache and creates the session; :meth:`Engine.run` checks state and inputs once, then calls the backend's
-``_run``. ``with engine:`` loads and closes.
+:class:`Engine` holding only paths and settings. :meth:`Engine.load` asks :mod:`hpi.build` for what is missing
+(through the engine cache) and creates the session; :meth:`Engine.run` checks state and inputs once, then calls the backend's
+``_run``. ``with engine:`` loads and closes. Backends are looked up in :mod:`hpi.backends`.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ class Capabilities:
     dynamic_batch: bool  # one engine serves any batch size (within a profile, for TensorRT)
     model_formats: frozenset[str]  # what it loads: "paddle", "onnx" (a Paddle model is exported to ONNX first)
     input_layouts: tuple[str, ...] = ("NCHW",)  # "NHWC_U8": can fold preprocessing into the graph
+    tensorrt_subgraphs: bool = False  # on GPU, runs TensorRT subgraphs when its config says use_tensorrt=True
+    batched_nms: bool = False  # a detection graph with NMS inside runs at any batch size
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,11 @@ class Backend(ABC):
     engine_class: ClassVar[type[Engine]]
     requires: ClassVar[tuple[tuple[str, str], ...]] = ()  # (importable module, pip requirement) pairs
 
+    def can_load(self, model_format: str) -> bool:
+        """Whether this backend loads a model in ``model_format`` ("paddle", "onnx"), directly or via ONNX export."""
+        formats = self.capabilities.model_formats
+        return model_format in formats or "onnx" in formats
+
     def unavailable_reason(self, device: Device) -> str | None:
         """Why this backend cannot run on ``device`` here, or None when it can."""
         if device.kind not in self.capabilities.devices:
@@ -231,7 +238,7 @@ class Backend(ABC):
                 f"backend {self.name!r} cannot run {cfg.precision} on {device.kind}; "
                 f"supported: {', '.join(self.precisions(device))}"
             )
-        if source.format not in self.capabilities.model_formats and "onnx" not in self.capabilities.model_formats:
+        if not self.can_load(source.format):
             raise InvalidConfigError(f"backend {self.name!r} cannot load {source.format} models")
         if cfg.fold_preprocess:
             if "NHWC_U8" not in self.capabilities.input_layouts:
@@ -240,43 +247,6 @@ class Backend(ABC):
             if spec is None or spec.output_size is None:
                 raise InvalidConfigError(f"{source.name}: folding preprocessing needs a fixed input size (a crop)")
         return self.engine_class(self, source, device, cfg, cache or EngineCache())
-
-
-_REGISTRY: dict[str, Backend] = {}
-
-
-def register_backend(backend: Backend) -> Backend:
-    """Add a backend to the registry; a duplicate name is an error."""
-    if backend.name in _REGISTRY:
-        raise HpiInternalError(f"backend {backend.name!r} is registered twice")
-    _REGISTRY[backend.name] = backend
-    return backend
-
-
-def _ensure_builtin() -> None:
-    # Importing each module registers its backend once (a module body runs once); none imports its runtime
-    # library at module level. Checked every call: a caller may have imported just one backend module first.
-    from hpi.backends import onnxruntime, openvino, paddle, tensorrt  # noqa: F401
-
-
-def get_backend(name: str) -> Backend:
-    _ensure_builtin()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise InvalidConfigError(f"unknown backend {name!r}; known: {', '.join(_REGISTRY)}") from None
-
-
-def list_backends() -> list[str]:
-    """Every registered backend name, available here or not."""
-    _ensure_builtin()
-    return list(_REGISTRY)
-
-
-def available_backends(device: Device) -> dict[str, str | None]:
-    """Each backend's name -> None if it can run on ``device``, else the reason it cannot."""
-    _ensure_builtin()
-    return {name: b.unavailable_reason(device) for name, b in _REGISTRY.items()}
 
 
 def check_batch(array: np.ndarray, expected: Sequence[int | None], name: str) -> None:

@@ -1,8 +1,10 @@
 """Paddle Inference: PaddleX's normal mode, and the fp32 reference every other backend is checked against.
 
 CPU runs with oneDNN (3-6x faster than without on this kind of machine) and an explicit thread count; GPU runs
-with CUDA and optionally Paddle-TensorRT subgraphs. Paddle's optimisation cache lives in the engine cache,
-never in the model directory.
+with CUDA and optionally TensorRT (``use_tensorrt``): a PIR model (``inference.json``) is converted ahead of time
+by :mod:`hpi.build.paddle_trt` and loaded with a plain GPU config; an old-format model (``inference.pdmodel``)
+uses ``enable_tensorrt_engine``, whose optimisation cache is a sealed engine-cache entry built by a warm-up
+(:mod:`hpi.build.runtime_cache`), never the model directory.
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hpi.backends.base import Backend, BackendConfig, Capabilities, Engine, register_backend
-from hpi.device import device_signature, resolve_threads
+from hpi.backends.base import Backend, BackendConfig, Capabilities, Engine
+from hpi.build.paddle_trt import convert_pir, image_profile, input_names, tensorrt_reason
+from hpi.build.runtime_cache import ScratchCopy, warmed_copy
+from hpi.cache import EngineCache
+from hpi.device import Device, device_signature, resolve_threads
 from hpi.errors import BackendUnavailableError, InvalidConfigError
+from hpi.model import ModelSource
 
 logger = logging.getLogger(__name__)
 
@@ -52,17 +58,48 @@ class PaddleEngine(Engine):
             import paddle.inference as pi
         except ImportError as exc:  # unavailable_reason checked the spec; the import itself can still fail
             raise BackendUnavailableError(f"paddlepaddle failed to import: {exc}") from exc
-        src = self.source
+        src, cfg = self.source, self.config
+        self._scratch: ScratchCopy | None = None
+        model_file, params_file, optim_dir = src.model_file, src.params_file, None
+        if self.device.is_gpu and cfg.use_tensorrt:
+            # Unverified on a GPU (docs/gpu.md): written against Paddle 3.x's documented APIs.
+            if src.model_file.suffix == ".json":
+                converted = convert_pir(src, self.cache, self._trt_parts(), cfg.precision, cfg.trt_max_batch_size,
+                                        cfg.trt_min_subgraph_size)
+                model_file, params_file = converted.path, converted.path.with_suffix(".pdiparams")
+            else:
+                self._scratch = warmed_copy(self.cache, "paddle-optim", self._trt_parts(),
+                                            lambda d: self._warm_up(pi, d),
+                                            "Paddle-TensorRT optimisation cache, built by a warm-up")
+                optim_dir = self._scratch.path
+        self._predictor = pi.create_predictor(self._config(pi, model_file, params_file, optim_dir))
+        self.input_names = list(self._predictor.get_input_names())
+        self.output_names = list(self._predictor.get_output_names())
+        spec = src.spec.preprocess
+        if spec is not None and spec.output_size and len(self.input_names) == 1:
+            w, h = spec.output_size
+            self.input_shapes = {self.input_names[0]: [None, 3, h, w] if spec.channels_first else [None, h, w, 3]}
+            self.input_dtypes = {self.input_names[0]: np.dtype(np.float32)}
+
+    def _trt_parts(self) -> dict:
+        """What a TensorRT build of this model depends on: the whole config, the GPU, Paddle and its TensorRT."""
+        import paddle.inference as pi
+
+        return {"model": self.source.content_hash, "format": self.source.model_file.suffix,
+                "config": self.config.to_dict(), "device": device_signature(self.device),
+                "paddle": self.backend.version(), "trt": ".".join(map(str, pi.get_trt_runtime_version()))}
+
+    def _config(self, pi, model_file, params_file, optim_dir):  # noqa: ANN001, ANN202 - paddle.inference types
         cfg = self.config
-        config = pi.Config(str(src.model_file), str(src.params_file))
+        config = pi.Config(str(model_file), str(params_file))
         config.disable_glog_info()
-        if src.model_file.suffix == ".json":
+        if str(model_file).endswith(".json"):
             config.enable_new_ir(True)
             config.enable_new_executor(True)
         if self.device.is_gpu:
             config.enable_use_gpu(cfg.gpu_memory_mb, self.device.index)
-            if cfg.use_tensorrt:
-                self._enable_tensorrt(pi, config)
+            if optim_dir is not None:
+                self._enable_tensorrt(pi, config, optim_dir)
         else:
             config.disable_gpu()
             config.set_cpu_math_library_num_threads(resolve_threads(cfg.threads))
@@ -75,26 +112,12 @@ class PaddleEngine(Engine):
                 raise InvalidConfigError("PaddleConfig: bf16 on CPU needs enable_onednn=True")
         if cfg.memory_optim:
             config.enable_memory_optim()
-        self._predictor = pi.create_predictor(config)
-        self.input_names = list(self._predictor.get_input_names())
-        self.output_names = list(self._predictor.get_output_names())
-        spec = src.spec.preprocess
-        if spec is not None and spec.output_size and len(self.input_names) == 1:
-            w, h = spec.output_size
-            self.input_shapes = {self.input_names[0]: [None, 3, h, w] if spec.channels_first else [None, h, w, 3]}
-            self.input_dtypes = {self.input_names[0]: np.dtype(np.float32)}
+        return config
 
-    def _enable_tensorrt(self, pi, config) -> None:  # noqa: ANN001 - paddle.inference types
-        # Unverified on this project's CI machines (no GPU): written against Paddle 3.x's documented Config API.
+    def _enable_tensorrt(self, pi, config, optim_dir) -> None:  # noqa: ANN001 - paddle.inference types
+        """The old-format route: TensorRT subgraphs built by Paddle Inference, serialised into ``optim_dir``."""
         cfg = self.config
         precision = {"fp32": pi.PrecisionType.Float32, "fp16": pi.PrecisionType.Half}[cfg.precision]
-        optim_dir = self.cache.get_or_build(
-            "paddle-optim",
-            {"model": self.source.content_hash, "precision": cfg.precision,
-             "device": device_signature(self.device), "paddle": self.backend.version(),
-             "trt": str(pi.get_trt_runtime_version()), "max_batch": cfg.trt_max_batch_size},
-            lambda d: (d / "README").write_text("Paddle-TensorRT optimisation cache\n"),
-        )
         config.set_optim_cache_dir(str(optim_dir))
         config.enable_tensorrt_engine(
             workspace_size=1 << 30,
@@ -104,20 +127,19 @@ class PaddleEngine(Engine):
             use_static=True,
             use_calib_mode=False,
         )
-        spec = self.source.spec.preprocess
-        if spec is not None and spec.output_size:
-            w, h = spec.output_size
-            # The profile needs the input's name before the predictor exists: ask a throwaway CPU predictor.
-            probe = pi.Config(str(self.source.model_file), str(self.source.params_file))
-            probe.disable_gpu()
-            probe.disable_glog_info()
-            names = pi.create_predictor(probe).get_input_names()
-            if len(names) != 1:
-                raise InvalidConfigError(f"Paddle-TensorRT profiles support one input; {self.source.name} has {names}")
-            name = names[0]
-            config.set_trt_dynamic_shape_info(
-                {name: [1, 3, h, w]}, {name: [cfg.trt_max_batch_size, 3, h, w]}, {name: [1, 3, h, w]}
-            )
+        names = input_names(pi, self.source.model_file, self.source.params_file)
+        (name, (low, opt, high)), = image_profile(self.source, names, cfg.trt_max_batch_size).items()
+        config.set_trt_dynamic_shape_info({name: low}, {name: high}, {name: opt})  # Paddle's order: min, max, opt
+
+    def _warm_up(self, pi, directory) -> None:  # noqa: ANN001
+        """Create a TensorRT predictor whose optimisation cache is ``directory`` and run it once."""
+        predictor = pi.create_predictor(self._config(pi, self.source.model_file, self.source.params_file, directory))
+        names = input_names(pi, self.source.model_file, self.source.params_file)
+        (name, (low, _, _)), = image_profile(self.source, names, self.config.trt_max_batch_size).items()
+        handle = predictor.get_input_handle(name)
+        handle.reshape(low)
+        handle.copy_from_cpu(np.zeros(low, np.float32))
+        predictor.run()
 
     def _run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         for name, array in feed.items():
@@ -129,6 +151,9 @@ class PaddleEngine(Engine):
 
     def _close(self) -> None:
         self._predictor = None
+        if getattr(self, "_scratch", None) is not None:
+            self._scratch.close()
+            self._scratch = None
 
 
 class PaddleBackend(Backend):
@@ -138,6 +163,8 @@ class PaddleBackend(Backend):
         precisions={"cpu": ("fp32", "bf16"), "gpu": ("fp32", "fp16")},
         dynamic_batch=True,
         model_formats=frozenset({"paddle"}),
+        tensorrt_subgraphs=True,
+        batched_nms=True,
     )
     config_class = PaddleConfig
     engine_class = PaddleEngine
@@ -153,10 +180,19 @@ class PaddleBackend(Backend):
                 return "no CUDA device"
         return None
 
+    def engine(self, source: ModelSource, device: Device, config=None,  # noqa: ANN001
+               cache: EngineCache | None = None) -> Engine:
+        engine = super().engine(source, device, config, cache)
+        if device.is_gpu and engine.config.use_tensorrt:
+            import paddle.inference as pi
+
+            reason = tensorrt_reason(pi)
+            if reason:
+                raise BackendUnavailableError(f"backend 'paddle' cannot use TensorRT on {device}: {reason}")
+        return engine
+
     def version(self) -> str:
         import paddle
 
         return paddle.version.full_version
 
-
-register_backend(PaddleBackend())

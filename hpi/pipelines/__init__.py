@@ -40,7 +40,8 @@ from typing import Any
 
 import yaml
 
-from hpi.errors import InvalidConfigError, UnknownModelError
+from hpi.errors import InvalidConfigError, StorageError, UnknownModelError
+from hpi.storage import write_file_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -315,12 +316,9 @@ def save_pipeline_config(name: str, save_path: str | os.PathLike[str]) -> Path:
     if target.suffix not in (".yaml", ".yml"):
         target = target / f"{name}.yaml"
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_bytes(src.read_bytes())
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise InvalidConfigError(f"cannot write the {name} config to {target}: {exc.strerror or exc}") from exc
+        write_file_atomic(target, src.read_bytes())
+    except (OSError, StorageError) as exc:
+        raise InvalidConfigError(f"cannot write the {name} config to {target}: {exc}") from exc
     return target
 
 

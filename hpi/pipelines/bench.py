@@ -20,7 +20,7 @@ import numpy as np
 
 from hpi.errors import InvalidConfigError
 from hpi.harness import Timing, time_callable
-from hpi.pipelines.index import FeatureIndex
+from hpi.retrieval import FeatureIndex
 
 STAGES = ("detect", "embed", "search")
 

@@ -43,7 +43,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from hpi.backends.base import Engine, get_backend
+from hpi.backends import get_backend
+from hpi.backends.base import Engine
 from hpi.cache import EngineCache
 from hpi.device import Device, parse_device
 from hpi.errors import HpiError, InvalidConfigError, InvalidInputError, ModelSourceError
@@ -565,7 +566,7 @@ class DetectionPredictor(LoadedModel):
             )
         batch_dim = engine.input_shapes.get(IMAGE_INPUT, [None])[0]
         # Undecoded heads and Paddle's own NMS batch fine; an NMS graph converted to ONNX takes one image at a time.
-        self._batchable = batch_dim is None and (self.spec.raw_heads or engine.name == "paddle")
+        self._batchable = batch_dim is None and (self.spec.raw_heads or engine.backend.capabilities.batched_nms)
 
     def detect(self, images: Sequence[np.ndarray], threshold: float | None = None) -> list[list[DetBox]]:
         """Boxes per RGB uint8 HWC image, in original-image pixels, scoring above ``threshold``.

@@ -7,7 +7,7 @@ Per image, as PP-ShiTu does it:
    recognised, and a gallery image queried as is matches itself).
 2. **Features.** Every candidate is cropped (``img[int(ymin):int(ymax), int(xmin):int(xmax)]``) and all crops
    of the image are embedded in one batch; features are L2-normalised.
-3. **Retrieval.** Each feature is searched in the :class:`~hpi.pipelines.index.FeatureIndex` for ``rec_topk``
+3. **Retrieval.** Each feature is searched in the :class:`~hpi.retrieval.index.FeatureIndex` for ``rec_topk``
    labels; a label is kept when its score passes ``rec_threshold`` (``IP``: similarity at least the threshold;
    ``L2``: squared distance at most the threshold). Candidates without a kept label are dropped.
 4. **Box NMS.** Candidates are ordered by their best score and one that overlaps a better one by more than
@@ -43,9 +43,9 @@ from hpi.pipelines.detection import (
     create_detector,
     draw_boxes,
 )
-from hpi.pipelines.index import FeatureIndex, Hit, IndexType, MetricType, read_gallery
 from hpi.predictor import ItemFailure, PredictionError, Predictor, create_model
 from hpi.results import BaseResult
+from hpi.retrieval import FeatureIndex, Hit, IndexType, MetricType, read_gallery
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@
 * :mod:`hpi.serving.auth`: API keys and admin keys
 * :mod:`hpi.serving.observability`: logIds, the JSON access log, Prometheus metrics
 * :mod:`hpi.serving.indexes`: PP-ShiTuV2 indexes built through the API, persisted by key, within quotas
-* :mod:`hpi.serving.cli`: ``hpi serve``
+* :mod:`hpi.cli.serve`: ``hpi serve`` (and ``python -m hpi.serving``)
 
 Names are imported on first use, so ``import hpi.serving`` works without FastAPI installed.
 """

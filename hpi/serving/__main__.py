@@ -2,6 +2,6 @@
 
 import sys
 
-from hpi.serving.cli import main
+from hpi.cli.serve import main
 
 sys.exit(main())

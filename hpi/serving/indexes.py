@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from hpi.errors import InvalidConfigError
-from hpi.pipelines.index import FeatureIndex, IndexFileError
+from hpi.retrieval import FeatureIndex, IndexFileError
 from hpi.serving.limits import RequestRejectedError
 
 logger = logging.getLogger(__name__)

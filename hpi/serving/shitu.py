@@ -21,8 +21,8 @@ import numpy as np
 from fastapi import FastAPI, Request
 
 from hpi.errors import HpiError, HpiInternalError, InvalidConfigError
-from hpi.pipelines.index import FeatureIndex, UnknownIdError
 from hpi.predictor import PredictionError
+from hpi.retrieval import FeatureIndex, UnknownIdError
 from hpi.serving.batching import DynamicBatcher, worker_for
 from hpi.serving.common import (
     ServeSettings,

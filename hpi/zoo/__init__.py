@@ -1,9 +1,14 @@
 """The offline model zoo: real architectures with seeded weights, saved exactly like PaddleX inference dirs.
 
 Official PaddleX weights cannot be downloaded here, and latency depends on the architecture rather than the
-weights, so hpi builds each architecture in Paddle, seeds its weights (so outputs are decisive, see
-:mod:`hpi.zoo.export`) and stores it in the local model store (:mod:`hpi.zoo.store`). Real weights a user
-downloaded elsewhere can be added to the store and are then preferred.
+weights, so hpi builds each architecture in Paddle, seeds its weights (so outputs are decisive) and stores it in
+the local model store. Real weights a user downloaded elsewhere can be added to the store and are then preferred.
+
+* :mod:`hpi.zoo.catalogue`: which models exist and how to build them (no Paddle import).
+* :mod:`hpi.zoo.nets`: the networks in Paddle, with their shared layers.
+* :mod:`hpi.zoo.seeding` (and :mod:`hpi.zoo.shituv2_seeding` for PP-ShiTuV2): seeding and writing PaddleX
+  inference directories.
+* :mod:`hpi.zoo.store`: the local model store, written through :mod:`hpi.storage`.
 
 >>> from hpi import zoo
 >>> path = zoo.build("PP-LCNet_x1_0")          # doctest: +SKIP
@@ -15,15 +20,15 @@ Importing this package does not import Paddle; building does.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hpi.errors import UnknownModelError
-from hpi.zoo.registry import FAMILY_MODULES, ZooModel, zoo_models
+from hpi.zoo.catalogue import ZooModel, zoo_models
 from hpi.zoo.store import (
     add,
+    is_stored,
     locate,
     model_dir,
     provenance_record,
@@ -41,45 +46,29 @@ class ZooEntry:
     real: Path | None  # real weights added with `add`, if any
 
 
-def _catalogue() -> tuple[dict[str, ZooModel], list[str]]:
-    """Models of every family module that imports, and the modules that did not (named, with the reason)."""
-    models: dict[str, ZooModel] = {}
-    broken: list[str] = []
-    for mod_name in FAMILY_MODULES:
-        try:
-            module = importlib.import_module(f"hpi.zoo.{mod_name}")
-        except ImportError as exc:
-            broken.append(f"hpi.zoo.{mod_name} ({exc})")
-            continue
-        for model in module.MODELS:
-            models.setdefault(model.name, model)
-    return models, broken
-
-
 def get_model(name: str) -> ZooModel:
     """The zoo record for ``name``.
 
     Raises:
         UnknownModelError: no family module defines ``name``; the message lists the available names.
     """
-    models, broken = _catalogue()
+    models = zoo_models()
     if name in models:
         return models[name]
-    hint = f" (not importable: {'; '.join(broken)})" if broken else ""
-    raise UnknownModelError(f"no zoo model {name!r}; available: {', '.join(models)}{hint}")
+    raise UnknownModelError(f"no zoo model {name!r}; available: {', '.join(models)}")
 
 
 def list_models() -> list[ZooEntry]:
     """Every buildable model in catalogue order, with its stored directories."""
-    models, _ = _catalogue()
+    models = zoo_models()
     out = []
     for model in models.values():
         seeded, real = model_dir(model.name, "seeded"), model_dir(model.name, "real")
         out.append(
             ZooEntry(
                 model,
-                seeded if (seeded / "inference.yml").is_file() else None,
-                real if (real / "inference.yml").is_file() else None,
+                seeded if is_stored(seeded) else None,
+                real if is_stored(real) else None,
             )
         )
     return out
@@ -107,11 +96,7 @@ def build(name: str, output: str | Path | None = None, *, seed: int = 0, overwri
     target = Path(output).expanduser() if output is not None else model_dir(name, "seeded")
 
     def fill(tmp: Path) -> dict[str, Any]:
-        from hpi.zoo.export import export_zoo_model
-
-        # A family with its own output format (detectors, PaddleClas' exact recognition config) names its exporter.
-        exporter = model.extra.get("export", export_zoo_model)
-        report = exporter(model, tmp, seed=seed)
+        report = model.load_exporter()(model, tmp, seed=seed)
         return provenance_record(
             "seeded",
             seed=seed,

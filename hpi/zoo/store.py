@@ -9,41 +9,31 @@ Layout::
 :func:`locate` prefers real weights. Every stored directory carries ``hpi_zoo.json`` (which weights, seed, hpi
 version, build time) so that results can say whether they came from seeded weights (:func:`weights_kind`).
 
-Writes are atomic: a model is written into a temporary directory beside its target and renamed into place
-under a per-model file lock, so a reader never sees a half-written directory, and a failed build leaves
-nothing behind.
+Writes go through :func:`hpi.storage.write_directory`: a model is written into a temporary directory beside its
+target and renamed into place under a per-model file lock, with ``hpi_zoo.json`` (the provenance record plus the
+size and SHA-256 of every file) written last. A reader never sees a half-written directory, a failed build leaves
+nothing behind, and :func:`locate` never returns a directory whose files do not match their record.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from filelock import FileLock
+from hpi import storage
+from hpi.errors import InvalidConfigError, ModelSourceError, StorageError
 
-from hpi.errors import InvalidConfigError, ModelSourceError
+logger = logging.getLogger(__name__)
 
 WeightsKind = Literal["seeded", "real"]
 PROVENANCE_FILE = "hpi_zoo.json"
 _KINDS: tuple[WeightsKind, ...] = ("real", "seeded")  # locate() order
-
-
-@dataclass(frozen=True)
-class StoredModel:
-    """One directory in the store."""
-
-    name: str  # PaddleX model name
-    weights: WeightsKind  # which sub-directory
-    path: Path  # the PaddleX inference directory
-    provenance: dict[str, Any]  # content of hpi_zoo.json ({} when unreadable)
 
 
 def models_root() -> Path:
@@ -75,12 +65,28 @@ def model_dir(name: str, weights: WeightsKind) -> Path:
 
 
 def locate(name: str) -> Path | None:
-    """The stored directory for ``name``: real weights if added, else the seeded build, else None."""
+    """The stored directory for ``name``: real weights if added, else the seeded build, else None.
+
+    A directory whose files do not match the sizes and checksums in its ``hpi_zoo.json`` (or that has none)
+    is skipped with a warning saying how to replace it: it is never loaded.
+    """
     for kind in _KINDS:
         path = model_dir(name, kind)
-        if (path / "inference.yml").is_file():
-            return path
+        if not (path / "inference.yml").is_file():
+            continue
+        try:
+            storage.verify_directory(path, PROVENANCE_FILE)
+        except StorageError as exc:
+            again = f"hpi zoo add {name} DIR" if kind == "real" else f"hpi zoo build {name} --overwrite"
+            logger.warning("ignoring the stored %s model %s: %s; replace it with `%s`", kind, path, exc, again)
+            continue
+        return path
     return None
+
+
+def is_stored(path: Path) -> bool:
+    """True for a finished store write: the model config and the record written last (checked fully on load)."""
+    return (path / "inference.yml").is_file() and "files" in read_provenance(path)
 
 
 def weights_kind(model_dir: str | Path) -> WeightsKind | None:
@@ -117,30 +123,6 @@ def provenance_record(weights: WeightsKind, *, seed: int | None, **extra: Any) -
     return record
 
 
-def list_stored() -> list[StoredModel]:
-    """Every model directory in the store, by name, real before seeded."""
-    root = models_root()
-    if not root.is_dir():
-        return []
-    out = []
-    for entry in sorted(root.iterdir()):
-        if not entry.is_dir() or entry.name.startswith("."):
-            continue
-        for kind in _KINDS:
-            path = entry / kind
-            if (path / "inference.yml").is_file():
-                out.append(StoredModel(entry.name, kind, path, read_provenance(path)))
-    return out
-
-
-@contextmanager
-def _locked(target: Path) -> Iterator[None]:
-    """Serialise writers of one model directory (also across processes)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target.parent / f".{target.name}.lock")):
-        yield
-
-
 def write_atomic(
     target: Path,
     fill: Callable[[Path], dict[str, Any]],
@@ -150,55 +132,40 @@ def write_atomic(
 ) -> Path:
     """Create directory ``target`` by calling ``fill(tmp)`` on a fresh temporary directory beside it.
 
-    ``fill`` writes the model files and returns the provenance record, which is written last. Only then is
-    the temporary directory renamed to ``target`` (replacing an old one when ``overwrite``). If ``fill`` raises,
-    the temporary directory is removed and ``target`` is left as it was.
+    ``fill`` writes the model files and returns the provenance record, which is written last together with every
+    file's size and checksum (:func:`hpi.storage.write_directory`). Only then is the temporary directory renamed to
+    ``target`` (replacing an old one when ``overwrite``). If ``fill`` raises, the temporary directory is removed
+    and ``target`` is left as it was.
 
     Without ``overwrite``, an existing non-empty ``target`` is kept and returned when ``reuse`` accepts its
-    provenance record (checked under the lock, so two processes building the same model both succeed).
+    provenance record and its files match their checksums (checked under the lock, so two processes building
+    the same model both succeed); a reusable record over damaged files is rebuilt.
 
     Raises:
-        ModelSourceError: ``target`` exists, is not empty and not reusable, and ``overwrite`` is False.
+        ModelSourceError: ``target`` exists, is not empty and not reusable, and ``overwrite`` is False; or the
+            store cannot be written.
     """
-    target = Path(target)
-    with _locked(target):
-        if _non_empty(target) and not overwrite:
-            existing = read_provenance(target)
-            if reuse is not None and reuse(existing):
-                return target
-            held = f" (weights={existing.get('weights')}, seed={existing.get('seed')})" if existing else ""
-            raise ModelSourceError(
-                f"{target} already exists{held}; pass overwrite=True (--overwrite) to replace it"
-            )
-        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"
-        tmp.mkdir(mode=0o777)  # the umask applies, as for any directory the user creates
-        try:
-            record = fill(tmp)
-            (tmp / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-            _replace_dir(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return target
+
+    def keep_existing(existing_dir: Path) -> bool:
+        if overwrite or not _non_empty(existing_dir):
+            return False
+        existing = read_provenance(existing_dir)
+        if reuse is not None and reuse(existing):
+            if storage.is_complete(existing_dir, PROVENANCE_FILE):
+                return True
+            logger.warning("%s is incomplete or damaged; rebuilding it", existing_dir)
+            return False
+        held = f" (weights={existing.get('weights')}, seed={existing.get('seed')})" if existing else ""
+        raise ModelSourceError(f"{existing_dir} already exists{held}; pass overwrite=True (--overwrite) to replace it")
+
+    try:
+        return storage.write_directory(target, fill, manifest=PROVENANCE_FILE, keep_existing=keep_existing)
+    except StorageError as exc:
+        raise ModelSourceError(f"cannot write the model store directory {target}: {exc}") from exc
 
 
 def _non_empty(path: Path) -> bool:
     return path.is_dir() and any(path.iterdir())
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``; an existing ``target`` is first renamed aside, then deleted."""
-    if target.exists() or target.is_symlink():
-        trash = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(target, trash)
-        try:
-            os.replace(new, target)
-        except BaseException:
-            os.replace(trash, target)  # put the old one back
-            raise
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(new, target)
 
 
 def add(name: str, src_dir: str | Path, *, overwrite: bool = True) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hpi.backends.base import available_backends, get_backend, list_backends
+from hpi.backends import available_backends, get_backend, list_backends
 from hpi.cache import EngineCache
 from hpi.device import Device
 from hpi.errors import BackendUnavailableError, InvalidConfigError, InvalidInputError

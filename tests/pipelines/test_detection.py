@@ -369,11 +369,9 @@ def test_nms_in_the_graph_gives_original_coordinates(nms_toy_dir: Path, engine_c
 
 @pytest.fixture(scope="module")
 def zoo_detector_dir(tmp_path_factory) -> Path:
-    zoo_shitu = pytest.importorskip("hpi.zoo.shitu")
-    export = getattr(zoo_shitu, "export_detector", None)
-    if export is None:
-        pytest.skip("hpi.zoo.shitu has no export_detector")
-    from hpi.zoo.registry import zoo_models
+    pytest.importorskip("paddle", reason="building the zoo detector needs Paddle")
+    from hpi.zoo.catalogue import zoo_models
+    from hpi.zoo.shituv2_seeding import export_detector as export
 
     out = tmp_path_factory.mktemp("zoo_det")
     export(zoo_models()["PP-ShiTuV2_det"], out)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -108,18 +105,6 @@ def test_saved_default_config_round_trips(tmp_path: Path) -> None:
     assert save_pipeline_config("PP-ShiTuV2", tmp_path / "x.yaml") == tmp_path / "x.yaml"
 
 
-def test_pipeline_config_cli(tmp_path: Path, capsys) -> None:
-    from hpi.pipelines.cli import register_cli
-
-    parser = argparse.ArgumentParser(prog="hpi")
-    register_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["pipeline-config", "PP-ShiTuV2", "--save-path", str(tmp_path)])
-    assert args.func(args) == 0
-    assert (tmp_path / "PP-ShiTuV2.yaml").is_file() and "PP-ShiTuV2.yaml" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        parser.parse_args(["pipeline-config", "nope", "--save-path", str(tmp_path)])
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # predicting
 
@@ -183,21 +168,3 @@ def test_missing_model_is_built_from_the_zoo_and_logged(toy_dir: Path, tmp_path:
     monkeypatch.setattr(hpi.zoo, "build", unbuildable)
     with pytest.raises(UnknownModelError, match="no ToyNet"):
         create_pipeline("image_classification", config=cfg, cache_dir=engine_cache)
-
-
-def test_cli_predict_pipeline_prints_the_seed_output(toy_dir: Path, tmp_path: Path, capsys) -> None:
-    from hpi import cli
-
-    assert "hpi.pipelines.cli" in cli._SUBCOMMAND_MODULES
-    assert cli.main(["pipeline-config", "image_classification", "--save-path", str(tmp_path)]) == 0
-    path = tmp_path / "image_classification.yaml"
-    cfg = yaml.safe_load(path.read_text())
-    cfg["Pipeline"].update(model="ToyNet", model_dir=str(toy_dir))
-    _write(path, cfg)
-    image = Path(hpi.__file__).parent / "data" / "images" / "chelsea.jpg"
-    capsys.readouterr()
-    assert cli.main(["predict", "--pipeline", str(path), "--input", str(image), "--device", "cpu"]) == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert set(printed) == {"res"} and set(printed["res"]) == SEED_KEYS
-    assert printed["res"]["input_path"] == str(image) and len(printed["res"]["scores"]) == 5
-    assert np.all(np.diff(printed["res"]["scores"]) <= 0)

@@ -20,15 +20,15 @@ import numpy as np
 import pytest
 import yaml
 
-pytest.importorskip("faiss")
+pytest.importorskip("faiss", reason="PP-ShiTuV2 retrieval needs faiss-cpu (pip install 'hpi[retrieval]')")
 
 import hpi  # noqa: E402
 from hpi.errors import InvalidConfigError, InvalidInputError  # noqa: E402
 from hpi.pipelines import ModelConfig, ShiTuConfig, create_pipeline, load_config, parse_config  # noqa: E402
 from hpi.pipelines.bench import bench_pipeline, measure_pipeline_stages  # noqa: E402
-from hpi.pipelines.index import FeatureIndex, IndexFileError, UnknownIdError  # noqa: E402
 from hpi.pipelines.shitu import ShiTuPipeline, ShiTuResult, read_ids  # noqa: E402
 from hpi.predictor import PredictionError  # noqa: E402
+from hpi.retrieval import FeatureIndex, IndexFileError, UnknownIdError  # noqa: E402
 from tests.pipelines.conftest import color_photos, make_embedder_dir, make_layout_dir  # noqa: E402
 from tests.pipelines.test_detection import compose_page  # noqa: E402
 
@@ -302,20 +302,21 @@ def test_index_is_required_and_must_match_the_model(shitu: ShiTuPipeline, photos
 
 _CRASHING_SAVE = textwrap.dedent("""\
     import os, sys
-    from hpi.pipelines import index as index_module
-    from hpi.pipelines.index import FeatureIndex
+    from hpi import storage
+    from hpi.retrieval import storage as index_storage
+    from hpi.retrieval.index import FeatureIndex
 
     target, crash_at = sys.argv[1], sys.argv[2]
     index = FeatureIndex.load(target)
     index.remove([i for i, label in index.id_map.items() if label == "chelsea"])
     if crash_at == "swap":  # killed between moving the old index away and moving the new one in
         def swap_in(staging, target):
-            os.rename(target, index_module._backup_path(target))
+            os.rename(target, storage._backup_path(target))
             os._exit(17)
-        index_module._swap_in = swap_in
+        storage._swap_in = swap_in
     elif crash_at == "write":  # killed while writing the second file, half of it on disk
         written = []
-        real = index_module._write_file
+        real = index_storage.write_file
         def write_file(path, write):
             written.append(path)
             if len(written) == 2:
@@ -323,7 +324,7 @@ _CRASHING_SAVE = textwrap.dedent("""\
                     handle.write(b"half")
                 os._exit(17)
             return real(path, write)
-        index_module._write_file = write_file
+        index_storage.write_file = write_file
     index.save(target)
 """)
 

@@ -184,7 +184,7 @@ def test_indexes_survive_a_restart(shitu_pipeline, tmp_path):
 
 
 def test_concurrent_adds_and_removes_on_one_index_lose_nothing(shitu_pipeline, tmp_path):
-    from hpi.pipelines.index import FeatureIndex
+    from hpi.retrieval import FeatureIndex
 
     with LiveServer(create_app(shitu_pipeline, ServeSettings(index_dir=str(tmp_path)))) as srv:
         with httpx.Client(base_url=srv.url, timeout=120) as client:
@@ -248,7 +248,7 @@ def test_openapi_lists_the_shitu_endpoints(shitu_pipeline, tmp_path):
 
 
 def test_default_index_from_the_command_line(shitu_pipeline, tmp_path):
-    from hpi.pipelines.index import FeatureIndex
+    from hpi.retrieval import FeatureIndex
     from hpi.serving.batching import worker_for
 
     images = [np.full((64, 64, 3), v, np.uint8) for v in (10, 200)]

@@ -10,10 +10,10 @@ import sys
 import httpx
 import pytest
 
+from hpi.cli.serve import warn_if_exposed
 from hpi.errors import InvalidConfigError
 from hpi.serving.app import create_app
 from hpi.serving.auth import AuthConfig, AuthMiddleware, key_digest, load_key_file, parse_keys, presented_key
-from hpi.serving.cli import warn_if_exposed
 from hpi.serving.common import ServeSettings
 from hpi.serving.protocol import INDEX_CHANGING_ENDPOINTS
 from tests.serving.conftest import LiveServer, b64, jpeg_bytes
@@ -175,6 +175,6 @@ def test_the_seeds_client_works_with_a_key_added(keyed_server, tmp_path):
                                                       ("::1", False, False)])
 def test_binding_beyond_loopback_without_keys_warns(caplog, host, keys, warned):
     settings = ServeSettings(auth=auth() if keys else AuthConfig())
-    with caplog.at_level(logging.WARNING, logger="hpi.serving.cli"):
+    with caplog.at_level(logging.WARNING, logger="hpi.cli.serve"):
         assert warn_if_exposed(host, settings) is warned
     assert ("without API keys" in caplog.text) is warned

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hpi.errors import InvalidConfigError
-from hpi.pipelines.index import FeatureIndex, IndexFileError
+from hpi.retrieval import FeatureIndex, IndexFileError
 from hpi.serving.indexes import IndexQuotas, IndexStore, QuotaExceededError, saved_size
 
 pytestmark = pytest.mark.serving

@@ -20,12 +20,12 @@ def count_params_lazily(model) -> int:
     """Trainable weights of a zoo model from parameter shapes alone: under ``paddle.LazyGuard`` nothing is
     allocated or initialised, so even the 300M-parameter models count in milliseconds.
 
-    :func:`hpi.zoo.fidelity.count_params` convention: BatchNorm running statistics (frozen parameters in Paddle)
+    :func:`hpi.zoo.nets.fidelity.count_params` convention: BatchNorm running statistics (frozen parameters in Paddle)
     are left out, as in the published figures.
     """
     import paddle
 
-    from hpi.zoo.fidelity import count_params
+    from hpi.zoo.nets.fidelity import count_params
 
     with paddle.LazyGuard():
         net = model.build()

@@ -1,13 +1,13 @@
-"""hpi/zoo/clip_vit.py: catalogue and preprocessing, parameter counts against the published ones, FLOPs, output,
+"""hpi/zoo/catalogue/clip_vit.py: catalogue and preprocessing, parameter counts against the published ones, FLOPs, output,
 export parity. Both models are heavy (86M and 304M weights): everything that builds real weights is slow."""
 
 from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("paddle")
+pytest.importorskip("paddle", reason="building zoo networks needs paddlepaddle")
 
-from hpi.zoo.clip_vit import MODELS  # noqa: E402
+from hpi.zoo.catalogue.clip_vit import MODELS  # noqa: E402
 from tests.zoo.family_checks import (  # noqa: E402
     assert_parity,
     assert_published_params,
@@ -35,7 +35,7 @@ def test_params_match_published(model):
 
 @pytest.mark.slow
 def test_flops_match_published():
-    from hpi.zoo.fidelity import count_flops
+    from hpi.zoo.nets.fidelity import count_flops
 
     # ViT-B/16 at 224: 17.6 G multiply-accumulates (timm), attention matmuls included; count_flops sees the
     # linear layers and the patch convolution only, so add q @ k^T and attn @ v over 197 tokens in 12 blocks.

@@ -1,12 +1,12 @@
-"""hpi/zoo/fasternet.py: catalogue, parameter counts against the published ones, FLOPs, output, export parity."""
+"""hpi/zoo/catalogue/fasternet.py: catalogue, parameter counts against the published ones, FLOPs, output, export parity."""
 
 from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("paddle")
+pytest.importorskip("paddle", reason="building zoo networks needs paddlepaddle")
 
-from hpi.zoo.fasternet import MODELS  # noqa: E402
+from hpi.zoo.catalogue.fasternet import MODELS  # noqa: E402
 from tests.zoo.family_checks import (  # noqa: E402
     assert_parity,
     assert_published_params,
@@ -34,7 +34,7 @@ def test_params_match_published(model):
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_GMACS))
 def test_flops_match_published(name):
-    from hpi.zoo.fidelity import count_flops
+    from hpi.zoo.nets.fidelity import count_flops
 
     macs = count_flops(BY_NAME[name].build().net, 224, convention="macs")
     assert macs / 1e9 == pytest.approx(PUBLISHED_GMACS[name], rel=0.02)

@@ -18,7 +18,7 @@ def _net():
 
 
 def test_count_params():
-    from hpi.zoo.fidelity import count_params
+    from hpi.zoo.nets.fidelity import count_params
 
     net = _net()
     assert count_params(net) == 216 + 16 + 72 + 8 + 90
@@ -26,7 +26,7 @@ def test_count_params():
 
 
 def test_count_flops_conventions():
-    from hpi.zoo.fidelity import count_flops
+    from hpi.zoo.nets.fidelity import count_flops
 
     net = _net()
     hw = 16 * 16

@@ -1,4 +1,4 @@
-"""hpi/zoo/mobilenet.py: PaddleX's names, published sizes, PaddleClas' graph quirks, outputs, export parity.
+"""hpi/zoo/catalogue/mobilenet.py: PaddleX's names, published sizes, PaddleClas' graph quirks, outputs, export parity.
 
 Published parameter counts: PaddleClas ``docs/zh_CN/models/ImageNet1k/MobileNetV{1,2,3}.md`` (Params(M)).
 MobileNetV3 builds match them to 0.4% (checked with the family tests' 0.5% / 0.05M tolerance). The V1 and V2
@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("paddle")
+pytest.importorskip("paddle", reason="building zoo networks needs paddlepaddle")
 
-from hpi.zoo.mobilenet import MODELS, PUBLISHED_PARAMS_M  # noqa: E402
+from hpi.zoo.catalogue.mobilenet import MODELS, PUBLISHED_PARAMS_M  # noqa: E402
 from tests.zoo.family_checks import (  # noqa: E402
     assert_parity,
     assert_published_params,
@@ -77,7 +77,7 @@ PUBLISHED_V3_FLOPS_G = {
 
 @pytest.mark.parametrize("name", list(PUBLISHED_V3_FLOPS_G))
 def test_v3_flops_match_published(name):
-    from hpi.zoo.fidelity import count_flops
+    from hpi.zoo.nets.fidelity import count_flops
 
     got = 2 * count_flops(BY_NAME[name].build(), 224, convention="macs") / 1e9
     published = PUBLISHED_V3_FLOPS_G[name]
@@ -98,7 +98,7 @@ def test_size_on_disk_is_consistent_with_paddlex(model):
     import paddle
 
     from hpi.cards import get_card
-    from hpi.zoo.fidelity import count_params
+    from hpi.zoo.nets.fidelity import count_params
 
     size_mib = get_card(model.name).size_mb
     if size_mib is None or size_mib < DISK_MIN_MIB:
@@ -117,7 +117,7 @@ def test_paddleclas_graph_details():
     import paddle
     from paddle import nn
 
-    from hpi.zoo.layers import HardSigmoid
+    from hpi.zoo.nets.layers import HardSigmoid
     from hpi.zoo.nets.mobilenet import MobileNetV2, MobileNetV3
 
     with paddle.LazyGuard():
@@ -181,7 +181,7 @@ def test_seeded_export_runs_in_paddle_inference(tmp_path):
 
     from hpi.model import ModelSource
     from hpi.preprocess.reference import preprocess_batch
-    from hpi.zoo.export import export_zoo_model
+    from hpi.zoo.seeding import export_zoo_model
 
     report = export_zoo_model(BY_NAME["MobileNetV3_small_x1_0"], tmp_path, seed=0)
     assert report.min_margin is not None and report.min_margin >= 1.9

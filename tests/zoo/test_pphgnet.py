@@ -14,14 +14,14 @@ PUBLISHED = {"PP-HGNet_tiny": (14.75, 4.54), "PP-HGNet_small": (24.38, 8.53), "P
 
 
 def _models():
-    from hpi.zoo import pphgnet
+    from hpi.zoo.catalogue import pphgnet
 
     return {m.name: m for m in pphgnet.MODELS}
 
 
 @pytest.mark.parametrize("name", list(PUBLISHED))
 def test_size_matches_paddleclas(name):
-    from hpi.zoo.fidelity import count_flops, count_params
+    from hpi.zoo.nets.fidelity import count_flops, count_params
 
     params_m, flops_g = PUBLISHED[name]
     net = _models()[name].build()
@@ -31,7 +31,7 @@ def test_size_matches_paddleclas(name):
 
 def test_resize_as_paddlex_runs_it():
     """PaddleX declares a PIL bicubic resize (232 for tiny, 236 otherwise) but executes OpenCV bilinear."""
-    from hpi.zoo.export import preprocess_spec
+    from hpi.zoo.seeding import preprocess_spec
 
     shorts = {name: m.resize_short for name, m in _models().items()}
     assert shorts == {"PP-HGNet_tiny": 232, "PP-HGNet_small": 236, "PP-HGNet_base": 236}
@@ -43,7 +43,7 @@ def test_resize_as_paddlex_runs_it():
 def test_stage_outputs():
     import paddle
 
-    from hpi.zoo.pphgnet import VARIANTS, PPHGNetBackbone
+    from hpi.zoo.nets.pphgnet import VARIANTS, PPHGNetBackbone
 
     backbone = PPHGNetBackbone(VARIANTS["tiny"], return_stages=True)
     backbone.eval()

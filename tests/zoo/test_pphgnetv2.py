@@ -26,7 +26,7 @@ STORAGE_MB = {"PP-HGNetV2-B4": 70.4, "PP-HGNetV2-B6": 268.4}
 
 
 def _models():
-    from hpi.zoo import pphgnetv2
+    from hpi.zoo.catalogue import pphgnetv2
 
     return {m.name: m for m in pphgnetv2.MODELS}
 
@@ -35,7 +35,7 @@ def _lazy_params(name: str, include_bn_stats: bool = False) -> float:
     """Parameter count from shapes only (``paddle.LazyGuard`` allocates nothing), in millions."""
     import paddle
 
-    from hpi.zoo.fidelity import count_params
+    from hpi.zoo.nets.fidelity import count_params
 
     with paddle.LazyGuard():
         net = _models()[name].build()
@@ -55,7 +55,7 @@ def test_params_consistent_with_paddlex_storage(name):
 
 @pytest.mark.parametrize("name", list(PUBLISHED_GMACS))
 def test_macs_match_published(name):
-    from hpi.zoo.fidelity import count_flops
+    from hpi.zoo.nets.fidelity import count_flops
 
     gmacs = count_flops(_models()[name].build(), 224, convention="macs") / 1e9
     assert abs(gmacs - PUBLISHED_GMACS[name]) <= 0.05
@@ -64,7 +64,7 @@ def test_macs_match_published(name):
 def test_lab_only_in_small_sizes():
     import paddle
 
-    from hpi.zoo.layers import LearnableAffineBlock
+    from hpi.zoo.nets.layers import LearnableAffineBlock
 
     for name in _models():
         with paddle.LazyGuard():
@@ -77,7 +77,7 @@ def test_stem_and_stages_keep_paddleclas_shapes():
     """The 2x2 "SAME" convs and pool keep the stem at stride 4; stages reach stride 32."""
     import paddle
 
-    from hpi.zoo.pphgnetv2 import VARIANTS, PPHGNetV2Backbone, StemBlock
+    from hpi.zoo.nets.pphgnetv2 import VARIANTS, PPHGNetV2Backbone, StemBlock
 
     stem = StemBlock(16, 16, use_lab=True)
     stem.eval()

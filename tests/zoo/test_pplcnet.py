@@ -31,7 +31,7 @@ FLOP_TOL_M = 0.5  # rounded to 1 M (x1_0 and x2_5 to 0.01 M)
 
 
 def _models():
-    from hpi.zoo import pplcnet
+    from hpi.zoo.catalogue import pplcnet
 
     return {m.name: m for m in pplcnet.MODELS}
 
@@ -45,7 +45,7 @@ def test_catalogue_has_every_paddlex_size():
 
 @pytest.mark.parametrize("name", list(PUBLISHED))
 def test_size_matches_paddleclas(name):
-    from hpi.zoo.fidelity import count_flops, count_params
+    from hpi.zoo.nets.fidelity import count_flops, count_params
 
     params_m, flops_m = PUBLISHED[name]
     net = _models()[name].build()
@@ -59,7 +59,7 @@ def test_size_matches_paddleclas(name):
 
 def test_x1_0_matches_exact_counts():
     """Regression guard: exact figures of the architecture as written (trainable params, timm-style MACs)."""
-    from hpi.zoo.fidelity import count_flops, count_params
+    from hpi.zoo.nets.fidelity import count_flops, count_params
 
     net = _models()["PP-LCNet_x1_0"].build()
     assert count_params(net) == 2_952_520
@@ -71,7 +71,7 @@ def test_backbone_gives_picodet_feature_maps():
     """PP-ShiTuV2_det's PicoDet takes PP-LCNet x2.5's stride 8/16/32 maps (blocks4, blocks5, blocks6)."""
     import paddle
 
-    from hpi.zoo.pplcnet import PPLCNetBackbone
+    from hpi.zoo.nets.pplcnet import PPLCNetBackbone
 
     backbone = PPLCNetBackbone(2.5, return_blocks=(4, 5, 6))
     backbone.eval()
@@ -86,7 +86,7 @@ def test_backbone_gives_picodet_feature_maps():
 def test_pooled_feature_before_classifier():
     import paddle
 
-    from hpi.zoo.pplcnet import PPLCNet
+    from hpi.zoo.nets.pplcnet import PPLCNet
 
     net = PPLCNet(1.0)
     net.eval()
@@ -95,7 +95,7 @@ def test_pooled_feature_before_classifier():
 
 
 def test_listing_the_family_does_not_import_paddle():
-    code = "import sys, hpi.zoo.pplcnet as m; assert m.MODELS; print('paddle' in sys.modules)"
+    code = "import sys, hpi.zoo.catalogue.pplcnet as m; assert m.MODELS; print('paddle' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -117,8 +117,8 @@ def test_export_matches_eager_network(exported):
     """Paddle Inference on the saved program gives what the seeded dygraph network gives."""
     import paddle
 
-    from hpi.zoo import pplcnet
-    from hpi.zoo.export import build_seeded, preprocess_spec, seed_weights
+    from hpi.zoo.catalogue import pplcnet
+    from hpi.zoo.seeding import build_seeded, preprocess_spec, seed_weights
 
     directory, _ = exported
     model = next(m for m in pplcnet.MODELS if m.name == "PP-LCNet_x0_25")

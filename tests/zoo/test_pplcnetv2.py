@@ -17,13 +17,13 @@ STORAGE_MB = {"PP-LCNetV2_small": 14.6, "PP-LCNetV2_base": 23.7, "PP-LCNetV2_lar
 
 
 def _models():
-    from hpi.zoo import pplcnetv2
+    from hpi.zoo.catalogue import pplcnetv2
 
     return {m.name: m for m in pplcnetv2.MODELS}
 
 
 def test_base_matches_paddleclas():
-    from hpi.zoo.fidelity import count_flops, count_params
+    from hpi.zoo.nets.fidelity import count_flops, count_params
 
     net = _models()["PP-LCNetV2_base"].build()
     assert abs(count_params(net, include_bn_stats=True) / 1e6 - 6.6) <= 0.05
@@ -32,7 +32,7 @@ def test_base_matches_paddleclas():
 
 @pytest.mark.parametrize("name", list(STORAGE_MB))
 def test_size_consistent_with_paddlex_storage(name):
-    from hpi.zoo.fidelity import count_params
+    from hpi.zoo.nets.fidelity import count_params
 
     params_m = count_params(_models()[name].build(), include_bn_stats=True) / 1e6
     expected = STORAGE_MB[name] / MB_PER_M_PARAMS
@@ -45,7 +45,7 @@ def test_deploy_form_has_folded_depthwise_convs():
     """Stages 3 and 4 carry one biased depthwise conv without BatchNorm, as after PaddleClas' re_parameterize."""
     from paddle import nn
 
-    from hpi.zoo.pplcnetv2 import PPLCNetV2
+    from hpi.zoo.nets.pplcnetv2 import PPLCNetV2
 
     net = PPLCNetV2(1.0)
     for stage in (net.backbone.stages[2], net.backbone.stages[3]):
@@ -61,7 +61,7 @@ def test_deploy_form_has_folded_depthwise_convs():
 def test_backbone_features_for_shitu():
     import paddle
 
-    from hpi.zoo.pplcnetv2 import PPLCNetV2, PPLCNetV2Backbone
+    from hpi.zoo.nets.pplcnetv2 import PPLCNetV2, PPLCNetV2Backbone
 
     backbone = PPLCNetV2Backbone(1.0, (2, 2, 6, 2))
     backbone.eval()

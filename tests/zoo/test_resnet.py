@@ -1,4 +1,4 @@
-"""hpi/zoo/resnet.py: PaddleX's names, PaddleClas' published sizes and graph layout, outputs, export parity.
+"""hpi/zoo/catalogue/resnet.py: PaddleX's names, PaddleClas' published sizes and graph layout, outputs, export parity.
 
 Published parameter counts: PaddleClas ``docs/zh_CN/models/ImageNet1k/ResNet.md`` (Params(M), trainable weights;
 with BatchNorm running statistics ResNet50 would be 25.61M, not 25.56M). Every build matches to 0.03%, checked
@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("paddle")
+pytest.importorskip("paddle", reason="building zoo networks needs paddlepaddle")
 
-from hpi.zoo.resnet import MODELS  # noqa: E402
+from hpi.zoo.catalogue.resnet import MODELS  # noqa: E402
 from tests.zoo.family_checks import (  # noqa: E402
     assert_parity,
     assert_published_params,
@@ -77,7 +77,7 @@ HEAVY = {"ResNet101", "ResNet101_vd", "ResNet152", "ResNet152_vd", "ResNet200_vd
     ids=lambda m: m.name,
 )
 def test_flops_match_published(model):
-    from hpi.zoo.fidelity import count_flops
+    from hpi.zoo.nets.fidelity import count_flops
 
     if model.name == "ResNet34_vd":
         pytest.skip(
@@ -101,7 +101,7 @@ def test_size_on_disk_is_consistent_with_paddlex(model):
     import paddle
 
     from hpi.cards import get_card
-    from hpi.zoo.fidelity import count_params
+    from hpi.zoo.nets.fidelity import count_params
 
     size_mib = get_card(model.name).size_mb
     if size_mib is None:
@@ -172,7 +172,7 @@ def test_seeded_export_runs_in_paddle_inference(tmp_path):
 
     from hpi.model import ModelSource
     from hpi.preprocess.reference import preprocess_batch
-    from hpi.zoo.export import export_zoo_model
+    from hpi.zoo.seeding import export_zoo_model
 
     report = export_zoo_model(BY_NAME["ResNet18_vd"], tmp_path, seed=0)
     assert report.min_margin is not None and report.min_margin >= 1.9

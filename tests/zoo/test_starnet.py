@@ -1,12 +1,12 @@
-"""hpi/zoo/starnet.py: catalogue, parameter counts against the published ones, FLOPs, output, export parity."""
+"""hpi/zoo/catalogue/starnet.py: catalogue, parameter counts against the published ones, FLOPs, output, export parity."""
 
 from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("paddle")
+pytest.importorskip("paddle", reason="building zoo networks needs paddlepaddle")
 
-from hpi.zoo.starnet import MODELS  # noqa: E402
+from hpi.zoo.catalogue.starnet import MODELS  # noqa: E402
 from tests.zoo.family_checks import (  # noqa: E402
     assert_parity,
     assert_published_params,
@@ -30,7 +30,7 @@ def test_params_match_published(model):
 
 
 def test_flops_match_published():
-    from hpi.zoo.fidelity import count_flops
+    from hpi.zoo.nets.fidelity import count_flops
 
     # StarNet-S1: 425M multiply-accumulates (ma-xu/Rewrite-the-Stars model table)
     macs = count_flops(BY_NAME["StarNet-S1"].build().net, 224, convention="macs")

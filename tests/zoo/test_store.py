@@ -1,8 +1,7 @@
-"""The local model store and the zoo API over it: layout, atomic writes, real-over-seeded, provenance, CLI."""
+"""The local model store and the zoo API over it: layout, atomic writes, real-over-seeded, provenance."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -10,13 +9,6 @@ from pathlib import Path
 import pytest
 
 from hpi.errors import InvalidConfigError, ModelSourceError, UnknownModelError
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch) -> Path:
-    """An empty store under a private HPI_HOME."""
-    monkeypatch.setenv("HPI_HOME", str(tmp_path / "home"))
-    return tmp_path / "home" / "models"
 
 
 def _leftovers(directory: Path) -> list[str]:
@@ -122,6 +114,36 @@ def test_locate_prefers_real_over_seeded(store, toy_dir):
     assert weights_kind(toy_dir) is None  # not from the store: hpi does not know
 
 
+def test_locate_never_returns_a_damaged_directory(store, toy_dir, caplog):
+    from hpi.zoo import add, locate
+
+    seeded = _fake_seeded(toy_dir, "ToyNet")
+    real = add("ToyNet", toy_dir)
+    record = json.loads((real / "hpi_zoo.json").read_text())
+    assert set(record["files"]) == {p.name for p in toy_dir.iterdir()}  # every file's size and sha256
+    params = real / "inference.pdiparams"
+    params.write_bytes(params.read_bytes()[:-4])  # truncated after it was written
+    assert locate("ToyNet") == seeded  # the damaged real weights are skipped, with a warning saying why
+    assert "inference.pdiparams" in caplog.text and "hpi zoo add ToyNet" in caplog.text
+    (seeded / "inference.yml").write_text("Global: {model_name: Other}\n")
+    assert locate("ToyNet") is None
+
+
+def test_a_reusable_build_with_damaged_files_is_rebuilt(store):
+    from hpi.zoo.store import write_atomic
+
+    target = store / "M" / "seeded"
+
+    def fill(tmp):
+        (tmp / "weights.bin").write_bytes(b"0123456789")
+        return {"weights": "seeded", "seed": 0}
+
+    write_atomic(target, fill, overwrite=False)
+    (target / "weights.bin").write_bytes(b"0123")
+    write_atomic(target, fill, overwrite=False, reuse=lambda record: record.get("seed") == 0)
+    assert (target / "weights.bin").read_bytes() == b"0123456789"
+
+
 def test_add_validates_the_directory(store, toy_dir, tmp_path):
     from hpi.zoo import add
 
@@ -142,13 +164,13 @@ def test_build_unknown_model_lists_available(store):
 def test_build_that_fails_midway_leaves_no_directory(store, monkeypatch):
     from hpi import zoo
     from hpi.errors import ExportError
-    from hpi.zoo import export
+    from hpi.zoo import seeding
 
     def broken_save(layer, directory, **kwargs):
         (directory / "inference.json").write_text("{")  # half a model ...
         raise ExportError("simulated failure while saving")  # ... then the save dies
 
-    monkeypatch.setattr(export, "save_inference_model", broken_save)
+    monkeypatch.setattr(seeding, "save_inference_model", broken_save)
     with pytest.raises(ExportError, match="simulated"):
         zoo.build("PP-LCNet_x0_25")
     assert zoo.locate("PP-LCNet_x0_25") is None
@@ -176,27 +198,3 @@ def test_build_store_reuse_and_overwrite(store):
     assert _leftovers(store / "PP-LCNet_x0_25") == ["seeded"]
     listed = {e.model.name: e for e in zoo.list_models()}
     assert listed["PP-LCNet_x0_25"].seeded == path and listed["PP-LCNet_x0_25"].real is None
-
-
-def test_cli_build_add_list(store, toy_dir, tmp_path, capsys):
-    from hpi.zoo.cli import register_cli
-
-    parser = argparse.ArgumentParser(prog="hpi")
-    register_cli(parser.add_subparsers())
-
-    def run(*argv: str) -> str:
-        args = parser.parse_args(list(argv))
-        assert args.func(args) == 0
-        return capsys.readouterr().out
-
-    out_dir = tmp_path / "out"
-    assert "seeded weights (seed 3" in run(
-        "zoo", "build", "PP-LCNet_x0_25", "--output", str(out_dir), "--seed", "3"
-    )
-    assert (out_dir / "inference.json").is_file() and json.loads((out_dir / "hpi_zoo.json").read_text())[
-        "seed"
-    ] == 3
-    assert "real weights" in run("zoo", "add", "ToyNet", str(toy_dir))
-    listing = run("zoo", "list")
-    assert str(store) in listing
-    assert any(line.startswith("PP-HGNetV2-B4") for line in listing.splitlines())

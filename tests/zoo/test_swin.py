@@ -1,4 +1,4 @@
-"""hpi/zoo/swin.py: catalogue, parameter counts against the published ones, FLOPs, window masks, output, export
+"""hpi/zoo/catalogue/swin.py: catalogue, parameter counts against the published ones, FLOPs, window masks, output, export
 parity."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("paddle")
+pytest.importorskip("paddle", reason="building zoo networks needs paddlepaddle")
 
-from hpi.zoo.swin import MODELS  # noqa: E402
+from hpi.zoo.catalogue.swin import MODELS  # noqa: E402
 from tests.zoo.family_checks import (  # noqa: E402
     assert_parity,
     assert_published_params,
@@ -46,7 +46,7 @@ def test_params_match_published(model):
 
 
 def test_flops_match_published():
-    from hpi.zoo.fidelity import count_flops
+    from hpi.zoo.nets.fidelity import count_flops
 
     # Swin-T: 4.5 GFLOPs (multiply-accumulates) in the paper, attention matmuls included. count_flops sees the
     # linear layers only, so add q @ k^T and attn @ v: 2 * tokens * window^2 * channels per block.

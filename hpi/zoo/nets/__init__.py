@@ -1,6 +1,7 @@
-"""Network definitions of the zoo's non-CNN-core families (these modules import Paddle).
+"""The zoo's networks in Paddle, one module per family, and the layers they share (these modules import Paddle).
 
-The family modules next to this package (``hpi/zoo/convnext.py``, ``hpi/zoo/swin.py``, ...) only declare their
-``MODELS`` catalogue, so that listing the zoo never imports Paddle; their ``build`` functions import the
-network from here.
+The catalogue (:mod:`hpi.zoo.catalogue`) only declares which models exist, so that listing the zoo never imports
+Paddle; a record's ``build`` imports its network from here. :mod:`hpi.zoo.nets.layers` holds the shared blocks
+(conv-BN-act, SE, heads, the softmax output) and the conventions seeding relies on; :mod:`hpi.zoo.nets.fidelity`
+counts parameters and FLOPs against the published figures.
 """

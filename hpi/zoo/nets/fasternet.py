@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import paddle
 from paddle import nn
 
-from hpi.zoo.layers import ConvBNAct, make_act
+from hpi.zoo.nets.layers import ConvBNAct, make_act
 
 N_DIV = 4  # the partial convolution touches channels // N_DIV
 MLP_RATIO = 2

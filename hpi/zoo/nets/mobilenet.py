@@ -18,7 +18,14 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
-from hpi.zoo.layers import ConvBNAct, HardSigmoid, PooledConvHead, SEModule, SoftmaxOutput, make_divisible
+from hpi.zoo.nets.layers import (
+    ConvBNAct,
+    HardSigmoid,
+    PooledConvHead,
+    SEModule,
+    SoftmaxOutput,
+    make_divisible,
+)
 
 # MobileNetV1 depthwise-separable blocks: (depthwise channels, pointwise output channels, stride), unscaled.
 V1_BLOCKS = (

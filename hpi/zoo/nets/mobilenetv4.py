@@ -25,7 +25,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from hpi.zoo.layers import ConvBNAct
+from hpi.zoo.nets.layers import ConvBNAct
 
 HEAD_CHANNELS = 1280
 BlockSpec = tuple  # ("cn" | "er" | "uir" | "mqa", out_channels, ...) as described in the module docstring

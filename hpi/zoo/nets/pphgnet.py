@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import paddle
 from paddle import nn
 
-from hpi.zoo.layers import ConvBNAct, PooledConvHead, SoftmaxOutput
+from hpi.zoo.nets.layers import ConvBNAct, PooledConvHead, SoftmaxOutput
 
 
 @dataclass(frozen=True)

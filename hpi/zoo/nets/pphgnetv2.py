@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import paddle
 from paddle import nn
 
-from hpi.zoo.layers import ConvBNAct, LearnableAffineBlock, SoftmaxOutput
+from hpi.zoo.nets.layers import ConvBNAct, LearnableAffineBlock, SoftmaxOutput
 
 
 @dataclass(frozen=True)

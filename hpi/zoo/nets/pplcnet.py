@@ -3,7 +3,7 @@
 A MobileNetV1-like stack of depthwise-separable blocks tuned for Intel CPUs with MKLDNN: H-Swish everywhere,
 5x5 depthwise kernels only in the last two stages, SE only in the last two blocks (gate: hard-sigmoid), and a
 1x1 convolution to 1280 channels after global pooling. Widths are scaled by ``scale`` and rounded with
-:func:`~hpi.zoo.layers.make_divisible`, so every PaddleX size x0_25 ... x2_5 comes from the one table below.
+:func:`~hpi.zoo.nets.layers.make_divisible`, so every PaddleX size x0_25 ... x2_5 comes from the one table below.
 
 :class:`PPLCNetBackbone` is separate from the classifier so that a detector (PicoDet, as in PP-ShiTuV2_det with
 ``scale=2.5``) can take the stride-8/16/32 maps via ``return_blocks=(4, 5, 6)``.
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import paddle
 from paddle import nn
 
-from hpi.zoo.layers import ActSpec, ConvBNAct, PooledConvHead, SEModule, SoftmaxOutput, make_divisible
+from hpi.zoo.nets.layers import ActSpec, ConvBNAct, PooledConvHead, SEModule, SoftmaxOutput, make_divisible
 
 # Per block group "blocksN" (N = 2..6, the names PaddleClas and PaddleDetection use for the stages), the
 # depthwise-separable blocks as (depthwise kernel, in channels, out channels, stride, SE) at scale 1.0.

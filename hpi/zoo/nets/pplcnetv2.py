@@ -10,8 +10,9 @@ is measured on the right ops. Its parameter count differs slightly from training
 3x3 / 1x1 branches and their BatchNorms are gone, the folded conv has a bias): 6.62 M trainable for base,
 against PaddleClas' published 6.6 M.
 
-:class:`PPLCNetV2Backbone` is importable on its own: PP-ShiTuV2's recognition model uses PP-LCNetV2_base's
-features (``forward`` returns the last map, :meth:`PPLCNetV2.forward_features` the pooled vector).
+:class:`PPLCNetV2Backbone` is importable on its own: :class:`ShiTuRec`, PP-ShiTuV2's recognition network, is
+PP-LCNetV2_base's features (``forward`` returns the last map, :meth:`PPLCNetV2.forward_features` the pooled vector)
+with an embedding neck.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import paddle
 from paddle import nn
 
-from hpi.zoo.layers import ConvBNAct, PooledConvHead, SEModule, SoftmaxOutput, make_divisible
+from hpi.zoo.nets.layers import ConvBNAct, PooledConvHead, SEModule, SoftmaxOutput, make_divisible
 
 
 @dataclass(frozen=True)
@@ -167,3 +168,27 @@ def build_classifier(variant: str) -> nn.Layer:
     model = SoftmaxOutput(PPLCNetV2(scale, depths))
     model.eval()
     return model
+
+
+class ShiTuRec(nn.Layer):
+    """PP-ShiTuV2_rec's network, PaddleClas' ``PPLCNetV2_base_ShiTu`` + ``BNNeck``: PP-LCNetV2_base whose last stage
+    does not downsample (stride 16), global pool, a biased 1x1 conv to ``dim`` without activation, dropout,
+    flatten, BatchNorm1D. Outputs the raw (not normalised) embedding."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.backbone = PPLCNetV2Backbone(1.0, (2, 2, 6, 2))
+        # PaddleClas' PPLCNetV2_base_ShiTu gives the last stage's first block stride 1 (shapes otherwise unchanged).
+        last = STAGES[-1]
+        self.backbone.stages[-1][0] = RepDepthwiseSeparable(
+            last.in_channels, self.backbone.out_channels, 1, last.kernel_size, last
+        )
+        self.avg_pool = nn.AdaptiveAvgPool2D(1)
+        self.last_conv = nn.Conv2D(self.backbone.out_channels, dim, 1)
+        self.dropout = nn.Dropout(p=0.2, mode="downscale_in_infer")
+        self.flatten = nn.Flatten(start_axis=1, stop_axis=-1)
+        self.neck_bn = nn.BatchNorm1D(dim)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        x = self.dropout(self.last_conv(self.avg_pool(self.backbone(x))))
+        return self.neck_bn(self.flatten(x))

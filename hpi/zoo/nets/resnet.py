@@ -23,7 +23,7 @@ from typing import Literal
 import paddle
 from paddle import nn
 
-from hpi.zoo.layers import ConvBNAct, SoftmaxOutput
+from hpi.zoo.nets.layers import ConvBNAct, SoftmaxOutput
 
 BlockKind = Literal["basic", "bottleneck"]
 

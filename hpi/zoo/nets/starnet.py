@@ -14,7 +14,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from hpi.zoo.layers import ConvBNAct
+from hpi.zoo.nets.layers import ConvBNAct
 
 STEM_CHANNELS = 32
 MLP_RATIO = 4

@@ -1,0 +1,14 @@
+"""Benchmarks of models: :mod:`~hpi.benchmark.measure` times them, :mod:`~hpi.benchmark.report` writes tables,
+:mod:`~hpi.benchmark.plot` draws the chart.
+
+    >>> from hpi.benchmark import bench_models, format_markdown
+    >>> benches = list(bench_models(["PP-LCNet_x1_0"], Device("cpu"), batch_sizes=[1, 8]))  # doctest: +SKIP
+    >>> print(format_markdown(benches))  # doctest: +SKIP
+"""
+
+from hpi.benchmark.measure import ModelBench, bench_model, bench_models, resolve_source
+from hpi.benchmark.plot import plot
+from hpi.benchmark.report import format_csv, format_json, format_markdown, load_benches, summary_rows
+
+__all__ = ["ModelBench", "bench_model", "bench_models", "format_csv", "format_json", "format_markdown",
+           "load_benches", "plot", "resolve_source", "summary_rows"]

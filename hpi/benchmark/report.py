@@ -1,0 +1,160 @@
+"""Benchmark reports: benches as tables in the seeds' "normal / high-performance" format (Markdown, CSV, JSON).
+
+The Markdown table puts the seeds' published figures beside ours; a JSON report reads back with
+:func:`load_benches`, to re-format or re-plot a run without measuring again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hpi.benchmark.measure import ModelBench
+from hpi.cards import get_card
+from hpi.device import Device, cpu_count, cpu_info, parse_device
+from hpi.errors import UnknownModelError
+from hpi.selection import SelectionRecord
+
+
+def machine_description() -> str:
+    """The machine a run measured on, in one line (CPU model, cores, OS, Python)."""
+    info = cpu_info()
+    return f"{info['model']}, {info['cores']} cores available, {platform.system()} {platform.machine()}, " \
+           f"Python {platform.python_version()}"
+
+
+def _published(model: str, device: Device) -> tuple[float | None, float | None]:
+    try:
+        card = get_card(model)
+    except UnknownModelError:  # a user's own model has no card
+        return None, None
+    pair = card.latency.gpu_ms if device.is_gpu else card.latency.cpu_ms
+    return pair.normal, pair.hpi
+
+
+def summary_rows(benches: Sequence[ModelBench]) -> list[dict[str, Any]]:
+    """One row per model x threads x batch: normal mode vs high-performance mode, with the seeds' figures."""
+    rows = []
+    for b in benches:
+        pub_normal, pub_hpi = _published(b.model, parse_device(b.device))
+        for run in b.runs:
+            rec: SelectionRecord = run["record"]
+            normal, win = rec.normal, rec.winner
+            rows.append({
+                "model": b.model,
+                "weights": b.weights,
+                "threads": run["threads"],
+                "batch": run["batch_size"],
+                "normal_p50_ms": normal.timing.p50_ms if normal and normal.timing else None,
+                "hpi_p50_ms": win.timing.p50_ms,
+                "hpi_p90_ms": win.timing.p90_ms,
+                "hpi_p99_ms": win.timing.p99_ms,
+                "hpi_backend": win.candidate.label,
+                "speedup": rec.speedup,
+                "published_normal_ms": pub_normal,
+                "published_hpi_ms": pub_hpi,
+                "published_speedup": (pub_normal / pub_hpi) if pub_normal and pub_hpi else None,
+            })
+    return rows
+
+
+def _f(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def format_markdown(benches: Sequence[ModelBench], *, target: float | None = 1.5) -> str:
+    """The summary table (normal vs high-performance mode, published figures, ``target`` speed-up verdict), then
+    every candidate of every run and the stage split."""
+    lines = [f"Machine: {machine_description()}. Date: {time.strftime('%Y-%m-%d')}.", ""]
+    lines += [
+        "| Model | weights | threads | batch | normal mode p50 ms (Paddle fp32) | high-performance p50 / p90 / p99 ms "
+        "| backend | speed-up | published CPU ms (normal / hp) | published speed-up | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in summary_rows(benches):
+        needed = max(filter(None, [target, r["published_speedup"]]), default=None)
+        verdict = "-"
+        # The targets are stated for batch 1 at the machine's full thread count (2 here).
+        if needed and r["speedup"] and r["batch"] == 1 and r["threads"] == cpu_count():
+            verdict = "met" if r["speedup"] >= needed else f"missed by {needed / r['speedup']:.2f}x"
+        lines.append(
+            f"| {r['model']} | {r['weights']} | {_f(r['threads'])} | {r['batch']} | {_f(r['normal_p50_ms'])} "
+            f"| {_f(r['hpi_p50_ms'])} / {_f(r['hpi_p90_ms'])} / {_f(r['hpi_p99_ms'])} | {r['hpi_backend']} "
+            f"| {_f(r['speedup'])}x | {_f(r['published_normal_ms'])} / {_f(r['published_hpi_ms'])} "
+            f"| {_f(r['published_speedup'])}x | {verdict} |"
+        )
+    for b in benches:
+        for run in b.runs:
+            rec: SelectionRecord = run["record"]
+            lines += ["", f"#### {b.model}: every candidate (threads={_f(run['threads'])}, batch={run['batch_size']}, "
+                      f"weights: {b.weights})", "",
+                      "| candidate | status | p50 ms | p90 ms | p99 ms | items/s | rel. error | top-1 agree "
+                      "| top-5 overlap | note |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
+            for res in rec.results:
+                t, a = res.timing, res.accuracy
+                mark = "**winner**" if res.status == "winner" else res.status
+                lines.append(
+                    f"| {res.candidate.label} | {mark} | {_f(t and t.p50_ms)} | {_f(t and t.p90_ms)} "
+                    f"| {_f(t and t.p99_ms)} | {_f(t and t.throughput, 1)} | {_f(a and a.max_rel_error, 5)} "
+                    f"| {_f(a and a.top1_agreement)} | {_f(a and a.top5_overlap)} | {res.reason} |"
+                )
+            if run.get("stages"):
+                lines += ["", "| mode | backend | decode | preprocess | inference | postprocess | end to end "
+                          "(ms per batch, p50) |", "|---|---|---|---|---|---|---|"]
+                for mode, s in run["stages"].items():
+                    lines.append(
+                        f"| {mode} | {s['candidate']} | {_f(s['decode']['p50_ms'])} | {_f(s['preprocess']['p50_ms'])} "
+                        f"| {_f(s['inference']['p50_ms'])} | {_f(s['postprocess']['p50_ms'], 3)} "
+                        f"| {_f(s['end_to_end']['p50_ms'])} |"
+                    )
+    return "\n".join(lines) + "\n"
+
+
+def format_csv(benches: Sequence[ModelBench]) -> str:
+    """One CSV row per candidate of every run."""
+    buf = io.StringIO()
+    rows = []
+    for b in benches:
+        for run in b.runs:
+            for res in run["record"].results:
+                t, a = res.timing, res.accuracy
+                rows.append({
+                    "model": b.model, "weights": b.weights, "device": b.device, "threads": run["threads"],
+                    "batch": run["batch_size"], "candidate": res.candidate.label, "status": res.status,
+                    **{k: (getattr(t, k) if t else None) for k in ("p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms",
+                                                                    "throughput")},
+                    "max_rel_error": a.max_rel_error if a else None,
+                    "top1_agreement": a.top1_agreement if a else None,
+                    "top5_overlap": a.top5_overlap if a else None,
+                    "reason": res.reason,
+                })
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return buf.getvalue()
+
+
+def format_json(benches: Sequence[ModelBench]) -> str:
+    """The machine, the summary rows and every bench; :func:`load_benches` reads it back."""
+    return json.dumps({"machine": machine_description(), "date": time.strftime("%Y-%m-%d"),
+                       "summary": summary_rows(benches), "models": [b.to_dict() for b in benches]}, indent=2)
+
+
+def load_benches(path: str | Path) -> list[ModelBench]:
+    """The benches of a ``format_json`` file (to re-plot or re-format a run without measuring again)."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return [ModelBench(m["model"], m["weights"], m["device"],
+                       [{**r, "record": SelectionRecord.from_dict(r["record"])} for r in m["runs"]])
+            for m in data["models"]]

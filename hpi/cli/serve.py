@@ -1,0 +1,226 @@
+"""``hpi serve`` (and ``python -m hpi.serving``): serve a pipeline over HTTP with :func:`hpi.serving.app.create_app`
+and uvicorn.
+
+Importing this module imports neither FastAPI nor uvicorn, so ``hpi --help`` works without the ``serve`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from hpi.cli.common import add_command, hpi_config_from_args
+from hpi.errors import BackendUnavailableError, HpiError
+
+logger = logging.getLogger(__name__)
+
+MiB = 1 << 20
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``hpi serve`` to the main parser's subcommands."""
+    return add_command(
+        subparsers,
+        "serve",
+        add_arguments,
+        run,
+        help="serve a pipeline over HTTP with PaddleX's protocol",
+        description=(
+            "Serve image_classification (POST /image-classification) or PP-ShiTuV2 (POST /shitu-index-build, "
+            "/shitu-index-add, /shitu-index-remove, /shitu-infer) with PaddleX's request and response bodies. "
+            "GET /health says which backend each model runs on; the OpenAPI schema is at /openapi.json."
+        ),
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``hpi serve`` (also ``python -m hpi.serving``)."""
+    from hpi.serving.batching import BatchingConfig
+    from hpi.serving.indexes import IndexQuotas
+    from hpi.serving.limits import ServingLimits
+
+    limits, batching, quotas = ServingLimits(), BatchingConfig(), IndexQuotas()
+    parser.add_argument("--pipeline", required=True, help="image_classification, PP-ShiTuV2, or a pipeline YAML")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    parser.add_argument("--device", default=None, help="cpu, gpu or gpu:N (default: gpu:0 if present, else cpu)")
+    parser.add_argument("--use-hpip", action="store_true", help="high-performance mode (measured backend choice)")
+    parser.add_argument("--backend", help="force a backend: paddle, onnxruntime, openvino, tensorrt")
+    parser.add_argument("--threads", type=int, help="CPU threads per model (default: the machine's cores)")
+
+    g = parser.add_argument_group("batching")
+    g.add_argument("--max-batch", type=int, default=batching.max_batch,
+                   help=f"images per engine call (default: {batching.max_batch})")
+    g.add_argument("--batch-window-ms", type=float, default=batching.window_ms,
+                   help=f"how long a batch that is not full waits for more requests (default: {batching.window_ms})")
+    g.add_argument("--max-queue", type=int, default=batching.max_queue,
+                   help=f"requests waiting per model before 503 (default: {batching.max_queue})")
+    g.add_argument("--request-timeout", type=float, default=120.0,
+                   help="seconds a request may wait for inference before 504 (default: 120)")
+
+    g = parser.add_argument_group("limits")
+    g.add_argument("--max-body-mb", type=float, default=limits.max_body_bytes / MiB,
+                   help=f"request body limit in MiB (default: {limits.max_body_bytes / MiB:g})")
+    g.add_argument("--max-image-mb", type=float, default=limits.max_image_bytes / MiB,
+                   help=f"encoded image limit in MiB (default: {limits.max_image_bytes / MiB:g})")
+    g.add_argument("--max-megapixels", type=float, default=limits.max_pixels / 1e6,
+                   help=f"decoded image limit in megapixels (default: {limits.max_pixels / 1e6:g})")
+    g.add_argument("--max-images-per-request", type=int, default=limits.max_images_per_request,
+                   help=f"imageLabelPairs per index request (default: {limits.max_images_per_request})")
+    g.add_argument("--allow-url-host", action="append", default=[], metavar="HOST",
+                   help="fetch image URLs from HOST (host, host:port, *.domain, or * for any host; repeatable). "
+                        "Without it, URL inputs are refused. Whatever the host, the addresses it resolves to must be "
+                        "public (not loopback, private, link-local, multicast, reserved) unless --allow-url-network "
+                        "covers them, and the server connects to the address it checked")
+    g.add_argument("--allow-url-network", action="append", default=[], metavar="CIDR",
+                   help="fetch from addresses in CIDR even though they are internal (e.g. 10.1.2.0/24; repeatable)")
+    g.add_argument("--url-timeout", type=float, default=limits.url_timeout_s,
+                   help=f"seconds for the whole fetch of one URL, redirects included (default: {limits.url_timeout_s:g})")
+    g.add_argument("--max-url-redirects", type=int, default=limits.url_max_redirects,
+                   help=f"redirects followed per URL, each one checked again (default: {limits.url_max_redirects})")
+    g.add_argument("--max-connections", type=int, default=512,
+                   help="concurrent connections before uvicorn answers 503 (default: 512)")
+
+    g = parser.add_argument_group("authentication")
+    g.add_argument("--api-key-file", metavar="FILE",
+                   help="accept only requests with one of these keys (one per line, or sha256:<hex digest>), sent as "
+                        "'Authorization: Bearer KEY' or 'X-API-Key: KEY'; GET /health stays open")
+    g.add_argument("--admin-key-file", metavar="FILE",
+                   help="keys needed by the index-changing endpoints (/shitu-index-build, -add, -remove); they are "
+                        "accepted everywhere else too")
+
+    g = parser.add_argument_group("PP-ShiTuV2")
+    g.add_argument("--index-dir", help="where indexes built through the API are saved (default: "
+                                       "$HPI_HOME/serving/indexes or the user data directory)")
+    g.add_argument("--index", help="a saved index used by requests without indexKey")
+    g.add_argument("--max-indexes", type=int, default=quotas.max_indexes,
+                   help=f"indexes clients may build through the API (default: {quotas.max_indexes})")
+    g.add_argument("--max-index-vectors", type=int, default=quotas.max_vectors_per_index,
+                   help=f"items in one index (default: {quotas.max_vectors_per_index})")
+    g.add_argument("--max-index-disk-mb", type=float, default=quotas.max_index_bytes / MiB,
+                   help=f"MiB all API-built indexes may take on disk (default: {quotas.max_index_bytes / MiB:g})")
+
+    g = parser.add_argument_group("operations")
+    g.add_argument("--no-metrics", action="store_true", help="do not serve GET /metrics (Prometheus text)")
+    g.add_argument("--graceful-timeout", type=float, default=30.0,
+                   help="on SIGTERM/SIGINT, seconds accepted requests may still take before they are cancelled "
+                        "(default: 30)")
+
+    parser.add_argument("--no-visualize", action="store_true", help="send result.image as null (saves CPU)")
+    parser.add_argument("--jpeg-quality", type=int, default=75, help="quality of result.image (default: 75)")
+    parser.add_argument("--no-access-log", action="store_true",
+                        help="do not log every request (one JSON line each, with the logId the response carries)")
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def settings_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`hpi.serving.common.ServeSettings` the command line asks for."""
+    from hpi.serving.auth import AuthConfig
+    from hpi.serving.batching import BatchingConfig
+    from hpi.serving.common import ServeSettings
+    from hpi.serving.indexes import IndexQuotas
+    from hpi.serving.limits import ServingLimits
+
+    return ServeSettings(
+        limits=ServingLimits(
+            max_body_bytes=int(args.max_body_mb * MiB),
+            max_image_bytes=int(args.max_image_mb * MiB),
+            max_pixels=int(args.max_megapixels * 1e6),
+            max_images_per_request=args.max_images_per_request,
+            url_allow_hosts=frozenset(args.allow_url_host),
+            url_allow_networks=frozenset(args.allow_url_network),
+            url_timeout_s=args.url_timeout,
+            url_max_redirects=args.max_url_redirects,
+        ),
+        batching=BatchingConfig(max_batch=args.max_batch, window_ms=args.batch_window_ms, max_queue=args.max_queue),
+        auth=AuthConfig.from_files(args.api_key_file, args.admin_key_file),
+        quotas=IndexQuotas(max_indexes=args.max_indexes, max_vectors_per_index=args.max_index_vectors,
+                           max_index_bytes=int(args.max_index_disk_mb * MiB)),
+        request_timeout_s=args.request_timeout,
+        drain_timeout_s=args.graceful_timeout,
+        metrics=not args.no_metrics,
+        access_log=not args.no_access_log,
+        visualize=not args.no_visualize,
+        jpeg_quality=args.jpeg_quality,
+        index_dir=args.index_dir,
+        default_index=args.index,
+        device=args.device,
+        use_hpip=args.use_hpip,
+        hpi_config=hpi_config_from_args(args) or None,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_if_exposed(host: str, settings: Any) -> bool:
+    """Log a warning when the server listens beyond this machine without keys; True when it warned."""
+    if _is_loopback(host) or settings.auth.enabled:
+        return False
+    logger.warning(
+        "listening on %s without API keys: anyone who can reach this address can use the server and build or delete "
+        "indexes; start it with --api-key-file (and --admin-key-file), or bind 127.0.0.1", host)
+    return True
+
+
+def configure_access_log(level: str) -> None:
+    """Send the access log (one JSON line per request) to stdout, unless logging was configured for it already."""
+    access = logging.getLogger("hpi.serving.access")
+    access.setLevel(level.upper())
+    if not access.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.propagate = False
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until interrupted."""
+    # Intel OpenMP (Paddle Inference's runtime) spins 200 ms after every parallel region by default; a server runs a
+    # batch every few tens of ms, so a spinning thread would hold a core that decoding and HTTP need. 1 ms still
+    # covers the gaps between the regions of one inference. Set before Paddle starts its OpenMP runtime.
+    os.environ.setdefault("KMP_BLOCKTIME", "1")
+    try:
+        import uvicorn
+
+        from hpi.serving.app import create_app
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"hpi serve needs FastAPI and uvicorn ({exc.name} is missing); install them with: pip install 'hpi[serve]'"
+        ) from exc
+    settings = settings_from_args(args)
+    warn_if_exposed(args.host, settings)
+    if settings.access_log:
+        configure_access_log(args.log_level)
+    app = create_app(args.pipeline, settings)
+    # uvicorn's own access log is off: hpi's carries the logId. On SIGTERM uvicorn stops accepting connections,
+    # waits for accepted requests (at most --graceful-timeout), then the app drains its queues and stops.
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                limit_concurrency=args.max_connections, timeout_keep_alive=5, access_log=False,
+                timeout_graceful_shutdown=args.graceful_timeout)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m hpi.serving ...``: ``hpi serve`` without the main CLI."""
+    parser = argparse.ArgumentParser(prog="python -m hpi.serving", description="hpi serve")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    try:
+        return run(args)
+    except HpiError as exc:
+        logger.error("%s", exc)
+        return 2

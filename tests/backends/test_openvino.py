@@ -1,0 +1,43 @@
+"""Tests for hpi/backends/openvino.py: compiled models are engine-cache entries (no OpenVINO CACHE_DIR writes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import openvino as ov
+
+from hpi.backends import get_backend
+from hpi.build.openvino import COMPILED_KIND
+from hpi.cache import EngineCache
+from hpi.device import Device
+from tests.tiny_onnx import random_batch, tiny_source
+
+CPU = Device("cpu")
+
+
+def test_each_compiled_model_is_its_own_entry_and_is_imported_next_time(tmp_path, monkeypatch):
+    source = tiny_source(tmp_path / "m")
+    cache = EngineCache(tmp_path / "cache")
+    config = {"threads": 1, "static_batch": True}
+    with get_backend("openvino").engine(source, CPU, config, cache=cache) as engine:
+        first = [engine.run(random_batch(n))[0] for n in (1, 2)]
+    compiled = [e for e in cache.entries() if e.kind == COMPILED_KIND]
+    assert sorted(str(e.parts["batch"]) for e in compiled) == ["1", "2", "None"]  # dynamic + one per batch size
+    assert not [p for p in cache.root.iterdir() if p.name == "openvino-blobs"]
+
+    calls = []
+    real = ov.Core.compile_model
+    monkeypatch.setattr(ov.Core, "compile_model", lambda self, *a, **k: calls.append(a) or real(self, *a, **k))
+    with get_backend("openvino").engine(source, CPU, config, cache=EngineCache(cache.root)) as engine:
+        again = [engine.run(random_batch(n))[0] for n in (1, 2)]
+    assert calls == []  # every compiled model came from its blob
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert len([e for e in cache.entries() if e.kind == COMPILED_KIND]) == 3
+
+
+def test_compile_cache_off_writes_no_compiled_entries(tmp_path):
+    source = tiny_source(tmp_path / "m")
+    cache = EngineCache(tmp_path / "cache")
+    with get_backend("openvino").engine(source, CPU, {"threads": 1, "compile_cache": False}, cache=cache) as engine:
+        engine.run(random_batch(1))
+    assert not [e for e in cache.entries() if e.kind == COMPILED_KIND]

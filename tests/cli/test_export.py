@@ -1,0 +1,28 @@
+"""hpi/cli/export.py: ``hpi export`` builds the engines, prints the selection and the model's cache entries."""
+
+from __future__ import annotations
+
+from hpi.cache import EngineCache
+from hpi.cli import main
+
+
+def test_export_cli_builds_and_selects(toy_dir, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    assert main(["export", "--model", "ToyNet", "--model-dir", str(toy_dir), "--threads", "1",
+                 "--cache-dir", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert "high-performance mode for ToyNet on cpu" in out and "decision" in out and "onnx " in out
+    kinds = {e.kind for e in EngineCache(cache).entries()}
+    assert {"onnx", "openvino", "decision"} <= kinds
+    assert main(["export", "--model", "ToyNet", "--model-dir", str(toy_dir), "--backends", "onnxruntime,tflite",
+                 "--cache-dir", str(cache)]) == 2  # unknown backend: a clear error, exit 2
+    assert "unknown backend 'tflite'" in capsys.readouterr().err
+
+
+def test_export_cli_builds_named_backends(toy_dir, tmp_path, capsys):
+    assert main(["export", "--model", "ToyNet", "--model-dir", str(toy_dir), "--backends", "onnxruntime,tensorrt",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "onnxruntime[fp32]: built" in lines
+    assert any(line.startswith("tensorrt: unavailable: ") for line in lines)  # no GPU here
+    assert "high-performance mode" not in "\n".join(lines)  # building only: no selection
