@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from hpi.version import __version__
 
 if TYPE_CHECKING:
-    from hpi.predictor import Predictor
+    from hpi.models.classification import Predictor
 
 
 def create_model(
@@ -25,8 +25,9 @@ def create_model(
     hpi_config: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> Predictor:
-    """Load a model for inference, as PaddleX's ``create_model`` does. See :func:`hpi.predictor.create_model`."""
-    from hpi.predictor import create_model as _create_model
+    """Load a model for inference, as PaddleX's ``create_model`` does. See
+    :func:`hpi.models.classification.create_model`."""
+    from hpi.models.classification import create_model as _create_model
 
     return _create_model(model_name, model_dir, device=device, use_hpip=use_hpip, hpi_config=hpi_config, **kwargs)
 

@@ -14,11 +14,13 @@ from typing import Literal
 
 from hpi.backends import get_backend
 from hpi.cache import CacheEntry, EngineCache
+from hpi.config import HpiConfig
 from hpi.device import Device
 from hpi.errors import HpiError
 from hpi.model import ModelSource
-from hpi.select import HpiConfig
-from hpi.selection import SelectionRecord, cached_selection, candidates
+from hpi.selection.candidates import candidates
+from hpi.selection.decision import cached_selection
+from hpi.selection.record import SelectionRecord
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 
 class HpiError(Exception):
@@ -49,6 +50,19 @@ class StorageError(HpiError):
 
 class InvalidInputError(HpiError):
     """An input item is unreadable or of the wrong kind, shape or dtype."""
+
+
+class PredictionError(InvalidInputError):
+    """Raised after every good item of a ``predict()`` call was yielded, naming each item that failed.
+
+    ``failures`` lists them, in input order (:class:`hpi.models.base.ItemFailure`: index, input_path, error).
+    """
+
+    def __init__(self, failures: list[Any]) -> None:
+        failures = sorted(failures, key=lambda f: f.index)
+        self.failures = failures
+        lines = "; ".join(str(f.error) for f in failures)
+        super().__init__(f"{len(failures)} input(s) failed: {lines}")
 
 
 class InvalidConfigError(HpiError):

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from hpi.benchmark.measure import resolve_source
 from hpi.errors import InvalidInputError
-from hpi.predictor import create_model
+from hpi.loading import locate_model
+from hpi.models.classification import create_model
 
 
 def read_dataset(directory: str | Path) -> tuple[list[tuple[Path, int]], list[str] | None]:
@@ -64,7 +64,7 @@ def evaluate(model: str, dataset: str | Path, *, model_dir: str | None = None, d
     modes = {"normal": False, "high_performance": True}
     preds: dict[str, list[list[int]]] = {}
     summary: dict[str, dict[str, Any]] = {}
-    source_dir = model_dir or str(resolve_source(model).directory)
+    source_dir = model_dir or str(locate_model(model, build=True).directory)
     for mode, hpip in modes.items():
         predictor = create_model(model, source_dir, device=device, use_hpip=hpip, hpi_config=hpi_config,
                                  cache_dir=cache_dir, topk=5)

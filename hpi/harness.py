@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -92,8 +93,12 @@ def time_callable(
 def run_isolated(function: str, request: dict[str, Any], *, timeout_s: float = 1800.0) -> dict[str, Any]:
     """Run ``function`` ("module:name", taking and returning a JSON-able dict) in a fresh Python process.
 
-    The child's stdout carries only the JSON answer (its libraries' chatter is sent to stderr); an ``HpiError``
-    in the child comes back as the same message.
+    The child's stdout carries only the JSON answer (its libraries' chatter is sent to stderr).
+
+    Raises:
+        HpiError: the child raised an ``HpiError`` (same message), or died without answering (a crash in a native
+            library: the exit status and the end of its stderr).
+        HpiInternalError: the child raised any other exception, a bug; the message holds its traceback.
     """
     env = dict(os.environ)
     env.setdefault("GLOG_minloglevel", "2")  # glog reads this exact (lower-case) name
@@ -113,6 +118,9 @@ def run_isolated(function: str, request: dict[str, Any], *, timeout_s: float = 1
     if answer is None:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         raise HpiError(f"isolated measurement {function} failed (exit {proc.returncode}):\n{tail}")
+    if answer.get("internal_error"):
+        raise HpiInternalError(f"isolated measurement {function} hit a bug in the child process:\n"
+                               f"{answer['internal_error']}")
     if answer.get("error"):
         raise HpiError(answer["error"])
     return answer["hpi_result"]
@@ -128,6 +136,8 @@ def _child_main(function: str) -> int:
         result = {"hpi_result": getattr(importlib.import_module(module_name), attr)(request)}
     except HpiError as exc:
         result = {"hpi_result": None, "error": f"{type(exc).__name__}: {exc}"}
+    except Exception:  # a bug, not a candidate's failure: the parent raises it with this traceback
+        result = {"hpi_result": None, "internal_error": traceback.format_exc()}
     sys.stdout.flush()
     with os.fdopen(answer_fd, "w") as out:
         out.write(json.dumps(result, default=float) + "\n")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +127,49 @@ class EmbeddingResult(BaseResult):
 
     def _draw(self) -> Image.Image:
         return Image.fromarray(self.source_image()).convert("RGB")
+
+
+class DetResult(BaseResult):
+    """``input_path, page_index, boxes: [{cls_id, label, score, coordinate}]`` (+ ``weights`` when seeded)."""
+
+    def _draw(self) -> Image.Image:
+        return draw_boxes(self.source_image(), [
+            (b["coordinate"], f"{b['label']} {b['score']:.2f}", colour_for(b["label"])) for b in self["boxes"]
+        ])
+
+
+class ShiTuResult(BaseResult):
+    """``input_path, boxes: [{labels, rec_scores, det_score, coordinate}]`` (+ ``weights`` when seeded)."""
+
+    def _draw(self) -> Image.Image:
+        return draw_boxes(self.source_image(), [
+            (b["coordinate"], f"{b['labels'][0]} {b['rec_scores'][0]:.2f}", colour_for(b["labels"][0]))
+            for b in self["boxes"]
+        ])
+
+
+_PALETTE = ((255, 56, 56), (56, 56, 255), (56, 200, 56), (255, 157, 151), (255, 112, 31), (146, 204, 23),
+            (61, 219, 134), (26, 147, 52), (0, 212, 187), (44, 153, 168), (0, 194, 255), (52, 69, 147))
+
+
+def colour_for(key: str) -> tuple[int, int, int]:
+    """A stable colour per label (not Python's salted ``hash``)."""
+    return _PALETTE[sum(key.encode("utf-8")) % len(_PALETTE)]
+
+
+def draw_boxes(rgb: np.ndarray, boxes: Sequence[tuple[Sequence[float], str, tuple[int, int, int]]]) -> Image.Image:
+    """``rgb`` with each (coordinate, caption, colour) drawn as a rectangle and a caption above it."""
+    image = Image.fromarray(rgb).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    size = max(12, min(image.size) // 40)
+    font = _font(size)
+    width = max(2, min(image.size) // 200)
+    for (x1, y1, x2, y2), caption, colour in boxes:
+        draw.rectangle((x1, y1, x2, y2), outline=colour, width=width)
+        if caption:
+            # Above the box when there is room, else just inside its top edge.
+            tx, ty = x1 + width, (y1 - size - 2 * width if y1 >= size + 2 * width else y1 + width)
+            box = draw.textbbox((tx, ty), caption, font=font)
+            draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=colour)
+            draw.text((tx, ty), caption, fill=(255, 255, 255), font=font)
+    return image

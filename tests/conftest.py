@@ -173,3 +173,9 @@ def render_page(seed: int = 0) -> np.ndarray:
         if y > 760:
             break
     return np.ascontiguousarray(np.array(page)[:, :, ::-1])
+
+
+@pytest.fixture(scope="session")
+def engine_cache(tmp_path_factory) -> Path:
+    """One engine cache for the session, away from the user's."""
+    return tmp_path_factory.mktemp("engine_cache")

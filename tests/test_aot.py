@@ -6,10 +6,10 @@ import pytest
 
 from hpi.aot import EngineBuild, prepare_engines, related_entries
 from hpi.cache import EngineCache
+from hpi.config import HpiConfig
 from hpi.device import Device
 from hpi.errors import InvalidConfigError
 from hpi.model import ModelSource
-from hpi.select import HpiConfig
 
 
 def test_named_backends_are_built_without_measuring(toy_dir, tmp_path):

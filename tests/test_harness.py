@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from hpi.errors import HpiError
+from hpi.errors import HpiError, HpiInternalError
 from hpi.harness import Timing, run_isolated, time_callable
 
 
@@ -53,7 +53,18 @@ def test_run_isolated_round_trip_and_errors():
     assert run_isolated("tests.test_harness:echo", {"values": [1, 2]})["doubled"] == [2, 4]
     with pytest.raises(HpiError, match="InvalidInputError: bad item 7"):
         run_isolated("tests.test_harness:fail", {"item": 7})
-    with pytest.raises(HpiError, match="failed"):
+    with pytest.raises(HpiError, match=r"failed \(exit 3\)"):
+        run_isolated("tests.test_harness:die", {})  # a crash, as of a native library: the candidate failed
+
+
+def die(request):
+    import os
+
+    os._exit(3)
+
+
+def test_a_bug_in_the_child_is_an_internal_error_with_its_traceback():
+    with pytest.raises(HpiInternalError, match="(?s)Traceback.*AttributeError.*no_such_function"):
         run_isolated("tests.test_harness:no_such_function", {})
 
 

@@ -6,9 +6,9 @@
     >>> print(format_markdown(benches))  # doctest: +SKIP
 """
 
-from hpi.benchmark.measure import ModelBench, bench_model, bench_models, resolve_source
+from hpi.benchmark.measure import ModelBench, bench_model, bench_models
 from hpi.benchmark.plot import plot
 from hpi.benchmark.report import format_csv, format_json, format_markdown, load_benches, summary_rows
 
 __all__ = ["ModelBench", "bench_model", "bench_models", "format_csv", "format_json", "format_markdown",
-           "load_benches", "plot", "resolve_source", "summary_rows"]
+           "load_benches", "plot", "summary_rows"]

@@ -14,35 +14,22 @@ from typing import Any
 
 import numpy as np
 
-from hpi.backends import get_backend
 from hpi.cache import EngineCache
+from hpi.config import HpiConfig
 from hpi.device import Device, resolve_threads
 from hpi.errors import InvalidConfigError
 from hpi.harness import run_isolated, time_callable
 from hpi.inputs import expand_inputs
+from hpi.loading import load_model, locate_model
 from hpi.model import ModelSource
-from hpi.predictor import Predictor
+from hpi.models.classification import Predictor
 from hpi.preprocess import reference
 from hpi.preprocess.decode import decode_image
-from hpi.select import BackendChoice, HpiConfig, with_folding
-from hpi.selection import SAMPLE_IMAGES, SelectionRecord, engine_from_request, select
+from hpi.selection.choice import choice_from_record, fold_preprocessing
+from hpi.selection.measure import SAMPLE_IMAGES, select
+from hpi.selection.record import SelectionRecord
 
 STAGE_IMAGE_SIZE = (500, 375)  # the issue's reference JPEG: 500x375 to 224x224
-
-
-def resolve_source(model: str, model_dir: str | None = None, *,
-                   notify: Callable[[str], None] | None = None) -> ModelSource:
-    """A model directory, the store's copy, or a seeded zoo build written into the store."""
-    if model_dir:
-        return ModelSource.from_path(model_dir, model_name=model)
-    from hpi import zoo
-
-    found = zoo.locate(model)
-    if found is None:
-        if notify:
-            notify(f"building {model} from the zoo (seeded weights) into the local model store")
-        found = zoo.build(model)
-    return ModelSource.from_path(found, model_name=model)
 
 
 def weights_label(source: ModelSource) -> str:
@@ -65,9 +52,11 @@ def stage_image(tmp_dir: Path) -> Path:
 def measure_stages(request: dict[str, Any]) -> dict[str, Any]:
     """Per-stage timings of one predictor configuration (runs isolated). ``fast`` picks hpi's preprocessing
     path; otherwise PaddleX's reference op chain is used, as PaddleX's normal mode runs it."""
-    source, engine, _ = engine_from_request(request)
-    predictor = Predictor(source, engine, BackendChoice(engine.name, engine.config, "bench", "explicit"),
-                          fast_preprocess=bool(request["fast"]))
+    source = ModelSource.from_path(request["model_dir"])
+    predictor = load_model(Predictor, source, device=request["device"], cache_dir=request["cache_dir"],
+                           hpi_config={"backend": request["backend"], "backend_config": request["config"]},
+                           fast_preprocess=bool(request["fast"]))
+    engine = predictor.engine
     bs, budget = int(request["batch_size"]), float(request["budget_s"])
     path = request["image"]
     data = Path(path).read_bytes()
@@ -81,7 +70,7 @@ def measure_stages(request: dict[str, Any]) -> dict[str, Any]:
 
     def post() -> None:
         for row in output:
-            predictor._make_result(item, rgb, row, None)
+            predictor.make_result(item, rgb, row, None)
 
     timings = {
         "decode": time_callable(lambda: [decode_image(data, path) for _ in range(bs)], budget_s=budget,
@@ -92,7 +81,7 @@ def measure_stages(request: dict[str, Any]) -> dict[str, Any]:
         "end_to_end": time_callable(lambda: list(predictor.predict([path] * bs, batch_size=bs)), budget_s=budget,
                                     items_per_call=bs),
     }
-    engine.close()
+    predictor.close()
     return {k: v.to_dict() for k, v in timings.items()}
 
 
@@ -151,8 +140,7 @@ def _stage_split(source: ModelSource, device: Device, record: SelectionRecord, i
     out = {}
     win = record.winner.candidate
     # High-performance mode as create_model(use_hpip=True) runs it: folded preprocessing where the backend can.
-    hp = with_folding(BackendChoice(win.backend, get_backend(win.backend).make_config(win.config), "", "measured"),
-                      source, HpiConfig())
+    hp = fold_preprocessing(choice_from_record(record), source, HpiConfig())
     modes = {"high-performance": (win.backend, win.label, hp.config.to_dict(), True)}
     if record.normal is not None:
         normal = record.normal.candidate
@@ -174,7 +162,7 @@ def bench_models(
     progress: Callable[[str], None] | None = None,
     **options: Any,
 ) -> Iterator[ModelBench]:
-    """:func:`bench_model` for each named model in turn, found by :func:`resolve_source` (zoo models are built into
+    """:func:`bench_model` for each named model in turn, found by :func:`hpi.loading.locate_model` (zoo models are built into
     the local model store when missing). Yields each model's bench as soon as it is measured, so a long run can save
     what it has.
 
@@ -193,5 +181,5 @@ def bench_models(
     for i, name in enumerate(models):
         if progress:
             progress(f"model {i + 1}/{len(models)}: {name}")
-        source = resolve_source(name, model_dir, notify=progress)
+        source = locate_model(name, model_dir, build=True)
         yield bench_model(source, device, progress=progress, **options)

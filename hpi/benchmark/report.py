@@ -19,7 +19,7 @@ from hpi.benchmark.measure import ModelBench
 from hpi.cards import get_card
 from hpi.device import Device, cpu_count, cpu_info, parse_device
 from hpi.errors import UnknownModelError
-from hpi.selection import SelectionRecord
+from hpi.selection.record import SelectionRecord
 
 
 def machine_description() -> str:

@@ -23,7 +23,7 @@ COMMANDS = ("predict", "cache", "backends", "bench", "export", "eval", "models",
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``hpi`` parser with every subcommand of :data:`COMMANDS`."""
-    from hpi import __version__
+    from hpi.version import __version__
 
     parser = argparse.ArgumentParser(prog="hpi", description="High-performance inference for PaddleX vision models")
     parser.add_argument("--version", action="version", version=f"hpi {__version__}")

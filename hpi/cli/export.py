@@ -6,11 +6,11 @@ import argparse
 from typing import Any
 
 from hpi.aot import prepare_engines
-from hpi.benchmark import resolve_source
 from hpi.cache import EngineCache
 from hpi.cli.common import add_command, progress_printer
+from hpi.config import HpiConfig
 from hpi.device import parse_device
-from hpi.select import HpiConfig
+from hpi.loading import locate_model
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     device = parse_device(args.device)
     cache = EngineCache(args.cache_dir)
     show = progress_printer()
-    source = resolve_source(args.model, args.model_dir, notify=show)
+    source = locate_model(args.model, args.model_dir, build=True)
     config = HpiConfig(threads=args.threads, allow_reduced_precision=not args.fp32_only)
     backends = args.backends.split(",") if args.backends else None
     prepared = prepare_engines(source, device, config, cache, backends=backends, progress=show)

@@ -6,7 +6,8 @@ import argparse
 from typing import Any
 
 from hpi.cli.common import add_command
-from hpi.pipelines import list_pipelines, save_pipeline_config
+from hpi.pipelines import list_pipelines
+from hpi.pipelines.config import save_pipeline_config
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:

@@ -7,8 +7,8 @@ import sys
 from typing import Any
 
 from hpi.cli.common import add_command, hpi_config_from_args
+from hpi.models.classification import create_model
 from hpi.pipelines import create_pipeline
-from hpi.predictor import create_model
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:

@@ -55,14 +55,14 @@ class PipelineStageTimings:
 
 
 def _sample_image_path() -> Path:
-    from hpi.selection import SAMPLE_IMAGES
+    from hpi.selection.measure import SAMPLE_IMAGES
 
     return SAMPLE_IMAGES / "chelsea.jpg"
 
 
 def _sample_index(pipeline: Any, gallery_size: int | None, index_type: str, seed: int = 0) -> FeatureIndex:
     """The built-in photos' features, padded with random unit vectors up to ``gallery_size`` items."""
-    from hpi.selection import SAMPLE_IMAGES
+    from hpi.selection.measure import SAMPLE_IMAGES
 
     photos = sorted(SAMPLE_IMAGES.glob("*.jpg"))
     index = pipeline.build_index([str(p) for p in photos], [p.stem for p in photos], index_type=index_type)

@@ -12,8 +12,9 @@ from typing import Any
 
 from hpi.device import parse_device
 from hpi.errors import InvalidConfigError
-from hpi.pipelines import ImageClassificationConfig, resolve_model_dir
-from hpi.predictor import Predictor, create_model
+from hpi.loading import load_model, locate_model
+from hpi.models.classification import Predictor
+from hpi.pipelines.config import ImageClassificationConfig
 from hpi.results import BaseResult
 
 
@@ -37,9 +38,9 @@ class ImageClassificationPipeline:
         """Load the configured classifier; ``device`` overrides the config's, ``use_hpip`` and ``hpi_config``
         apply unless the model block sets its own."""
         model = config.model
-        predictor = create_model(
-            model.model_name,
-            resolve_model_dir(model.model_name, model.model_dir),
+        predictor = load_model(
+            Predictor,
+            locate_model(model.model_name, model.model_dir, build=True),
             device=device or model.device or config.device,
             use_hpip=use_hpip if model.use_hpip is None else model.use_hpip,
             hpi_config=hpi_config if model.hpi_config is None else model.hpi_config,

@@ -23,6 +23,7 @@ Indexes are built from a gallery the way PaddleX's ``build_index`` does: every g
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,20 +32,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from hpi.errors import HpiError, InvalidConfigError, InvalidInputError
-from hpi.inputs import InputItem, expand_inputs, named_error
-from hpi.pipelines import ShiTuConfig, resolve_model_dir
-from hpi.pipelines.detection import (
-    DetectionPredictor,
-    box_iou,
-    colour_for,
-    create_detector,
-    draw_boxes,
-)
-from hpi.predictor import ItemFailure, PredictionError, Predictor, create_model
-from hpi.results import BaseResult
+from hpi.errors import InvalidConfigError, InvalidInputError, PredictionError
+from hpi.inputs import InputItem, expand_inputs
+from hpi.loading import load_model, locate_model
+from hpi.models.base import ItemFailure, Payload, fail, finish_result, predict_loop, read_items
+from hpi.models.classification import Predictor
+from hpi.models.detection import Detector, nms
+from hpi.pipelines.config import ShiTuConfig
+from hpi.results import ShiTuResult
 from hpi.retrieval import FeatureIndex, Hit, IndexType, MetricType, read_gallery
 
 logger = logging.getLogger(__name__)
@@ -62,16 +58,6 @@ class Candidate:
     coordinate: tuple[float, float, float, float]  # xmin, ymin, xmax, ymax in image pixels
     det_score: float  # the detector's score (WHOLE_IMAGE_SCORE for the whole image)
     whole_image: bool = False
-
-
-class ShiTuResult(BaseResult):
-    """``input_path, boxes: [{labels, rec_scores, det_score, coordinate}]`` (+ ``weights`` when seeded)."""
-
-    def _draw(self) -> Image.Image:
-        return draw_boxes(self["_image"], [
-            (b["coordinate"], f"{b['labels'][0]} {b['rec_scores'][0]:.2f}", colour_for(b["labels"][0]))
-            for b in self["boxes"]
-        ])
 
 
 def crop(rgb: np.ndarray, coordinate: Sequence[float]) -> np.ndarray | None:
@@ -97,7 +83,7 @@ class ShiTuPipeline:
         ...     res.print()
     """
 
-    def __init__(self, config: ShiTuConfig, detector: DetectionPredictor, recognizer: Predictor,
+    def __init__(self, config: ShiTuConfig, detector: Detector, recognizer: Predictor,
                  index: FeatureIndex | None = None) -> None:
         if recognizer.source.spec.task != "embedding":
             raise InvalidConfigError(
@@ -129,24 +115,19 @@ class ShiTuPipeline:
             # the cores from the other model (ONNX Runtime: 129 vs 106 ms end to end on 2 cores).
             return {"spin_wait": False, **(cfg or {})}
 
-        detector = create_detector(
-            det.model_name,
-            resolve_model_dir(det.model_name, det.model_dir),
-            device=device or det.device or config.device,
-            use_hpip=use_hpip if det.use_hpip is None else det.use_hpip,
-            hpi_config=shared_cores(hpi_config if det.hpi_config is None else det.hpi_config),
-            cache_dir=cache_dir,
-        )
-        try:
-            recognizer = create_model(
-                rec.model_name,
-                resolve_model_dir(rec.model_name, rec.model_dir),
-                device=device or rec.device or config.device,
-                use_hpip=use_hpip if rec.use_hpip is None else rec.use_hpip,
-                hpi_config=shared_cores(hpi_config if rec.hpi_config is None else rec.hpi_config),
+        def load(model_class: type, sub: Any) -> Any:
+            return load_model(
+                model_class,
+                locate_model(sub.model_name, sub.model_dir, build=True),
+                device=device or sub.device or config.device,
+                use_hpip=use_hpip if sub.use_hpip is None else sub.use_hpip,
+                hpi_config=shared_cores(hpi_config if sub.hpi_config is None else sub.hpi_config),
                 cache_dir=cache_dir,
             )
-            return cls(config, detector, recognizer, index)
+
+        detector = load(Detector, det)
+        try:
+            return cls(config, detector, load(Predictor, rec), index)
         except BaseException:
             detector.close()
             raise
@@ -179,14 +160,7 @@ class ShiTuPipeline:
         """L2-normalised features [N, D] of RGB uint8 images, in as few engine calls as the model allows."""
         if not images:
             return np.zeros((0, self.feature_dim), np.float32)
-        rows = []
-        step = self._fixed_batch() or len(images)
-        for start in range(0, len(images), step):
-            batch = self.recognizer.preprocess(list(images[start:start + step]))
-            rows.append(self.recognizer.engine.run(batch)[0].reshape(len(batch), -1))
-        features = np.concatenate(rows).astype(np.float32)
-        norms = np.linalg.norm(features, axis=1, keepdims=True)
-        return features / np.where(norms > 0, norms, 1.0)
+        return self.recognizer.embed(images)
 
     def embed(self, rgb: np.ndarray, candidates: Sequence[Candidate]) -> tuple[list[Candidate], np.ndarray]:
         """Crop every candidate and embed the crops in one batch; candidates whose crop is empty are dropped."""
@@ -210,15 +184,11 @@ class ShiTuPipeline:
         """The result boxes of one image: embed, search, drop unrecognised candidates, box NMS."""
         kept, features = self.embed(rgb, candidates)
         recognised = [(cand, hits) for cand, hits in zip(kept, self.search(features, index, topk, threshold)) if hits]
-        sign = -1.0 if index.higher_is_better else 1.0
-        recognised.sort(key=lambda pair: sign * pair[1][0].score)
-        chosen: list[tuple[Candidate, list[Hit]]] = []
-        for cand, hits in recognised:
-            box = np.asarray(cand.coordinate, dtype=np.float64)
-            others = np.asarray([c.coordinate for c, _ in chosen], dtype=np.float64).reshape(-1, 4)
-            if len(others) and (box_iou(box, others) > self.config.rec_nms_threshold).any():
-                continue
-            chosen.append((cand, hits))
+        # PaddleClas' nms_to_rec_results: best match first, a box overlapping a better one is dropped.
+        best = np.asarray([hits[0].score for _, hits in recognised], dtype=np.float64)
+        boxes = np.asarray([cand.coordinate for cand, _ in recognised], dtype=np.float64).reshape(-1, 4)
+        keep = nms(boxes, best if index.higher_is_better else -best, self.config.rec_nms_threshold)
+        chosen = [recognised[i] for i in keep]
         return [
             {
                 "labels": [hit.label for hit in hits],
@@ -264,29 +234,22 @@ class ShiTuPipeline:
             raise InvalidConfigError(f"rec_threshold must be a number, got {rec_threshold!r}")
         rec_thr = self.config.rec_threshold if rec_threshold is None else float(rec_threshold)
         size = batch_size or self.config.detection.batch_size
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            raise InvalidConfigError(f"batch_size must be a positive integer, got {size!r}")
-        items = expand_inputs(input)
-        failures: list[ItemFailure] = []
-        for start in range(0, len(items), size):
-            loaded = self._load(items[start:start + size], failures)
-            if not loaded:
+        step = functools.partial(self._predict_batch, index=idx, topk=k, rec_threshold=rec_thr,
+                                 det_threshold=det_threshold)
+        yield from predict_loop(input, size, step)
+
+    def _predict_batch(self, loaded: list[tuple[InputItem, Payload]], failures: list[ItemFailure], *,
+                       index: FeatureIndex, topk: int, rec_threshold: float, det_threshold: float | None
+                       ) -> Iterator[ShiTuResult]:
+        candidates = self.detect([rgb for _, rgb in loaded], det_threshold)
+        for (item, rgb), cands in zip(loaded, candidates):
+            try:
+                boxes = self.recognise(rgb, cands, index, topk=topk, threshold=rec_threshold)
+            except InvalidInputError as exc:
+                fail(failures, item, exc)
                 continue
-            candidates = self.detect([rgb for _, rgb in loaded], det_threshold)
-            for (item, rgb), cands in zip(loaded, candidates):
-                try:
-                    boxes = self.recognise(rgb, cands, idx, topk=k, threshold=rec_thr)
-                except InvalidInputError as exc:
-                    failures.append(ItemFailure(item.index, item.input_path, named_error(exc, item)))
-                    continue
-                result = ShiTuResult({"input_path": item.input_path, "boxes": boxes})
-                if self.seeded:
-                    result["weights"] = "seeded"
-                result["_image"] = rgb
-                result["_index"] = item.index
-                yield result
-        if failures:
-            raise PredictionError(failures)
+            yield finish_result(ShiTuResult({"input_path": item.input_path, "boxes": boxes}), item, rgb,
+                                seeded=self.seeded)
 
     __call__ = predict
 
@@ -354,15 +317,8 @@ class ShiTuPipeline:
     def feature_dim(self) -> int:
         """The embedding dimension (the model is run once on a blank image to find it)."""
         if self._feature_dim is None:
-            blank = np.full((64, 64, 3), 127, dtype=np.uint8)
-            batch = self.recognizer.preprocess([blank])
-            self._feature_dim = int(self.recognizer.engine.run(batch)[0].reshape(1, -1).shape[1])
+            self._feature_dim = int(self.recognizer.embed([np.full((64, 64, 3), 127, dtype=np.uint8)]).shape[1])
         return self._feature_dim
-
-    def _fixed_batch(self) -> int | None:
-        engine = self.recognizer.engine
-        shape = engine.input_shapes.get(engine.input_names[0]) if engine.input_names else None
-        return shape[0] if shape else None
 
     def _check_dim(self, index: FeatureIndex) -> None:
         if index.dim != self.feature_dim:
@@ -394,23 +350,14 @@ class ShiTuPipeline:
         self._check_dim(idx)
         return idx
 
-    def _load(self, items: Sequence[InputItem], failures: list[ItemFailure]) -> list[tuple[InputItem, np.ndarray]]:
-        loaded = []
-        for item in items:
-            try:
-                loaded.append((item, item.load_rgb()))
-            except HpiError as exc:
-                failures.append(ItemFailure(item.index, item.input_path, named_error(exc, item)))
-        return loaded
-
     def _embed_gallery(self, gallery_imgs: Any, gallery_label: Any) -> tuple[np.ndarray, list[str]]:
         items, labels = gallery_items(gallery_imgs, gallery_label)
-        step = self._fixed_batch() or max(GALLERY_BATCH, self.config.recognition.batch_size)
+        step = self.recognizer.fixed_batch or max(GALLERY_BATCH, self.config.recognition.batch_size)
         failures: list[ItemFailure] = []
         rows, kept_labels = [], []
         for start in range(0, len(items), step):
             chunk = items[start:start + step]
-            loaded = self._load(chunk, failures)
+            loaded = read_items(chunk, failures)
             if loaded:
                 rows.append(self.embed_images([rgb for _, rgb in loaded]))
                 kept_labels.extend(labels[item.index] for item, _ in loaded)

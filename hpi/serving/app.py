@@ -29,7 +29,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hpi import __version__
 from hpi.errors import HpiError, InvalidConfigError
 from hpi.serving.auth import AuthMiddleware
 from hpi.serving.common import ServeSettings, Service, error_response, log_id_of, new_log_id, ok_response
@@ -43,6 +42,7 @@ from hpi.serving.protocol import (
     HealthResult,
     ResultResponse,
 )
+from hpi.version import __version__
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,7 @@ import cv2
 import numpy as np
 from fastapi import FastAPI, Request
 
-from hpi.errors import HpiInternalError, InvalidConfigError
-from hpi.predictor import PredictionError
+from hpi.errors import HpiInternalError, InvalidConfigError, PredictionError
 from hpi.serving.batching import DynamicBatcher, worker_for
 from hpi.serving.common import (
     ServeSettings,

@@ -20,8 +20,7 @@ import cv2
 import numpy as np
 from fastapi import FastAPI, Request
 
-from hpi.errors import HpiError, HpiInternalError, InvalidConfigError
-from hpi.predictor import PredictionError
+from hpi.errors import HpiError, HpiInternalError, InvalidConfigError, PredictionError
 from hpi.retrieval import FeatureIndex, UnknownIdError
 from hpi.serving.batching import DynamicBatcher, worker_for
 from hpi.serving.common import (

@@ -2,7 +2,7 @@
 
 The records are in :mod:`hpi.zoo.catalogue.pp_shituv2`, the networks in :mod:`hpi.zoo.nets.picodet` and
 :mod:`hpi.zoo.nets.pplcnetv2` (imported only when a model is built). This module holds PaddleX's
-``inference.yml`` for both, a numpy version of the detector's NMS, the detector's seeding and both exporters.
+``inference.yml`` for both, the detector's seeding and both exporters.
 
 ``PP-ShiTuV2_det`` (PicoDet-LCNet x2.5, one class "foreground") is exported as PaddleX exports PaddleDetection
 models with ``export.post_process`` and ``export.nms`` on:
@@ -15,7 +15,8 @@ models with ``export.post_process`` and ``export.nms`` on:
   ``fetch_name_1``; PaddleX takes them by position.
 * the decoding, the division by ``scale_factor`` and ``multiclass_nms3`` (score > 0.025, 1000 candidates,
   IoU 0.6, 100 kept) are inside the graph. paddle2onnx 2.1 converts the NMS at opset 17, but the ONNX graph it
-  writes is valid for batch 1 only. :func:`multiclass_nms` reproduces the op in numpy for the NMS-free network
+  writes is valid for batch 1 only. :func:`hpi.models.detection.multiclass_nms` reproduces the op in numpy for
+  the NMS-free network
   (:func:`hpi.zoo.catalogue.pp_shituv2.build_detector` with ``nms=False``), which takes any batch.
 
 ``PP-ShiTuV2_rec`` outputs the raw 512-d embedding; its ``inference.yml`` asks for ``NormalizeFeatures`` (L2
@@ -42,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hpi.errors import ExportError, InvalidInputError
+from hpi.errors import ExportError
 from hpi.zoo.catalogue import ZooModel
 from hpi.zoo.catalogue.pp_shituv2 import (
     DEFAULT_NMS,
@@ -70,77 +71,6 @@ SEED_TOP_FRACTION = 0.0005
 SEED_TOP_LOGIT = 0.5  # class logit at that quantile: score 0.62
 SEED_CLASS_SPREAD = 2.0  # standard deviation of the class logits over anchors: top scores are decisive
 SEED_REG_SPREAD = 1.0  # standard deviation of the box-bin logits: box sizes vary
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# NMS in numpy, with multiclass_nms3's semantics
-
-
-def _iou_one_to_many(box: np.ndarray, boxes: np.ndarray, normalized: bool) -> np.ndarray:
-    extra = 0.0 if normalized else 1.0
-
-    def area(b: np.ndarray) -> np.ndarray:
-        w, h = b[..., 2] - b[..., 0] + extra, b[..., 3] - b[..., 1] + extra
-        return np.where((w < 0) | (h < 0), 0.0, w * h)
-
-    iw = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]) + extra
-    ih = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]) + extra
-    inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
-    union = area(box) + area(boxes) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-
-
-def multiclass_nms(
-    boxes: np.ndarray, scores: np.ndarray, config: NmsConfig = DEFAULT_NMS
-) -> tuple[np.ndarray, np.ndarray]:
-    """Paddle's ``multiclass_nms3`` in numpy, for the detector built without in-graph NMS.
-
-    Per image and class: candidates scoring above ``score_threshold``, the best ``nms_top_k`` of them, greedy
-    NMS; then the best ``keep_top_k`` over all classes. Rows come grouped by image, then by class id, best
-    score first, as the Paddle op writes them.
-
-    Args:
-        boxes: [N, M, 4] (x1, y1, x2, y2), shared by all classes.
-        scores: [N, C, M] class scores.
-        config: thresholds and limits.
-
-    Returns:
-        ``(out, boxes_num)``: out [K, 6] float32 rows (class_id, score, x1, y1, x2, y2), boxes_num [N] int32.
-
-    Raises:
-        InvalidInputError: the arrays do not have these shapes.
-    """
-    boxes = np.asarray(boxes, dtype=np.float32)
-    scores = np.asarray(scores, dtype=np.float32)
-    if boxes.ndim != 3 or boxes.shape[2] != 4 or scores.ndim != 3 or scores.shape[::2] != boxes.shape[:2]:
-        raise InvalidInputError(
-            f"multiclass_nms: expected boxes [N, M, 4] and scores [N, C, M], got {boxes.shape} and {scores.shape}"
-        )
-    rows: list[np.ndarray] = []
-    counts: list[int] = []
-    for img_boxes, img_scores in zip(boxes, scores, strict=True):
-        kept: list[tuple[int, float, int]] = []  # (class, score, box index)
-        for cls, cls_scores in enumerate(img_scores):
-            cand = np.flatnonzero(cls_scores > config.score_threshold)
-            cand = cand[np.argsort(-cls_scores[cand], kind="stable")]
-            if config.nms_top_k > -1:
-                cand = cand[: config.nms_top_k]
-            selected: list[int] = []
-            for idx in cand:
-                if selected and np.any(
-                    _iou_one_to_many(img_boxes[idx], img_boxes[selected], config.normalized)
-                    > config.nms_threshold
-                ):
-                    continue
-                selected.append(int(idx))
-            kept.extend((cls, float(cls_scores[i]), i) for i in selected)
-        if config.keep_top_k > -1 and len(kept) > config.keep_top_k:
-            best = sorted(range(len(kept)), key=lambda k: -kept[k][1])[: config.keep_top_k]
-            kept = [kept[k] for k in sorted(best, key=lambda k: (kept[k][0], -kept[k][1]))]
-        counts.append(len(kept))
-        rows.extend(np.array([cls, score, *img_boxes[i]], dtype=np.float32) for cls, score, i in kept)
-    out = np.stack(rows) if rows else np.zeros((0, 6), dtype=np.float32)
-    return out, np.array(counts, dtype=np.int32)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -111,7 +111,7 @@ def read_provenance(directory: Path) -> dict[str, Any]:
 
 def provenance_record(weights: WeightsKind, *, seed: int | None, **extra: Any) -> dict[str, Any]:
     """The content of ``hpi_zoo.json`` for a directory written now."""
-    from hpi import __version__
+    from hpi.version import __version__
 
     record: dict[str, Any] = {
         "weights": weights,

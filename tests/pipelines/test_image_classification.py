@@ -1,4 +1,4 @@
-"""Tests of hpi/pipelines/__init__.py (create_pipeline, configs) and hpi/pipelines/image_classification.py."""
+"""hpi/pipelines/image_classification.py through create_pipeline: loading, predicting, the CLI."""
 
 from __future__ import annotations
 
@@ -9,18 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-import hpi
-from hpi.errors import InvalidConfigError, UnknownModelError
-from hpi.pipelines import (
-    ImageClassificationConfig,
-    ModelConfig,
-    create_pipeline,
-    load_config,
-    parse_config,
-    save_pipeline_config,
-)
+from hpi.errors import InvalidConfigError, PredictionError, UnknownModelError
+from hpi.pipelines import create_pipeline
 from hpi.pipelines.image_classification import ImageClassificationPipeline
-from hpi.predictor import PredictionError
 from hpi.results import ClassificationResult
 
 SEED_KEYS = {"input_path", "page_index", "class_ids", "scores", "label_names"}
@@ -42,67 +33,6 @@ def classifier(toy_dir: Path, tmp_path_factory, engine_cache: Path) -> ImageClas
     pipeline = create_pipeline(str(path), cache_dir=engine_cache)
     yield pipeline
     pipeline.close()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# configs
-
-
-def test_default_config_is_the_seeds_shape() -> None:
-    cfg = load_config("image_classification")
-    assert cfg == ImageClassificationConfig(model=ModelConfig("PP-LCNet_x1_0", topk=5))
-    raw = yaml.safe_load((Path(hpi.__file__).parent / "data" / "pipelines" / "image_classification.yaml").read_text())
-    assert set(raw["Pipeline"]) == {"model", "model_dir", "device", "batch_size", "topk"}
-
-
-def test_both_paddlex_layouts_parse() -> None:
-    old = parse_config({"Pipeline": {"model": "PP-LCNet_x1_0", "device": "gpu", "batch_size": 1}})
-    new = parse_config({"SubModules": {"ImageClassification": {
-        "module_name": "image_classification", "model_name": "PP-LCNet_x0_5", "model_dir": None, "batch_size": 4,
-        "topk": 5}}})
-    assert old.model.model_name == "PP-LCNet_x1_0" and old.device == "gpu"
-    assert new.model == ModelConfig("PP-LCNet_x0_5", batch_size=4, topk=5, module_name="image_classification")
-
-
-@pytest.mark.parametrize(
-    ("cfg", "key"),
-    [
-        ({"Pipeline": {"model": "M", "batch_sise": 2}}, "Pipeline.batch_sise"),
-        ({"Pipeline": {"model": "M", "batch_size": "four"}}, "Pipeline.batch_size"),
-        ({"Pipeline": {"model": "M", "topk": 0}}, "Pipeline.topk"),
-        ({"Pipeline": {"model_dir": "/x"}}, "Pipeline.model"),
-        ({"Pipeline": {"model": "M", "use_hpip": "yes"}}, "Pipeline.use_hpip"),
-        ({"Pipeline": {"model": "M"}, "extra": 1}, "extra"),
-        ({"SubModules": {"Classifier": {"model_name": "M"}}, "pipeline_name": "image_classification"},
-         "SubModules.Classifier"),
-        ({"pipeline_name": "OCR"}, "pipeline_name"),
-        ({"Pipeline": {"model": "M"}, "SubModules": {}}, "Pipeline"),
-        ([1, 2], "top level"),
-    ],
-)
-def test_config_errors_name_the_key(cfg, key: str) -> None:
-    with pytest.raises(InvalidConfigError, match=rf"{key}: "):
-        parse_config(cfg)
-
-
-def test_unknown_pipeline_and_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(InvalidConfigError, match="known: image_classification, PP-ShiTuV2"):
-        create_pipeline("object_detection")
-    with pytest.raises(InvalidConfigError, match="does not exist"):
-        create_pipeline(str(tmp_path / "nope.yaml"))
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("Pipeline: [unclosed", encoding="utf-8")
-    with pytest.raises(InvalidConfigError, match="not valid YAML"):
-        create_pipeline(str(bad))
-    with pytest.raises(InvalidConfigError, match=r"config: pipeline_name is 'PP-ShiTuV2'"):
-        create_pipeline("image_classification", config={"pipeline_name": "PP-ShiTuV2"})
-
-
-def test_saved_default_config_round_trips(tmp_path: Path) -> None:
-    path = save_pipeline_config("image_classification", tmp_path / "my_path")
-    assert path == tmp_path / "my_path" / "image_classification.yaml"
-    assert load_config(str(path)) == load_config("image_classification")
-    assert save_pipeline_config("PP-ShiTuV2", tmp_path / "x.yaml") == tmp_path / "x.yaml"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -168,3 +98,4 @@ def test_missing_model_is_built_from_the_zoo_and_logged(toy_dir: Path, tmp_path:
     monkeypatch.setattr(hpi.zoo, "build", unbuildable)
     with pytest.raises(UnknownModelError, match="no ToyNet"):
         create_pipeline("image_classification", config=cfg, cache_dir=engine_cache)
+

@@ -23,14 +23,15 @@ import yaml
 pytest.importorskip("faiss", reason="PP-ShiTuV2 retrieval needs faiss-cpu (pip install 'hpi[retrieval]')")
 
 import hpi  # noqa: E402
-from hpi.errors import InvalidConfigError, InvalidInputError  # noqa: E402
-from hpi.pipelines import ModelConfig, ShiTuConfig, create_pipeline, load_config, parse_config  # noqa: E402
+from hpi.errors import InvalidConfigError, InvalidInputError, PredictionError  # noqa: E402
+from hpi.pipelines import create_pipeline  # noqa: E402
 from hpi.pipelines.bench import bench_pipeline, measure_pipeline_stages  # noqa: E402
-from hpi.pipelines.shitu import ShiTuPipeline, ShiTuResult, read_ids  # noqa: E402
-from hpi.predictor import PredictionError  # noqa: E402
+from hpi.pipelines.shitu import ShiTuPipeline, read_ids  # noqa: E402
+from hpi.results import ShiTuResult  # noqa: E402
 from hpi.retrieval import FeatureIndex, IndexFileError, UnknownIdError  # noqa: E402
-from tests.pipelines.conftest import color_photos, make_embedder_dir, make_layout_dir  # noqa: E402
-from tests.pipelines.test_detection import compose_page  # noqa: E402
+from tests.models.conftest import make_layout_dir  # noqa: E402
+from tests.models.test_detection import compose_page  # noqa: E402
+from tests.pipelines.conftest import color_photos, make_embedder_dir  # noqa: E402
 
 SAMPLE_IMAGES = Path(hpi.__file__).parent / "data" / "images"
 BOX_KEYS = {"labels", "rec_scores", "det_score", "coordinate"}
@@ -95,56 +96,6 @@ def _top_label(result: ShiTuResult) -> str | None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # configuration
-
-PADDLEX_YAML = """\
-pipeline_name: PP-ShiTuV2
-
-index: None
-det_threshold: 0.5
-rec_threshold: 0.5
-rec_topk: 5
-
-SubModules:
-  Detection:
-    module_name: text_detection
-    model_name: PP-ShiTuV2_det
-    model_dir: null
-    batch_size: 1
-  Recognition:
-    module_name: text_recognition
-    model_name: PP-ShiTuV2_rec
-    model_dir: null
-    batch_size: 1
-"""
-
-
-def test_default_and_paddlex_configs_parse() -> None:
-    cfg = load_config("PP-ShiTuV2")
-    assert cfg == ShiTuConfig(detection=ModelConfig("PP-ShiTuV2_det", module_name="mainbody_detection"),
-                              recognition=ModelConfig("PP-ShiTuV2_rec", module_name="image_feature"))
-    paddlex = parse_config(yaml.safe_load(PADDLEX_YAML))
-    assert paddlex.index is None and paddlex.rec_topk == 5 and paddlex.detection.model_name == "PP-ShiTuV2_det"
-
-
-@pytest.mark.parametrize(
-    ("change", "key"),
-    [
-        ({"SubModules": {"Detection": {"model_name": "d", "modeldir": "x"}, "Recognition": {"model_name": "r"}}},
-         "SubModules.Detection.modeldir"),
-        ({"SubModules": {"Detection": {"model_name": "d"}}}, "SubModules.Recognition"),
-        ({"det_threshold": 1.5}, "det_threshold"),
-        ({"rec_topk": 0}, "rec_topk"),
-        ({"rec_threshold": "high"}, "rec_threshold"),
-        ({"hamming_radius": 3}, "hamming_radius"),
-        ({"index_path": "x"}, "index_path"),
-    ],
-)
-def test_config_errors_name_the_key(change: dict, key: str) -> None:
-    cfg = yaml.safe_load(PADDLEX_YAML)
-    cfg.update(change)
-    with pytest.raises(InvalidConfigError, match=rf"{key}: "):
-        parse_config(cfg)
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # retrieval with real weights

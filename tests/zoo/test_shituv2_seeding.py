@@ -108,48 +108,6 @@ def test_det_config_is_read_as_a_detection_model():
 # numpy NMS against Paddle's multiclass_nms3
 
 
-@pytest.mark.parametrize(
-    "config",
-    [pp_shituv2.DEFAULT_NMS, pp_shituv2.NmsConfig(keep_top_k=15), pp_shituv2.NmsConfig(nms_top_k=40, nms_threshold=0.3)],
-    ids=["default", "keep15", "top40"],
-)
-def test_numpy_nms_matches_paddle_op(config):
-    import paddle
-
-    rng = np.random.default_rng(3)
-    xy = rng.uniform(0, 500, (2, 400, 2)).astype("float32")
-    wh = rng.uniform(5, 120, (2, 400, 2)).astype("float32")
-    boxes = np.concatenate([xy, xy + wh], axis=-1)
-    scores = rng.uniform(0, 1, (2, 2, 400)).astype("float32") ** 3
-    want, _, want_num = paddle._C_ops.multiclass_nms3(
-        paddle.to_tensor(boxes),
-        paddle.to_tensor(scores),
-        None,
-        config.score_threshold,
-        config.nms_top_k,
-        config.keep_top_k,
-        config.nms_threshold,
-        config.normalized,
-        1.0,
-        -1,
-    )
-    got, got_num = shitu.multiclass_nms(boxes, scores, config)
-    np.testing.assert_array_equal(got_num, want_num.numpy())
-    np.testing.assert_allclose(got, want.numpy(), rtol=1e-6, atol=1e-6)
-
-
-def test_numpy_nms_edge_cases():
-    from hpi.errors import InvalidInputError
-
-    boxes = np.array([[[0, 0, 10, 10], [1, 1, 11, 11]]], np.float32)
-    out, num = shitu.multiclass_nms(boxes, np.full((1, 1, 2), 0.01, np.float32))
-    assert out.shape == (0, 6) and num.tolist() == [0]
-    out, num = shitu.multiclass_nms(boxes, np.array([[[0.9, 0.8]]], np.float32))
-    assert num.tolist() == [1] and out[0, :2].tolist() == pytest.approx([0.0, 0.9])  # IoU 0.68 > 0.6
-    with pytest.raises(InvalidInputError, match="scores"):
-        shitu.multiclass_nms(boxes, np.zeros((1, 2), np.float32))
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # networks
 
@@ -337,7 +295,12 @@ def test_nms_free_variant_with_numpy_nms_gives_the_graph_result(exported_det):
     with paddle.no_grad():
         want, want_num = layer(image, scale)
         boxes, scores = raw(image, scale)
-    got, got_num = shitu.multiclass_nms(boxes.numpy(), scores.numpy())
+    from dataclasses import asdict
+
+    from hpi.models.detection import NmsSettings, multiclass_nms
+
+    settings = NmsSettings(**asdict(pp_shituv2.DEFAULT_NMS))  # the graph's multiclass_nms3 settings
+    got, got_num = multiclass_nms(boxes.numpy(), scores.numpy(), settings)
     assert got_num.tolist() == want_num.numpy().tolist() and got_num.sum() > 0
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-4)
 

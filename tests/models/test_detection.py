@@ -1,4 +1,5 @@
-"""Tests of hpi/pipelines/detection.py: PaddleDetection-format detectors, NMS in the graph or in numpy."""
+"""hpi/models/detection.py: PaddleDetection-format detectors, NMS in the graph or in numpy (the one NMS, checked
+against Paddle's multiclass_nms3)."""
 
 from __future__ import annotations
 
@@ -13,21 +14,20 @@ import pytest
 import yaml
 from PIL import Image, ImageDraw, ImageFont
 
-from hpi.errors import InvalidConfigError, ModelSourceError
+from hpi.errors import InvalidConfigError, InvalidInputError, ModelSourceError, PredictionError
 from hpi.model import ModelSource
-from hpi.pipelines.detection import (
+from hpi.models.detection import (
     DetectionSpec,
     NmsSettings,
     create_detector,
     decode_picodet_heads,
-    greedy_nms,
     multiclass_nms,
+    nms,
     nms_per_class_hard,
     prepare_image,
 )
-from hpi.predictor import PredictionError
 from tests.conftest import package_file
-from tests.pipelines.conftest import layout_infer_cfg
+from tests.models.conftest import layout_infer_cfg
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -115,22 +115,56 @@ def test_keep_ratio_and_pad_stride() -> None:
 # numpy post-processing, known answers
 
 
-def test_greedy_nms_known_answer() -> None:
+def test_nms_known_answer() -> None:
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 9]], np.float32)
     scores = np.array([0.9, 0.8, 0.7, 0.95], np.float32)
-    np.testing.assert_array_equal(greedy_nms(boxes, scores, 0.5), [3, 2])
-    np.testing.assert_array_equal(greedy_nms(boxes, scores, 0.95), [3, 0, 1, 2])
-    np.testing.assert_array_equal(greedy_nms(boxes, scores, 0.5, max_keep=1), [3])
-    np.testing.assert_array_equal(greedy_nms(boxes, scores, 0.5, max_candidates=2), [3])
+    np.testing.assert_array_equal(nms(boxes, scores, 0.5), [3, 2])
+    np.testing.assert_array_equal(nms(boxes, scores, 0.95), [3, 0, 1, 2])
+    np.testing.assert_array_equal(nms(boxes, scores, 0.5, keep_top_k=1), [3])
+    np.testing.assert_array_equal(nms(boxes, scores, 0.5, top_k=2), [3])
+    # IoU of box 0 and box 1 is 81/119 = 0.68 (normalized) and 100/142 = 0.70 with the +1 pixel convention.
+    np.testing.assert_array_equal(nms(boxes[:2], scores[:2], 0.69), [0, 1])
+    np.testing.assert_array_equal(nms(boxes[:2], scores[:2], 0.69, normalized=False), [0])
 
 
 def test_multiclass_nms_per_class_then_keep_top_k() -> None:
-    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float32)
-    scores = np.array([[0.9, 0.8, 0.1], [0.2, 0.7, 0.6]], np.float32)  # [C, L]
-    out = multiclass_nms(boxes, scores, NmsSettings(score_threshold=0.3, nms_threshold=0.5, keep_top_k=-1))
+    boxes = np.array([[[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]]], np.float32)
+    scores = np.array([[[0.9, 0.8, 0.1], [0.2, 0.7, 0.6]]], np.float32)  # [N, C, L]
+    out, num = multiclass_nms(boxes, scores, NmsSettings(score_threshold=0.3, nms_threshold=0.5, keep_top_k=-1))
     np.testing.assert_allclose(out[:, :2], [[0, 0.9], [1, 0.7], [1, 0.6]])  # class 1 keeps box 1 and box 2
-    out = multiclass_nms(boxes, scores, NmsSettings(score_threshold=0.3, nms_threshold=0.5, keep_top_k=2))
+    assert num.tolist() == [3]
+    out, num = multiclass_nms(boxes, scores, NmsSettings(score_threshold=0.3, nms_threshold=0.5, keep_top_k=2))
     np.testing.assert_allclose(out[:, :2], [[0, 0.9], [1, 0.7]])
+    out, num = multiclass_nms(boxes, np.full((1, 2, 3), 0.01, np.float32))
+    assert out.shape == (0, 6) and num.tolist() == [0]
+    with pytest.raises(InvalidInputError, match="scores"):
+        multiclass_nms(boxes, np.zeros((1, 3), np.float32))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [NmsSettings(score_threshold=0.025, nms_top_k=1000, keep_top_k=100, nms_threshold=0.6),
+     NmsSettings(score_threshold=0.025, keep_top_k=15, nms_threshold=0.6),
+     NmsSettings(score_threshold=0.025, nms_top_k=40, nms_threshold=0.3),
+     NmsSettings(score_threshold=0.1, nms_threshold=0.5, normalized=False)],
+    ids=["shitu-default", "keep15", "top40", "unnormalized"],
+)
+def test_multiclass_nms_matches_paddle_op(settings: NmsSettings) -> None:
+    """The one NMS hpi runs (decoded boxes, PicoDet heads, PP-ShiTu's box NMS) against Paddle's own op."""
+    import paddle
+
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 500, (2, 400, 2)).astype("float32")
+    wh = rng.uniform(5, 120, (2, 400, 2)).astype("float32")
+    boxes = np.concatenate([xy, xy + wh], axis=-1)
+    scores = rng.uniform(0, 1, (2, 2, 400)).astype("float32") ** 3
+    want, _, want_num = paddle._C_ops.multiclass_nms3(
+        paddle.to_tensor(boxes), paddle.to_tensor(scores), None, settings.score_threshold, settings.nms_top_k,
+        settings.keep_top_k, settings.nms_threshold, settings.normalized, 1.0, -1,
+    )
+    got, got_num = multiclass_nms(boxes, scores, settings)
+    np.testing.assert_array_equal(got_num, want_num.numpy())
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-6, atol=1e-6)
 
 
 def test_decode_picodet_heads_known_box() -> None:
@@ -260,7 +294,6 @@ def test_numpy_decode_and_nms_match_an_independent_implementation(layout_detecto
 @pytest.mark.realweights
 def test_openvino_gives_the_same_boxes(layout_det_dir: Path, layout_detector, page: np.ndarray,
                                        engine_cache: Path) -> None:
-    pytest.importorskip("openvino")
     reference = layout_detector.detect([page[:, :, ::-1].copy()])[0]
     with create_detector("PicoDet_layout_1x_cdla", layout_det_dir, device="cpu", use_hpip=True,
                          hpi_config={"backend": "openvino"}, cache_dir=engine_cache) as det:
@@ -320,14 +353,20 @@ def _save_nms_toy(out: Path) -> None:
         paddle.static.InputSpec([None, 3, 64, 64], "float32", "image"),
         paddle.static.InputSpec([None, 2], "float32", "scale_factor"),
     ])
+    _write_toy_infer_cfg(out, "CellDetector", 64, "block")
+
+
+def _write_toy_infer_cfg(out: Path, model_name: str, size: int, label: str, **extra) -> None:
+    """A decoded-output detector's inference.yml: resize to size x size (bilinear), ImageNet mean/std, CHW."""
     cfg = {
-        "mode": "paddle", "draw_threshold": 0.5, "arch": "GFL", "Global": {"model_name": "CellDetector"},
+        "mode": "paddle", "draw_threshold": 0.5, "arch": "GFL", "Global": {"model_name": model_name},
         "Preprocess": [
-            {"type": "Resize", "target_size": [64, 64], "keep_ratio": False, "interp": 1},
+            {"type": "Resize", "target_size": [size, size], "keep_ratio": False, "interp": 1},
             {"type": "NormalizeImage", "is_scale": True, "mean": MEAN.tolist(), "std": STD.tolist()},
             {"type": "Permute"},
         ],
-        "label_list": ["block"],
+        "label_list": [label],
+        **extra,
     }
     (out / "inference.yml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
 
@@ -369,12 +408,11 @@ def test_nms_in_the_graph_gives_original_coordinates(nms_toy_dir: Path, engine_c
 
 @pytest.fixture(scope="module")
 def zoo_detector_dir(tmp_path_factory) -> Path:
-    pytest.importorskip("paddle", reason="building the zoo detector needs Paddle")
     from hpi.zoo.catalogue import zoo_models
-    from hpi.zoo.shituv2_seeding import export_detector as export
+    from hpi.zoo.shituv2_seeding import export_detector
 
     out = tmp_path_factory.mktemp("zoo_det")
-    export(zoo_models()["PP-ShiTuV2_det"], out)
+    export_detector(zoo_models()["PP-ShiTuV2_det"], out)
     return out
 
 
@@ -396,3 +434,52 @@ def test_zoo_detector_gives_the_same_boxes_on_every_backend(zoo_detector_dir: Pa
                                        [b["coordinate"] for b in reference["boxes"]], atol=0.01)
             scores = [b["score"] for b in result["boxes"]]
             assert scores == sorted(scores, reverse=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# decoded boxes without NMS in the graph: the detector runs multiclass_nms itself
+
+
+def _save_decoded_toy(out: Path) -> None:
+    """An ONNX detector whose graph stops before NMS: two fixed boxes (input pixels) of one class, scored by the
+    image's brightness; the second box overlaps the first (IoU 0.875), so NMS keeps one."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    boxes = np.array([[[0, 0, 4, 4], [0, 0, 4, 3.5]]], np.float32)
+    nodes = [
+        helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Mul", ["mean", "gain"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["score"]),
+        helper.make_node("Mul", ["score", "second"], ["score2"]),
+        helper.make_node("Concat", ["score", "score2"], ["pair"], axis=0),
+        helper.make_node("Reshape", ["pair", "shape"], ["scores"]),
+        helper.make_node("Identity", ["box_values"], ["boxes"]),
+    ]
+    init = [
+        helper.make_tensor("gain", TensorProto.FLOAT, [], [4.0]),
+        helper.make_tensor("second", TensorProto.FLOAT, [], [0.9]),
+        helper.make_tensor("shape", TensorProto.INT64, [3], [1, 1, 2]),
+        helper.make_tensor("box_values", TensorProto.FLOAT, [1, 2, 4], boxes.ravel().tolist()),
+    ]
+    graph = helper.make_graph(
+        nodes, "decoded_toy", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 2, 4]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, 2])], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out / "inference.onnx"))
+    _write_toy_infer_cfg(out, "DecodedToy", 8, "thing",
+                         NMS={"score_threshold": 0.3, "nms_threshold": 0.5, "nms_top_k": 100, "keep_top_k": 10})
+
+
+def test_decoded_boxes_go_through_the_one_nms(tmp_path: Path, engine_cache: Path) -> None:
+    _save_decoded_toy(tmp_path)
+    with create_detector("DecodedToy", tmp_path, device="cpu", cache_dir=engine_cache) as det:
+        assert det.backend == "onnxruntime" and not det.spec.raw_heads
+        white, black = np.full((40, 80, 3), 255, np.uint8), np.zeros((40, 80, 3), np.uint8)
+        results = list(det.predict([white, black], batch_size=2))
+    assert [len(r["boxes"]) for r in results] == [1, 0]  # NMS dropped the overlapping box; black scores low
+    box = results[0]["boxes"][0]
+    assert box["label"] == "thing" and box["score"] > 0.99
+    np.testing.assert_allclose(box["coordinate"], [0, 0, 40, 20], atol=1e-4)  # 4 px of 8 -> original pixels

@@ -1,4 +1,4 @@
-"""Object detection for PaddleDetection-format models (PicoDet and the like) on any backend.
+"""Detection models: PaddleDetection-format detectors (PicoDet and the like) on any backend.
 
 A PaddleDetection export carries an ``inference.yml`` (``infer_cfg``) with a top-level ``Preprocess`` list::
 
@@ -14,18 +14,18 @@ A PaddleDetection export carries an ``inference.yml`` (``infer_cfg``) with a top
 
 The graph takes ``image`` [N, 3, H, W] float32 and, when it has them, ``scale_factor`` [N, 2] = (resized_h /
 original_h, resized_w / original_w) and ``im_shape`` [N, 2] = (resized_h, resized_w). Three output layouts exist,
-and :class:`DetectionPredictor` handles each:
+and :class:`Detector` handles each:
 
 * **NMS in the graph** (PaddleX's PP-ShiTuV2_det, any ``export.nms: true`` model): ``boxes`` [M, 6] rows of
   (class_id, score, x1, y1, x2, y2) in original-image pixels, grouped by image, and ``boxes_num`` [N].
 * **decoded, without NMS** (``export.nms: false``): boxes [N, L, 4] and scores [N, C, L]; NMS runs here with
-  ``multiclass_nms3``'s semantics (per class, then the best ``keep_top_k`` over all classes).
+  :func:`multiclass_nms`, Paddle's ``multiclass_nms3`` (per class, then the best ``keep_top_k`` over all classes).
 * **undecoded PicoDet heads** (``arch: PicoDet``, ``export.post_process: false``, e.g. the layout models): per
   stride, class scores [N, H*W, C] (already sigmoid) followed by box distributions [N, H*W, 4 * (reg_max + 1)].
   They are decoded here as PaddleDetection's deploy ``PicoDetPostProcess`` does: the best ``nms_top_k`` anchors
   per level, box sides as the expectation of a softmax over the bins times the stride around each cell centre,
-  per class hard NMS over the 200 best candidates keeping at most ``keep_top_k``, boxes clipped to the resized
-  image and divided by the scale factor.
+  per class hard NMS over the 200 best candidates keeping at most ``keep_top_k`` (the same greedy :func:`nms`),
+  boxes clipped to the resized image and divided by the scale factor.
 
 Results are PaddleX's: ``{input_path, page_index, boxes: [{cls_id, label, score, coordinate}]}`` with
 ``coordinate`` = [xmin, ymin, xmax, ymax] in original-image pixels, clipped to the image, best score first.
@@ -33,29 +33,25 @@ Results are PaddleX's: ``{input_path, page_index, boxes: [{cls_id, label, score,
 
 from __future__ import annotations
 
-import logging
+import functools
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
-from hpi.backends import get_backend
 from hpi.backends.base import Engine
-from hpi.cache import EngineCache
-from hpi.device import Device, parse_device
-from hpi.errors import HpiError, InvalidConfigError, InvalidInputError, ModelSourceError
-from hpi.inputs import InputItem, expand_inputs, named_error
+from hpi.config import HpiConfig
+from hpi.device import Device
+from hpi.errors import InvalidConfigError, InvalidInputError, ModelSourceError
+from hpi.inputs import InputItem
+from hpi.loading import load_model, locate_model
 from hpi.model import ModelSource
-from hpi.predictor import ItemFailure, LoadedModel, PredictionError, locate_model
-from hpi.results import BaseResult
-from hpi.select import BackendChoice, HpiConfig, resolve_backend, with_spin_policy
-from hpi.zoo.store import weights_kind
-
-logger = logging.getLogger(__name__)
+from hpi.models.base import ItemFailure, LoadedModel, Payload, finish_result, predict_loop
+from hpi.results import DetResult
+from hpi.selection.choice import BackendChoice
 
 IMAGE_INPUT = "image"
 SCALE_FACTOR_INPUT = "scale_factor"
@@ -110,6 +106,7 @@ class NmsSettings:
     nms_threshold: float = 0.5  # IoU above which the lower-scoring box of a class is suppressed
     nms_top_k: int = 1000  # undecoded heads: anchors kept per level; decoded boxes: candidates per class
     keep_top_k: int = 100  # undecoded heads: boxes per class; decoded boxes: boxes per image (-1: all)
+    normalized: bool = True  # IoU without the +1 pixel convention (multiclass_nms3's ``normalized``)
 
 
 @dataclass(frozen=True)
@@ -276,6 +273,10 @@ def _parse_nms(nms: Any) -> NmsSettings:
             if not isinstance(value, int) or isinstance(value, bool) or value == 0 or value < -1:
                 raise ModelSourceError(f"NMS.{name}: expected a positive integer or -1, got {value!r}")
             fields[name] = value
+    if "normalized" in nms:
+        if not isinstance(nms["normalized"], bool):
+            raise ModelSourceError(f"NMS.normalized: expected true or false, got {nms['normalized']!r}")
+        fields["normalized"] = nms["normalized"]
     return NmsSettings(**fields)
 
 
@@ -354,37 +355,83 @@ def stack_images(prepared: Sequence[PreparedImage]) -> np.ndarray:
 # post-processing in numpy
 
 
-def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one (x1, y1, x2, y2) box with each row of ``boxes``, without the +1 pixel convention."""
-    x1 = np.maximum(box[0], boxes[:, 0])
-    y1 = np.maximum(box[1], boxes[:, 1])
-    x2 = np.minimum(box[2], boxes[:, 2])
-    y2 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = np.clip(box[2] - box[0], 0, None) * np.clip(box[3] - box[1], 0, None)
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    return inter / (area + areas - inter + 1e-5)
+def iou(box: np.ndarray, boxes: np.ndarray, *, normalized: bool = True) -> np.ndarray:
+    """IoU of one (x1, y1, x2, y2) box with each row of ``boxes``, as Paddle's NMS computes it (``JaccardOverlap``):
+    an inverted box has area 0, and ``normalized=False`` adds the +1 pixel convention."""
+    extra = 0.0 if normalized else 1.0
+
+    def area(b: np.ndarray) -> np.ndarray:
+        w, h = b[..., 2] - b[..., 0] + extra, b[..., 3] - b[..., 1] + extra
+        return np.where((w < 0) | (h < 0), 0.0, w * h)
+
+    iw = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]) + extra
+    ih = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]) + extra
+    inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
+    union = area(box) + area(boxes) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
-def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, *, max_candidates: int = -1,
-               max_keep: int = -1) -> np.ndarray:
-    """Indices of the boxes greedy NMS keeps, best score first.
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, *, top_k: int = -1, keep_top_k: int = -1,
+        normalized: bool = True) -> np.ndarray:
+    """Greedy NMS, the one hpi runs: indices of the boxes kept, best score first.
 
-    Only the ``max_candidates`` best boxes enter (-1: all); a box is dropped when its IoU with a kept box
-    exceeds ``iou_threshold``; at most ``max_keep`` are kept (-1: all).
+    Only the ``top_k`` best boxes enter (-1: all); a box is dropped when its IoU with a kept box exceeds
+    ``iou_threshold``; at most ``keep_top_k`` are kept (-1: all). One class of Paddle's ``multiclass_nms3``.
     """
-    order = np.argsort(-scores, kind="stable")
-    if max_candidates > -1:
-        order = order[:max_candidates]
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    if top_k > -1:
+        order = order[:top_k]
     keep: list[int] = []
-    while order.size:
-        best = int(order[0])
-        keep.append(best)
-        if len(keep) == max_keep:
+    for idx in order:
+        if keep and np.any(iou(boxes[idx], boxes[keep], normalized=normalized) > iou_threshold):
+            continue
+        keep.append(int(idx))
+        if len(keep) == keep_top_k:
             break
-        rest = order[1:]
-        order = rest[box_iou(boxes[best], boxes[rest]) <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
+
+
+def multiclass_nms(boxes: np.ndarray, scores: np.ndarray, settings: NmsSettings = NmsSettings()
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Paddle's ``multiclass_nms3`` in numpy (tested against the op).
+
+    Per image and class: candidates scoring above ``score_threshold``, the best ``nms_top_k`` of them, greedy
+    :func:`nms`; then the best ``keep_top_k`` over all classes. Rows come grouped by image, then by class id, best
+    score first, as the Paddle op writes them.
+
+    Args:
+        boxes: [N, M, 4] (x1, y1, x2, y2), shared by all classes.
+        scores: [N, C, M] class scores.
+        settings: thresholds and limits.
+
+    Returns:
+        ``(out, boxes_num)``: out [K, 6] float32 rows (class_id, score, x1, y1, x2, y2), boxes_num [N] int32.
+
+    Raises:
+        InvalidInputError: the arrays do not have these shapes.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32)
+    scores = np.asarray(scores, dtype=np.float32)
+    if boxes.ndim != 3 or boxes.shape[2] != 4 or scores.ndim != 3 or scores.shape[::2] != boxes.shape[:2]:
+        raise InvalidInputError(
+            f"multiclass_nms: expected boxes [N, M, 4] and scores [N, C, M], got {boxes.shape} and {scores.shape}"
+        )
+    rows: list[np.ndarray] = []
+    counts: list[int] = []
+    for img_boxes, img_scores in zip(boxes, scores):
+        kept: list[tuple[int, float, int]] = []  # (class, score, box index)
+        for cls, cls_scores in enumerate(img_scores):
+            cand = np.flatnonzero(cls_scores > settings.score_threshold)
+            keep = nms(img_boxes[cand], cls_scores[cand], settings.nms_threshold, top_k=settings.nms_top_k,
+                       normalized=settings.normalized)
+            kept.extend((cls, float(cls_scores[cand[k]]), int(cand[k])) for k in keep)
+        if settings.keep_top_k > -1 and len(kept) > settings.keep_top_k:
+            best = sorted(range(len(kept)), key=lambda k: -kept[k][1])[: settings.keep_top_k]
+            kept = [kept[k] for k in sorted(best, key=lambda k: (kept[k][0], -kept[k][1]))]
+        counts.append(len(kept))
+        rows.extend(np.array([cls, score, *img_boxes[i]], dtype=np.float32) for cls, score, i in kept)
+    out = np.stack(rows) if rows else np.zeros((0, 6), dtype=np.float32)
+    return out, np.array(counts, dtype=np.int32)
 
 
 def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
@@ -397,7 +444,7 @@ def decode_picodet_heads(
     distributions: Sequence[np.ndarray],
     input_hw: tuple[int, int],
     strides: Sequence[int],
-    nms: NmsSettings,
+    settings: NmsSettings,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Decode undecoded PicoDet heads into candidate boxes in input-image pixels, per image.
 
@@ -406,7 +453,7 @@ def decode_picodet_heads(
         distributions: per level [N, H*W, 4 * (reg_max + 1)] box-side logits (left, top, right, bottom).
         input_hw: height and width of the image tensor the model ran on.
         strides: the level strides (``fpn_stride``).
-        nms: ``nms_top_k`` is the number of anchors kept per level.
+        settings: ``nms_top_k`` is the number of anchors kept per level.
 
     Returns:
         Per image ``(boxes [K, 4], scores [K, C])``.
@@ -433,8 +480,8 @@ def decode_picodet_heads(
             ys, xs = np.divmod(np.arange(grid_h * grid_w), grid_w)
             cx, cy = (xs + 0.5) * stride, (ys + 0.5) * stride
             top = np.argsort(-score.max(axis=1), kind="stable")
-            if nms.nms_top_k > -1:
-                top = top[: nms.nms_top_k]
+            if settings.nms_top_k > -1:
+                top = top[: settings.nms_top_k]
             sides = sides[top] * stride
             level_boxes.append(np.stack(
                 [cx[top] - sides[:, 0], cy[top] - sides[:, 1], cx[top] + sides[:, 2], cy[top] + sides[:, 3]], axis=1
@@ -445,40 +492,23 @@ def decode_picodet_heads(
     return per_image
 
 
-def nms_per_class_hard(boxes: np.ndarray, scores: np.ndarray, nms: NmsSettings) -> np.ndarray:
+def nms_per_class_hard(boxes: np.ndarray, scores: np.ndarray, settings: NmsSettings) -> np.ndarray:
     """PaddleDetection's PicoDet NMS: per class, scores above ``score_threshold``, hard NMS over the 200 best,
     at most ``keep_top_k`` per class. Returns rows (class_id, score, x1, y1, x2, y2), class by class."""
     rows = []
     for cls in range(scores.shape[1]):
-        mask = scores[:, cls] > nms.score_threshold
+        mask = scores[:, cls] > settings.score_threshold
         if not mask.any():
             continue
         cls_boxes, cls_scores = boxes[mask], scores[mask, cls]
-        keep = greedy_nms(cls_boxes, cls_scores, nms.nms_threshold, max_candidates=HARD_NMS_CANDIDATES,
-                          max_keep=nms.keep_top_k)
+        keep = nms(cls_boxes, cls_scores, settings.nms_threshold, top_k=HARD_NMS_CANDIDATES,
+                   keep_top_k=settings.keep_top_k, normalized=settings.normalized)
         rows.append(np.column_stack([np.full(len(keep), cls, np.float32), cls_scores[keep], cls_boxes[keep]]))
     return np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, 6), np.float32)
 
 
-def multiclass_nms(boxes: np.ndarray, scores: np.ndarray, nms: NmsSettings) -> np.ndarray:
-    """``multiclass_nms3`` for one image: boxes [L, 4] shared by classes, scores [C, L]. Per class the
-    ``nms_top_k`` best above ``score_threshold`` enter greedy NMS; then the best ``keep_top_k`` over all classes
-    are kept. Returns rows (class_id, score, x1, y1, x2, y2) grouped by class, best first."""
-    picked: list[tuple[int, float, int]] = []
-    for cls, cls_scores in enumerate(scores):
-        cand = np.flatnonzero(cls_scores > nms.score_threshold)
-        keep = greedy_nms(boxes[cand], cls_scores[cand], nms.nms_threshold, max_candidates=nms.nms_top_k)
-        picked.extend((cls, float(cls_scores[cand[k]]), int(cand[k])) for k in keep)
-    if nms.keep_top_k > -1 and len(picked) > nms.keep_top_k:
-        best = sorted(range(len(picked)), key=lambda i: -picked[i][1])[: nms.keep_top_k]
-        picked = [picked[i] for i in sorted(best)]
-    if not picked:
-        return np.zeros((0, 6), np.float32)
-    return np.array([[c, s, *boxes[i]] for c, s, i in picked], dtype=np.float32)
-
-
 # ---------------------------------------------------------------------------------------------------------------
-# results
+# boxes
 
 
 class DetBox(NamedTuple):
@@ -494,54 +524,11 @@ class DetBox(NamedTuple):
                 "coordinate": [round(c, 4) for c in self.coordinate]}
 
 
-_PALETTE = ((255, 56, 56), (56, 56, 255), (56, 200, 56), (255, 157, 151), (255, 112, 31), (146, 204, 23),
-            (61, 219, 134), (26, 147, 52), (0, 212, 187), (44, 153, 168), (0, 194, 255), (52, 69, 147))
-
-
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has no size argument
-        return ImageFont.load_default()
-
-
-def colour_for(key: str) -> tuple[int, int, int]:
-    """A stable colour per label (not Python's salted ``hash``)."""
-    return _PALETTE[sum(key.encode("utf-8")) % len(_PALETTE)]
-
-
-def draw_boxes(rgb: np.ndarray, boxes: Sequence[tuple[Sequence[float], str, tuple[int, int, int]]]) -> Image.Image:
-    """``rgb`` with each (coordinate, caption, colour) drawn as a rectangle and a caption above it."""
-    image = Image.fromarray(rgb).convert("RGB")
-    draw = ImageDraw.Draw(image)
-    size = max(12, min(image.size) // 40)
-    font = _font(size)
-    width = max(2, min(image.size) // 200)
-    for (x1, y1, x2, y2), caption, colour in boxes:
-        draw.rectangle((x1, y1, x2, y2), outline=colour, width=width)
-        if caption:
-            # Above the box when there is room, else just inside its top edge.
-            tx, ty = x1 + width, (y1 - size - 2 * width if y1 >= size + 2 * width else y1 + width)
-            box = draw.textbbox((tx, ty), caption, font=font)
-            draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=colour)
-            draw.text((tx, ty), caption, fill=(255, 255, 255), font=font)
-    return image
-
-
-class DetResult(BaseResult):
-    """``input_path, page_index, boxes: [{cls_id, label, score, coordinate}]`` (+ ``weights`` when seeded)."""
-
-    def _draw(self) -> Image.Image:
-        return draw_boxes(self["_image"], [
-            (b["coordinate"], f"{b['label']} {b['score']:.2f}", colour_for(b["label"])) for b in self["boxes"]
-        ])
-
-
 # ---------------------------------------------------------------------------------------------------------------
-# the predictor
+# the model
 
 
-class DetectionPredictor(LoadedModel):
+class Detector(LoadedModel):
     """A loaded detector. Use :func:`create_detector` to make one.
 
     Example:
@@ -550,9 +537,10 @@ class DetectionPredictor(LoadedModel):
         ...     res.print()
     """
 
-    def __init__(self, source: ModelSource, engine: Engine, choice: BackendChoice, *,
-                 weights: str | None = None) -> None:
-        super().__init__(source, engine, choice, weights)
+    tasks = ("detection",)
+
+    def __init__(self, source: ModelSource, engine: Engine, choice: BackendChoice) -> None:
+        super().__init__(source, engine, choice)
         self.spec = DetectionSpec.from_source(source)
         if IMAGE_INPUT not in engine.input_names:
             raise ModelSourceError(
@@ -567,6 +555,12 @@ class DetectionPredictor(LoadedModel):
         batch_dim = engine.input_shapes.get(IMAGE_INPUT, [None])[0]
         # Undecoded heads and Paddle's own NMS batch fine; an NMS graph converted to ONNX takes one image at a time.
         self._batchable = batch_dim is None and (self.spec.raw_heads or engine.backend.capabilities.batched_nms)
+
+    @classmethod
+    def check_source(cls, source: ModelSource) -> None:
+        """A detector's ``inference.yml`` is parsed in full before anything is built."""
+        super().check_source(source)
+        DetectionSpec.from_source(source)
 
     def detect(self, images: Sequence[np.ndarray], threshold: float | None = None) -> list[list[DetBox]]:
         """Boxes per RGB uint8 HWC image, in original-image pixels, scoring above ``threshold``.
@@ -602,7 +596,8 @@ class DetectionPredictor(LoadedModel):
             per_image = _split_by_count(nms_rows[0], [o for o in outputs if o.ndim == 1], len(prepared),
                                         self.model_name)
         elif len(outputs) >= 2 and outputs[0].ndim == 3 and outputs[0].shape[-1] == 4 and outputs[1].ndim == 3:
-            per_image = [multiclass_nms(b, s, self.spec.nms) for b, s in zip(outputs[0], outputs[1])]
+            rows, counts = multiclass_nms(outputs[0], outputs[1], self.spec.nms)
+            per_image = _split_by_count(rows, [counts], len(prepared), self.model_name)
         else:
             shapes = [list(o.shape) for o in outputs]
             raise InvalidInputError(
@@ -647,42 +642,26 @@ class DetectionPredictor(LoadedModel):
 
     def predict(self, input: Any, batch_size: int = 1, threshold: float | None = None  # noqa: A002
                 ) -> Iterator[DetResult]:
-        """Yield one :class:`DetResult` per input image, in order.
+        """Yield one :class:`~hpi.results.DetResult` per input image, in order.
 
         Args:
-            input: what :meth:`hpi.predictor.Predictor.predict` accepts (arrays are BGR, as in PaddleX).
+            input: what :meth:`hpi.models.classification.Predictor.predict` accepts (arrays are BGR, as in PaddleX).
             batch_size: images per engine call (detectors whose graph takes one image run them one by one).
             threshold: minimum box score; default: the model's ``draw_threshold``.
 
         Raises:
             PredictionError: after all good items were yielded, if any item could not be read or processed.
         """
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise InvalidConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        items = expand_inputs(input)
-        failures: list[ItemFailure] = []
-        for start in range(0, len(items), batch_size):
-            loaded: list[tuple[InputItem, np.ndarray]] = []
-            for item in items[start:start + batch_size]:
-                try:
-                    loaded.append((item, item.load_rgb()))
-                except HpiError as exc:
-                    failures.append(ItemFailure(item.index, item.input_path, named_error(exc, item)))
-            if not loaded:
-                continue
-            detections = self.detect([rgb for _, rgb in loaded], threshold)
-            for (item, rgb), boxes in zip(loaded, detections):
-                result = DetResult({"input_path": item.input_path, "page_index": None,
-                                    "boxes": [b.to_dict() for b in boxes]})
-                if self.weights == "seeded":
-                    result["weights"] = "seeded"
-                result["_image"] = rgb
-                result["_index"] = item.index
-                yield result
-        if failures:
-            raise PredictionError(failures)
+        yield from predict_loop(input, batch_size, functools.partial(self._predict_batch, threshold=threshold))
 
     __call__ = predict
+
+    def _predict_batch(self, loaded: list[tuple[InputItem, Payload]], failures: list[ItemFailure], *,
+                       threshold: float | None) -> Iterator[DetResult]:
+        for (item, rgb), boxes in zip(loaded, self.detect([rgb for _, rgb in loaded], threshold)):
+            result = DetResult({"input_path": item.input_path, "page_index": None,
+                                "boxes": [b.to_dict() for b in boxes]})
+            yield finish_result(result, item, rgb, seeded=self.seeded)
 
 
 def _check_threshold(value: Any) -> float:
@@ -716,39 +695,27 @@ def _split_by_count(rows: np.ndarray, counts: list[np.ndarray], images: int, nam
 
 def create_detector(
     model_name: str,
-    model_dir: str | Path | None = None,
+    model_dir: str | os.PathLike[str] | None = None,
     *,
     device: str | Device | None = None,
     use_hpip: bool = False,
     hpi_config: Mapping[str, Any] | HpiConfig | None = None,
-    cache_dir: str | Path | None = None,
-) -> DetectionPredictor:
-    """Load a PaddleDetection-format detector on the backend :func:`hpi.select.resolve_backend` picks.
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Detector:
+    """Load a PaddleDetection-format detector on the backend :func:`hpi.selection.choice.resolve_choice` picks.
 
     Normal mode runs a Paddle model on Paddle Inference and an ONNX model on ONNX Runtime. In high-performance
     mode an explicit ``hpi_config.backend`` is honoured; otherwise the first available backend of
-    :data:`hpi.select.STATIC_ORDER` runs it (measured selection gates on classification and embedding outputs,
-    which a detector does not have).
+    :data:`hpi.selection.choice.STATIC_ORDER` runs it (measured selection gates on classification and embedding
+    outputs, which a detector does not have).
 
     Args:
         model_name: must equal ``Global.model_name`` in the model's ``inference.yml``.
         model_dir: the model directory (Paddle or ONNX with ``inference.yml``); default: the local model store.
         device: "cpu", "gpu" or "gpu:N".
         use_hpip: high-performance mode.
-        hpi_config: see :class:`hpi.select.HpiConfig`.
+        hpi_config: see :class:`hpi.config.HpiConfig`.
         cache_dir: the engine cache.
     """
-    source = locate_model(model_name, model_dir)
-    DetectionSpec.from_source(source)  # fail on a bad inference.yml before building anything
-    dev = parse_device(device)
-    cfg = HpiConfig.from_dict(hpi_config)
-    choice = with_spin_policy(resolve_backend(source, dev, use_hpip=use_hpip, hpi_config=cfg, measure=None), cfg)
-    if use_hpip and choice.mode == "static" and cfg.auto_config:
-        logger.info("%s: detectors are not measured; high-performance mode uses the static order", source.name)
-    logger.info("%s runs on %s[%s]: %s", source.name, choice.backend, choice.precision, choice.reason)
-    engine = get_backend(choice.backend).engine(source, dev, choice.config, EngineCache(cache_dir)).load()
-    try:
-        return DetectionPredictor(source, engine, choice, weights=weights_kind(source.directory))
-    except HpiError:
-        engine.close()
-        raise
+    return load_model(Detector, locate_model(model_name, model_dir), device=device, use_hpip=use_hpip,
+                      hpi_config=hpi_config, cache_dir=cache_dir)

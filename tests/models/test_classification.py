@@ -1,4 +1,4 @@
-"""hpi/predictor.py: PaddleX's create_model / predict / result interface, inputs, and bad input handling."""
+"""hpi/models/classification.py: PaddleX's create_model / predict / result interface, inputs, bad input handling."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 import hpi
-from hpi.errors import InvalidConfigError, InvalidInputError, UnknownModelError
-from hpi.predictor import PredictionError
+from hpi.errors import InvalidConfigError, InvalidInputError, PredictionError, UnknownModelError
 
 
 @pytest.fixture(scope="module")
@@ -226,3 +225,36 @@ def test_spin_wait_policy_reaches_onnxruntime(toy_dir, tmp_path):
     explicit = {"backend": "onnxruntime", "spin_wait": False, "backend_config": {"allow_spinning": True}}
     assert config(explicit).allow_spinning is True
     assert not hasattr(config({"backend": "paddle", "spin_wait": False}), "allow_spinning")
+
+
+@pytest.mark.parametrize("use_hpip", [False, True])
+def test_a_detector_is_rejected_before_anything_is_built(layout_det_dir, tmp_path, monkeypatch, use_hpip):
+    """create_model(detector) is a clear HpiError, raised before an engine is built or a candidate measured."""
+    from hpi.backends.base import Backend
+    from hpi.cache import EngineCache
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("an engine was built for a model create_model rejects")
+
+    monkeypatch.setattr(Backend, "engine", no_build)
+    with pytest.raises(InvalidConfigError, match="PicoDet_layout_1x_cdla is a detection model.*create_detector"):
+        hpi.create_model("PicoDet_layout_1x_cdla", layout_det_dir, device="cpu", use_hpip=use_hpip,
+                         cache_dir=tmp_path)
+    assert EngineCache(tmp_path).entries() == []
+
+
+def test_a_model_rejected_after_loading_has_its_engine_closed(toy_dir, tmp_path, monkeypatch):
+    from hpi.backends.base import Engine
+    from hpi.models import classification
+
+    closed = []
+    real_close = Engine.close
+    monkeypatch.setattr(Engine, "close", lambda self: closed.append(self) or real_close(self))
+
+    def refuse(self, *args, **kwargs):
+        raise InvalidConfigError("refused after loading")
+
+    monkeypatch.setattr(classification.Predictor, "__init__", refuse)
+    with pytest.raises(InvalidConfigError, match="refused after loading"):
+        hpi.create_model("ToyNet", toy_dir, device="cpu", cache_dir=tmp_path)
+    assert len(closed) == 1

@@ -1,0 +1,7 @@
+"""Model types: one module per task kind over the shared predict loop of :mod:`hpi.models.base`.
+
+* :mod:`hpi.models.classification`: :class:`~hpi.models.classification.Predictor` (classification, embedding)
+  and ``create_model``.
+* :mod:`hpi.models.detection`: :class:`~hpi.models.detection.Detector` (PaddleDetection-format detectors) and
+  ``create_detector``.
+"""

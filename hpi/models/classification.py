@@ -1,0 +1,179 @@
+"""Classification and embedding models: PaddleX's ``create_model(...).predict(...)`` over any backend.
+
+A batch, forward only: the items' bytes stay encoded until the fused kernel decodes them on its threads (arrays
+go in as they are), preprocessing writes one batch, the engine runs it once, and each output row becomes a result:
+top-k classes (classification) or the L2-normalised feature (embedding).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from hpi.backends.base import Engine
+from hpi.config import HpiConfig
+from hpi.device import Device
+from hpi.errors import HpiError, InvalidConfigError
+from hpi.inputs import InputItem
+from hpi.loading import load_model, locate_model
+from hpi.model import ModelSource
+from hpi.models.base import ItemFailure, LoadedModel, Payload, fail, finish_result, predict_loop
+from hpi.preprocess import reference
+from hpi.preprocess.decode import decode_image
+from hpi.preprocess.fused import BatchKernel, FusedPreprocessor
+from hpi.preprocess.graph import ResizeCropU8
+from hpi.results import BaseResult, ClassificationResult, EmbeddingResult
+from hpi.selection.choice import BackendChoice
+
+
+def l2_normalise(rows: np.ndarray) -> np.ndarray:
+    """Each row of ``rows`` [N, D] divided by its L2 norm (zero rows stay zero), as float32."""
+    rows = rows.reshape(len(rows), -1).astype(np.float32)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows / np.where(norms > 0, norms, 1.0)
+
+
+class Predictor(LoadedModel):
+    """A loaded classification or embedding model. Use :func:`create_model` to make one."""
+
+    tasks = ("classification", "embedding")
+
+    def __init__(self, source: ModelSource, engine: Engine, choice: BackendChoice, *, topk: int | None = None,
+                 fast_preprocess: bool = True) -> None:
+        super().__init__(source, engine, choice)
+        self.topk = topk
+        spec = source.spec.preprocess
+        # The engine takes what the choice made it take: uint8 NHWC when preprocessing is folded into its graph
+        # (the CPU half only decodes, resizes and crops), else the fused kernel's normalised planes;
+        # fast_preprocess=False runs PaddleX's op chain as written (the benchmark's normal-mode baseline).
+        if engine.config.fold_preprocess:
+            self._preprocess: Any = ResizeCropU8(spec)
+        elif fast_preprocess:
+            self._preprocess = FusedPreprocessor(spec)
+        else:
+            self._preprocess = functools.partial(reference.preprocess_batch, spec)
+
+    def preprocess(self, images: list[np.ndarray]) -> np.ndarray:
+        """RGB uint8 HWC images to the model's input batch."""
+        return self._preprocess(images)
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """L2-normalised outputs [N, D] of RGB uint8 images, in as few engine calls as the model allows (the
+        PP-ShiTuV2 embedding step)."""
+        step = self.fixed_batch or max(1, len(images))
+        rows = [self.engine.run(self.preprocess(list(images[i:i + step])))[0] for i in range(0, len(images), step)]
+        return l2_normalise(np.concatenate(rows)) if rows else np.zeros((0, 0), np.float32)
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the engine's graph is fixed to, or None when any batch runs."""
+        shape = self.engine.input_shapes.get(self.engine.input_names[0]) if self.engine.input_names else None
+        return shape[0] if shape else None
+
+    def predict(self, input: Any, batch_size: int = 1, topk: int | None = None) -> Iterator[BaseResult]:  # noqa: A002
+        """Yield one result per input image, in order.
+
+        Args:
+            input: an array (HWC BGR uint8), a path, a URL, a directory, ``{"img": ...}`` or a list of these.
+            batch_size: images per engine call.
+            topk: classes per result; default: the model's ``PostProcess.Topk.topk``.
+
+        Raises:
+            PredictionError: after all good items were yielded, if any item could not be read or processed;
+                ``.failures`` lists them.
+        """
+        k = topk or self.topk
+        if k is not None and (not isinstance(k, int) or k < 1):
+            raise InvalidConfigError(f"topk must be a positive integer, got {k!r}")
+        step = functools.partial(self._predict_batch, topk=k)
+        # File and URL bytes stay encoded for the fused kernel, which decodes them on its threads.
+        yield from predict_loop(input, batch_size, step, decode=not isinstance(self._preprocess, BatchKernel))
+
+    __call__ = predict
+
+    def _predict_batch(self, loaded: list[tuple[InputItem, Payload]], failures: list[ItemFailure], *,
+                       topk: int | None) -> Iterator[BaseResult]:
+        batch, kept = self._preprocess_items(loaded, failures)
+        if not kept:
+            return
+        output = self.engine.run(batch)[0]
+        for (item, payload), row in zip(kept, output):
+            yield self.make_result(item, payload, row, topk)
+
+    def _preprocess_items(self, loaded: list[tuple[InputItem, Payload]], failures: list[ItemFailure]
+                          ) -> tuple[np.ndarray, list[tuple[InputItem, Payload]]]:
+        """One batch from the items that preprocess cleanly; the others become failures."""
+        if isinstance(self._preprocess, BatchKernel):  # per-item errors, decoding on the kernel's threads
+            done = self._preprocess.process([p for _, p in loaded], [it.label for it, _ in loaded])
+            for err in done.errors:
+                fail(failures, loaded[err.index][0], err.error)
+            return done.batch, [loaded[i] for i in done.indices]
+        rows, kept = [], []
+        for item, payload in loaded:
+            try:
+                rgb = decode_image(payload, item.label) if isinstance(payload, bytes) else payload
+                rows.append(self._preprocess([rgb])[0])
+                kept.append((item, rgb))
+            except HpiError as exc:
+                fail(failures, item, exc)
+        return (np.stack(rows) if rows else np.empty(0, np.float32)), kept
+
+    def make_result(self, item: InputItem, payload: Payload, row: np.ndarray, topk: int | None) -> BaseResult:
+        """One output row as PaddleX's result: top-k classes, or the L2-normalised feature."""
+        fields: dict[str, Any] = {"input_path": item.input_path, "page_index": None}
+        if self.source.spec.task == "embedding":
+            fields["feature"] = l2_normalise(row[None])[0].tolist()
+            result: BaseResult = EmbeddingResult(fields)
+        else:
+            spec = self.source.spec.topk
+            k = min(topk or (spec.topk if spec else 5), row.shape[-1])
+            order = np.argsort(-row, kind="stable")[:k]
+            labels = spec.label_list if spec else None
+            fields["class_ids"] = [int(i) for i in order]
+            fields["scores"] = [round(float(row[i]), 5) for i in order]
+            fields["label_names"] = [labels[i] if labels and i < len(labels) else str(int(i)) for i in order]
+            result = ClassificationResult(fields)
+        return finish_result(result, item, payload, seeded=self.seeded)
+
+    def close(self) -> None:
+        super().close()
+        if isinstance(self._preprocess, BatchKernel):
+            self._preprocess.close()
+
+
+def create_model(
+    model_name: str,
+    model_dir: str | os.PathLike[str] | None = None,
+    *,
+    device: str | Device | None = None,
+    use_hpip: bool = False,
+    hpi_config: Mapping[str, Any] | HpiConfig | None = None,
+    topk: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Predictor:
+    """Load a model for inference, as PaddleX's ``create_model`` does.
+
+    Args:
+        model_name: the PaddleX model name; must equal ``Global.model_name`` in the model's ``inference.yml``.
+        model_dir: a PaddleX inference directory (or ONNX + inference.yml). Default: the local model store.
+        device: "cpu", "gpu" or "gpu:N". Default: gpu:0 if a CUDA device is visible, else cpu.
+        use_hpip: False is normal mode (Paddle Inference fp32); True is high-performance mode.
+        hpi_config: PaddleX's keys (``auto_config``, ``backend``, ``backend_config``) and hpi's own
+            (``allow_reduced_precision``, ``threads``); see :class:`hpi.config.HpiConfig`.
+        topk: default number of classes per result.
+        cache_dir: the engine cache (default: ``$HPI_CACHE_DIR`` or the platform cache directory).
+
+    Raises:
+        InvalidConfigError: the model is a detector (see :func:`hpi.models.detection.create_detector`), raised
+            before anything is built.
+
+    Example:
+        >>> model = create_model("PP-LCNet_x1_0", device="cpu", use_hpip=True)
+        >>> next(model.predict("cat.jpg")).print()
+    """
+    return load_model(Predictor, locate_model(model_name, model_dir), device=device, use_hpip=use_hpip,
+                      hpi_config=hpi_config, cache_dir=cache_dir, topk=topk)

@@ -1,0 +1,79 @@
+"""The ways to run a model here: candidates (backend x precision x settings), and each one's config values.
+
+:func:`config_values` is the one place CPU threads are filled into a backend config, for every mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpi.backends import get_backend, list_backends
+from hpi.config import HpiConfig
+from hpi.device import Device, resolve_threads
+from hpi.model import ModelSource
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to run the model."""
+
+    backend: str
+    precision: str
+    config: dict[str, Any] = field(default_factory=dict)  # the backend config's values (precision included)
+
+    @property
+    def label(self) -> str:
+        extra = "+trt" if self.config.get("use_tensorrt") else ""
+        return f"{self.backend}{extra}[{self.precision}]"
+
+
+def config_values(backend: str, device: Device, hpi_config: HpiConfig, values: Mapping[str, Any] | None = None
+                  ) -> dict[str, Any]:
+    """``values`` for ``backend`` with the CPU thread count filled in (``hpi_config.threads``, else the machine's
+    cores) unless the values set it themselves (``threads``, or PaddleX's ``cpu_num_threads``)."""
+    out = dict(values or {})
+    names = {f.name for f in dataclasses.fields(get_backend(backend).config_class)}
+    if "threads" in names and not device.is_gpu and "threads" not in out and "cpu_num_threads" not in out:
+        out["threads"] = resolve_threads(hpi_config.threads)
+    return out
+
+
+def candidates(source: ModelSource, device: Device, hpi_config: HpiConfig) -> tuple[list[Candidate], dict[str, str]]:
+    """Every candidate that can run here, and the reason each other backend cannot."""
+    out: list[Candidate] = []
+    skipped: dict[str, str] = {}
+    for name in list_backends():
+        backend = get_backend(name)
+        if not backend.can_load(source.format):
+            skipped[name] = f"cannot load {source.format} models"
+            continue
+        reason = backend.unavailable_reason(device)
+        if reason:
+            skipped[name] = reason
+            continue
+        for precision in backend.precisions(device):
+            if precision != "fp32" and not hpi_config.allow_reduced_precision:
+                continue
+            config = config_values(name, device, hpi_config, {"precision": precision})
+            if device.is_gpu and backend.capabilities.tensorrt_subgraphs:
+                # fp32 without TensorRT (plain CUDA), and TensorRT subgraphs at every precision.
+                if precision == "fp32":
+                    out.append(Candidate(name, precision, dict(config)))
+                out.append(Candidate(name, precision, {**config, "use_tensorrt": True}))
+            else:
+                out.append(Candidate(name, precision, config))
+    return out, skipped
+
+
+def reference_backend(source: ModelSource) -> str:
+    """The fp32 reference and normal-mode backend: Paddle Inference; ONNX Runtime for a model only in ONNX."""
+    return "paddle" if source.format == "paddle" else "onnxruntime"
+
+
+def reference_candidate(source: ModelSource, device: Device, hpi_config: HpiConfig) -> Candidate:
+    """Paddle Inference fp32 (normal mode); ONNX Runtime fp32 for a model only available as ONNX."""
+    name = reference_backend(source)
+    return Candidate(name, "fp32", config_values(name, device, hpi_config, {"precision": "fp32"}))

@@ -1,0 +1,115 @@
+"""The typed outcome of a selection: :class:`SelectionRecord` (the winner, the reference, every loser and why)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from hpi.backends import get_backend, list_backends
+from hpi.config import AccuracyGate
+from hpi.device import Device
+from hpi.harness import Timing
+from hpi.selection.candidates import Candidate
+from hpi.selection.gate import Accuracy
+from hpi.version import __version__
+
+_RECORD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    candidate: Candidate
+    status: str  # "winner", "passed", "rejected" (accuracy), "failed" (build or run), "unavailable"
+    reason: str
+    timing: Timing | None = None
+    accuracy: Accuracy | None = None
+    build_s: float | None = None  # export + compile + load, including cache hits
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "candidate": dataclasses.asdict(self.candidate),
+            "status": self.status,
+            "reason": self.reason,
+            "timing": self.timing.to_dict() if self.timing else None,
+            "accuracy": dataclasses.asdict(self.accuracy) if self.accuracy else None,
+            "build_s": self.build_s,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CandidateResult:
+        return cls(
+            candidate=Candidate(**d["candidate"]),
+            status=d["status"],
+            reason=d["reason"],
+            timing=Timing(**d["timing"]) if d.get("timing") else None,
+            accuracy=Accuracy(**d["accuracy"]) if d.get("accuracy") else None,
+            build_s=d.get("build_s"),
+        )
+
+
+@dataclass(frozen=True)
+class SelectionRecord:
+    """The typed, cached outcome of a selection: the winner, the reference, every loser and why."""
+
+    model_name: str
+    model_hash: str
+    device: str
+    device_signature: str
+    batch_size: int
+    threads: int | None
+    reference: str  # label of the fp32 reference candidate
+    results: tuple[CandidateResult, ...]
+    versions: dict[str, str]
+    gate: AccuracyGate
+    allow_reduced_precision: bool
+    created: float
+
+    @property
+    def winner(self) -> CandidateResult:
+        return next(r for r in self.results if r.status == "winner")
+
+    @property
+    def normal(self) -> CandidateResult | None:
+        """Paddle Inference fp32 (PaddleX's normal mode), when it could run."""
+        return next((r for r in self.results if r.candidate.backend == "paddle" and r.candidate.precision == "fp32"
+                     and not r.candidate.config.get("use_tensorrt")), None)
+
+    @property
+    def speedup(self) -> float | None:
+        normal = self.normal
+        if normal is None or normal.timing is None or self.winner.timing is None:
+            return None
+        return normal.timing.p50_ms / self.winner.timing.p50_ms
+
+    def reason(self) -> str:
+        w = self.winner
+        text = f"measured: fastest of {len(self.results)} candidates passing the accuracy gate, p50 {w.timing.p50_ms:.2f} ms"
+        if self.speedup:
+            text += f", {self.speedup:.2f}x normal mode"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["results"] = [r.to_dict() for r in self.results]
+        d["gate"] = dataclasses.asdict(self.gate)
+        d["format"] = _RECORD_VERSION
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SelectionRecord:
+        d = dict(d)
+        d.pop("format", None)
+        d["results"] = tuple(CandidateResult.from_dict(r) for r in d["results"])
+        d["gate"] = AccuracyGate(**d["gate"])
+        return cls(**d)
+
+
+def library_versions(device: Device) -> dict[str, str]:
+    """hpi's version and every backend library's that can run on ``device``: part of the decision key."""
+    versions = {"hpi": __version__}
+    for name in list_backends():
+        backend = get_backend(name)
+        if backend.unavailable_reason(device) is None:
+            versions[name] = backend.version()
+    return versions

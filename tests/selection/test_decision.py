@@ -1,0 +1,63 @@
+"""hpi/selection/decision.py: the cached decision, reused across processes and measured again when it must be."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import hpi
+from hpi.cache import EngineCache
+from hpi.config import HpiConfig
+from hpi.device import Device
+from hpi.model import ModelSource
+from hpi.selection import decision, measure, record
+
+CPU = Device("cpu")
+
+
+def test_use_hpip_reuses_the_decision_across_processes(toy_dir, tmp_path):
+    cache_dir = tmp_path / "cache"
+    model = hpi.create_model("ToyNet", toy_dir, device="cpu", use_hpip=True, hpi_config={"threads": 1},
+                             cache_dir=cache_dir)
+    assert model.choice.mode == "measured"
+    decisions = EngineCache(cache_dir).entries()
+    assert sum(e.kind == "decision" for e in decisions) == 1
+    script = textwrap.dedent(f"""
+        import time, hpi
+        from hpi.selection import measure
+        def boom(*a, **k):
+            raise SystemExit("selection ran again instead of reusing the cached decision")
+        measure.select = boom
+        t = time.perf_counter()
+        m = hpi.create_model("ToyNet", {str(toy_dir)!r}, device="cpu", use_hpip=True, hpi_config={{"threads": 1}},
+                             cache_dir={str(cache_dir)!r})
+        print(m.backend, m.choice.precision)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [model.backend, model.choice.precision]
+
+
+def test_version_or_policy_change_measures_again(toy_dir, tmp_path, monkeypatch):
+    source = ModelSource.from_path(toy_dir)
+    cache = EngineCache(tmp_path)
+    runs = []
+    real_select = measure.select
+
+    def counting_select(*args, **kwargs):
+        runs.append(1)
+        return real_select(*args, **{**kwargs, "isolate": False, "budget_s": 0.1})
+
+    monkeypatch.setattr(measure, "select", counting_select)
+    cfg = HpiConfig(threads=1)
+    decision.cached_selection(source, CPU, cfg, cache=cache)
+    decision.cached_selection(source, CPU, cfg, cache=cache)
+    assert len(runs) == 1  # cached
+    decision.cached_selection(source, CPU, HpiConfig(threads=1, allow_reduced_precision=False), cache=cache)
+    assert len(runs) == 2  # precision policy changed
+    real_versions = record.library_versions
+    monkeypatch.setattr(record, "library_versions", lambda d: {**real_versions(d), "openvino": "9999.0"})
+    decision.cached_selection(source, CPU, cfg, cache=cache)
+    assert len(runs) == 3  # a library version changed
+    assert sum(e.kind == "decision" for e in cache.entries()) == 3
