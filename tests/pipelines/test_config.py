@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
@@ -81,19 +80,6 @@ def test_saved_default_config_round_trips(tmp_path: Path) -> None:
     assert path == tmp_path / "my_path" / "image_classification.yaml"
     assert load_config(str(path)) == load_config("image_classification")
     assert save_pipeline_config("PP-ShiTuV2", tmp_path / "x.yaml") == tmp_path / "x.yaml"
-
-
-def test_pipeline_config_cli(tmp_path: Path, capsys) -> None:
-    from hpi.pipelines.cli import register_cli
-
-    parser = argparse.ArgumentParser(prog="hpi")
-    register_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["pipeline-config", "PP-ShiTuV2", "--save-path", str(tmp_path)])
-    assert args.func(args) == 0
-    assert (tmp_path / "PP-ShiTuV2.yaml").is_file() and "PP-ShiTuV2.yaml" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        parser.parse_args(["pipeline-config", "nope", "--save-path", str(tmp_path)])
-
 
 
 PADDLEX_YAML = """\
