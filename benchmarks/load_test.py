@@ -18,7 +18,7 @@ generator, and the machine's load average. Results go to ``benchmarks/results/lo
 The client is a minimal asyncio HTTP/1.1 client (precomputed request bytes, Content-Length framing), so that the
 load generator, which shares the CPU with the server, costs as little as possible.
 
-Example (the figures in docs/serving.md)::
+Example (the figures in the README's Serving section)::
 
     python benchmarks/load_test.py --model PP-LCNet_x1_0 --threads 2 --clients 16 --duration 60 --no-image
 """
