@@ -8,7 +8,7 @@ counts. A Ray job's time includes starting its actors and loading the model in e
 started once before the runs (not timed). The machine may be shared: its load average is recorded before and
 after.
 
-Example (the figure in docs/scaleout.md)::
+Example (the figure in the README's Scale out section)::
 
     python benchmarks/ray_batch_bench.py --model PP-LCNet_x1_0 --copies 128 --repeats 2
 """
