@@ -1,23 +1,26 @@
 """Load test of ``hpi serve`` against the same model's offline batch throughput, on loopback only.
 
-1. **Offline.** The image_classification pipeline (same model, backend and threads as the server) classifies the test
-   image from its file (read, decode, preprocess, infer, top-k) at batch sizes 1..8, a few seconds each, after a
-   warm-up, before and again after the served run (the CPU is shared with whatever else runs). The best of these
-   is the reference throughput.
-2. **Served.** ``python -m hpi.serving`` is started on 127.0.0.1 with the same settings; ``--clients`` keep-alive
-   connections each send the seeds' request (``{"image": <Base64 JPEG>}``) in a loop for ``--duration`` seconds
-   after ``--warmup`` seconds, or until ``--max-requests``. Every response is checked (HTTP 200, ``errorCode`` 0,
-   categories present); anything else counts as an error.
+1. **Offline scan.** The image_classification pipeline (same model, backend and threads as the server) classifies the
+   test image from its file (read, decode, preprocess, infer, top-k) at batch sizes 1..8, ``--offline-seconds``
+   each; the fastest batch size is the offline reference's.
+2. **Rounds.** ``python -m hpi.serving`` is started on 127.0.0.1 with the same settings. ``--rounds`` times: the
+   offline pipeline runs ``--offline-slice-seconds`` at that batch size while the server idles, then ``--clients``
+   keep-alive connections each send the seeds' request (``{"image": <Base64 JPEG>}``, plus ``"visualize": false``
+   with ``--no-image``) in a loop for ``--duration / --rounds`` seconds (after ``--warmup`` seconds in the first
+   round, 1 s in the others). Alternating slices make other work on a shared machine weigh on both sides alike.
+   Every response is checked (HTTP 200, ``errorCode`` 0, categories present); anything else counts as an error.
 
-Reported: requests, errors, throughput, latency p50/p90/p99/max, the server's mean batch size, and served /
-offline throughput. Results go to ``benchmarks/results/load_test.json`` and ``.md``.
+Reported: requests, errors, served and offline throughput and their ratio, latency p50/p90/p99/max, the server's
+mean batch size, the share of the time its engine thread was busy, CPU per request of the server and of the load
+generator, and the machine's load average. Results go to ``benchmarks/results/load_test.json`` and ``.md``.
+``--profile FILE`` runs the server under py-spy (folded stacks; the throughput of such a run is not a result).
 
 The client is a minimal asyncio HTTP/1.1 client (precomputed request bytes, Content-Length framing), so that the
 load generator, which shares the CPU with the server, costs as little as possible.
 
-Example (the figures in the README)::
+Example (the figures in the README's Serving section)::
 
-    python benchmarks/load_test.py --model PP-LCNet_x1_0 --threads 2 --clients 16 --duration 60
+    python benchmarks/load_test.py --model PP-LCNet_x1_0 --threads 2 --clients 16 --duration 60 --no-image
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import base64
 import json
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -67,32 +71,43 @@ def hpi_config(args: argparse.Namespace) -> dict[str, Any]:
     return cfg
 
 
-def offline_throughput(config: Path, args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Images per second of ``pipeline.predict`` on the test image file at batch sizes 1..8."""
-    import hpi
+class OfflineBench:
+    """``pipeline.predict`` on the test image file, loaded once: a scan over batch sizes and timed slices."""
 
-    pipeline = hpi.create_pipeline(str(config), use_hpip=args.use_hpip, hpi_config=hpi_config(args))
-    predictor = pipeline.predictor
-    engine = {"model": predictor.model_name, "backend": predictor.backend, "precision": predictor.choice.precision,
-              "mode": predictor.choice.mode}
-    image = str(args.image)
-    rows = []
-    for batch in range(1, 9):
-        inputs = [image] * batch
-        for _ in range(3):  # warm-up: engine shapes, thread pools
-            list(pipeline.predict(inputs, batch_size=batch))
+    def __init__(self, config: Path, args: argparse.Namespace) -> None:
+        import hpi
+
+        self.pipeline = hpi.create_pipeline(str(config), use_hpip=args.use_hpip, hpi_config=hpi_config(args))
+        predictor = self.pipeline.predictor
+        self.engine = {"model": predictor.model_name, "backend": predictor.backend,
+                       "precision": predictor.choice.precision, "mode": predictor.choice.mode}
+        self.image = str(args.image)
+
+    def measure(self, batch: int, seconds: float) -> dict[str, Any]:
+        """Images, wall seconds and CPU seconds of ``seconds`` of prediction at ``batch`` (after a warm-up)."""
+        inputs = [self.image] * batch
+        for _ in range(2):  # warm-up: engine shapes, thread pools
+            list(self.pipeline.predict(inputs, batch_size=batch))
         done, start, cpu_start = 0, time.perf_counter_ns(), time.process_time()
-        while time.perf_counter_ns() - start < args.offline_seconds * 1e9:
-            list(pipeline.predict(inputs, batch_size=batch))
+        while time.perf_counter_ns() - start < seconds * 1e9:
+            list(self.pipeline.predict(inputs, batch_size=batch))
             done += batch
-        elapsed = (time.perf_counter_ns() - start) / 1e9
-        cpu = time.process_time() - cpu_start
-        rows.append({"batch_size": batch, "images": done, "seconds": round(elapsed, 3),
-                     "images_per_s": round(done / elapsed, 2), "ms_per_batch": round(1000 * elapsed * batch / done, 3),
-                     "cpu_ms_per_image": round(1000 * cpu / done, 3)})
-        print(f"offline batch {batch}: {done / elapsed:8.1f} img/s", file=sys.stderr)
-    pipeline.close()
-    return rows, engine
+        return {"batch_size": batch, "images": done, "seconds": (time.perf_counter_ns() - start) / 1e9,
+                "cpu_s": time.process_time() - cpu_start}
+
+    def scan(self, seconds: float) -> list[dict[str, Any]]:
+        """Throughput at batch sizes 1..8, ``seconds`` each."""
+        rows = []
+        for batch in range(1, 9):
+            m = self.measure(batch, seconds)
+            rows.append({"batch_size": batch, "images": m["images"], "seconds": round(m["seconds"], 3),
+                         "images_per_s": round(m["images"] / m["seconds"], 2),
+                         "cpu_ms_per_image": round(1000 * m["cpu_s"] / m["images"], 3)})
+            print(f"offline batch {batch}: {rows[-1]['images_per_s']:8.1f} img/s", file=sys.stderr)
+        return rows
+
+    def close(self) -> None:
+        self.pipeline.close()
 
 
 # --------------------------------------------------------------------------------------------------- server
@@ -114,6 +129,9 @@ def start_server(config: Path, port: int, args: argparse.Namespace) -> subproces
         cmd += ["--backend", args.backend]
     if args.no_visualize:
         cmd.append("--no-visualize")
+    if args.profile:  # py-spy samples the server's Python stacks (folded, one line per stack) while it runs
+        cmd = ["py-spy", "record", "--rate", "200", "--format", "raw", "--threads", "--output", str(args.profile),
+               "--", *cmd]
     return subprocess.Popen(cmd, cwd=ROOT)
 
 
@@ -134,6 +152,22 @@ def process_cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_pid(proc: subprocess.Popen[bytes], profiled: bool) -> int:
+    """The server's process id: ``proc`` itself, or py-spy's child when the server runs under py-spy."""
+    if not profiled:
+        return proc.pid
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        except OSError:
+            children = []
+        if children:
+            return int(children[0])
+        time.sleep(0.1)
+    raise SystemExit("py-spy did not start the server")
 
 
 def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
@@ -163,6 +197,13 @@ class LoadStats:
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def merge(self, other: LoadStats) -> None:
+        self.latencies_ms += other.latencies_ms
+        for kind, count in other.errors.items():
+            self.errors[kind] = self.errors.get(kind, 0) + count
+        self.sent += other.sent
+        self.total += other.total
 
 
 class Budget:
@@ -252,13 +293,14 @@ async def client(port: int, request: bytes, measure_from: float, stop_at: float,
         writer.close()
 
 
-async def run_load(port: int, request: bytes, args: argparse.Namespace) -> tuple[LoadStats, float]:
+async def run_load(port: int, request: bytes, clients: int, warmup_s: float, duration_s: float, budget: Budget
+                   ) -> tuple[LoadStats, float]:
+    """``clients`` connections in a loop: ``warmup_s`` unmeasured, then ``duration_s`` measured."""
     stats = LoadStats()
     start = time.perf_counter()
-    measure_from = start + args.warmup
-    stop_at = measure_from + args.duration
-    budget = Budget(args.max_requests)
-    await asyncio.gather(*(client(port, request, measure_from, stop_at, budget, stats) for _ in range(args.clients)))
+    measure_from = start + warmup_s
+    stop_at = measure_from + duration_s
+    await asyncio.gather(*(client(port, request, measure_from, stop_at, budget, stats) for _ in range(clients)))
     measured_s = max(1e-9, min(time.perf_counter(), stop_at) - measure_from)
     return stats, measured_s
 
@@ -282,45 +324,50 @@ def conditions(args: argparse.Namespace) -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "threads": args.threads, "clients": args.clients, "duration_s": args.duration, "warmup_s": args.warmup,
             "max_requests": args.max_requests, "max_batch": args.max_batch, "window_ms": args.window_ms,
-            "use_hpip": args.use_hpip, "visualize": not args.no_visualize, "image": str(args.image),
+            "rounds": args.rounds, "offline_slice_seconds": args.offline_slice_seconds,
+            "use_hpip": args.use_hpip, "visualize": not (args.no_visualize or args.no_image),
+            "image": str(args.image),
             "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}
 
 
 def markdown(report: dict[str, Any]) -> str:
-    c, s, e = report["conditions"], report["served"], report["engine"]
+    c, s, e, o = report["conditions"], report["served"], report["engine"], report["offline"]
     lines = [
         "# hpi serve load test",
         "",
         f"`{c['command']}`",
         "",
         f"{e['model']} on {e['backend']} ({e['precision']}, {e['mode']} mode), {c['threads']} threads, {c['cpu']} "
-        f"({c['cores']} cores, shared with the load generator), {c['clients']} clients for {c['duration_s']:g} s "
-        f"after {c['warmup_s']:g} s warm-up, max batch {c['max_batch']}, window {c['window_ms']:g} ms, "
-        f"visualisation {'on' if c['visualize'] else 'off'}, image {Path(c['image']).name}.",
+        f"({c['cores']} cores, shared with the load generator and with other work: see the load average), "
+        f"{c['clients']} clients, {c['duration_s']:g} s measured in {c['rounds']} slices, each after "
+        f"{c['offline_slice_seconds']:g} s of offline prediction at batch {o['batch_size']}; max batch "
+        f"{c['max_batch']}, window {c['window_ms']:g} ms, visualisation {'on' if c['visualize'] else 'off'}, image "
+        f"{Path(c['image']).name}.",
         "",
         "| | value |",
         "|---|---|",
         f"| requests | {s['requests']} |",
         f"| errors | {s['errors']} |",
-        f"| throughput | {s['throughput_rps']:.1f} req/s |",
+        f"| served throughput | {s['throughput_rps']:.1f} req/s |",
+        f"| offline throughput, interleaved slices (batch {o['batch_size']}) | {o['images_per_s']:.1f} img/s |",
+        f"| **served / offline** | **{100 * report['served_over_offline']:.1f}%** |",
+        f"| served / best of the offline scan before the load | {100 * report['served_over_best_scan']:.1f}% |",
+        f"| offline CPU per image / server CPU per request | {100 * report['cpu_efficiency_ratio']:.1f}% |",
         f"| latency p50 / p90 / p99 / max | {s['p50_ms']} / {s['p90_ms']} / {s['p99_ms']} / {s['max_ms']} ms |",
         f"| server mean batch size | {s['mean_batch_size']} |",
-        f"| CPU per request (warm-up included): server / load generator | {s['server_cpu_ms_per_request']:.2f} / "
+        f"| engine thread busy (share of the load phases) | {100 * s['engine_busy_share']:.0f}% |",
+        f"| CPU per request: server / load generator | {s['server_cpu_ms_per_request']:.2f} / "
         f"{s['client_cpu_ms_per_request']:.2f} ms |",
-        f"| CPU per image offline (batch {report['offline_best']['batch_size']}) | "
-        f"{report['offline_best']['cpu_ms_per_image']:.2f} ms |",
-        f"| offline best (batch {report['offline_best']['batch_size']}, better of before/after) | "
-        f"{report['offline_best']['images_per_s']:.1f} img/s |",
-        f"| served / offline | {100 * report['served_over_offline']:.1f}% |",
+        f"| load generator CPU (share of one core during the load) | {100 * s['client_cpu_share_of_one_core']:.1f}% |",
+        f"| CPU per image offline | {o['cpu_ms_per_image']:.2f} ms |",
         "",
         f"1-minute load average of the machine: {c['load_average_at_start'][0]:.2f} at start, "
         f"{c['load_average_during_load'][0]:.2f} / {c['load_average_during_load'][1]:.2f} before / after the "
-        "served run.",
+        "served run. Offline slices (img/s): " + ", ".join(f"{v:.1f}" for v in o["slices_images_per_s"]) + ".",
         "",
-        "| offline batch size | img/s before | img/s after |",
-        "|---|---|---|",
-        *(f"| {r['batch_size']} | {r['images_per_s']:.1f} | {r['images_per_s_after']:.1f} |"
-          for r in report["offline"]),
+        "| offline scan: batch size | img/s |",
+        "|---|---|",
+        *(f"| {r['batch_size']} | {r['images_per_s']:.1f} |" for r in report["offline_scan"]),
         "",
     ]
     return "\n".join(lines)
@@ -341,70 +388,119 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=8, help="server max batch (default: 8)")
     parser.add_argument("--window-ms", type=float, default=2.0, help="server batching window (default: 2)")
     parser.add_argument("--no-visualize", action="store_true", help="server sends result.image as null")
-    parser.add_argument("--offline-seconds", type=float, default=2.0, help="seconds per offline batch size")
+    parser.add_argument("--no-image", action="store_true",
+                        help='requests carry "visualize": false (the client does not ask for result.image)')
+    parser.add_argument("--offline-seconds", type=float, default=1.0,
+                        help="seconds per batch size of the offline scan that picks the batch size (default: 1)")
+    parser.add_argument("--rounds", type=int, default=6,
+                        help="offline and served slices alternate this many times (default: 6)")
+    parser.add_argument("--offline-slice-seconds", type=float, default=5.0,
+                        help="seconds of offline prediction before each served slice (default: 5)")
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="the JPEG every request sends")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="run the server under py-spy and write its folded stacks here (costs CPU: the "
+                             "throughput of a profiled run is not a result)")
     parser.add_argument("--out", type=Path, default=RESULTS / "load_test.json", help="JSON report (and .md beside)")
     args = parser.parse_args(argv)
-    if not 0 < args.duration <= MAX_DURATION_S or not 1 <= args.clients <= MAX_CLIENTS or args.max_requests < 1:
+    if (not 0 < args.duration <= MAX_DURATION_S or not 1 <= args.clients <= MAX_CLIENTS or args.max_requests < 1
+            or not 1 <= args.rounds <= 60 or not 0 < args.offline_slice_seconds <= 60):
         parser.error(f"--duration must be in (0, {MAX_DURATION_S:g}], --clients in [1, {MAX_CLIENTS}], "
-                     "--max-requests positive")
+                     "--max-requests positive, --rounds in [1, 60], --offline-slice-seconds in (0, 60]")
     os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("KMP_BLOCKTIME", "1")  # as hpi serve sets it: both sides run OpenMP alike
 
     with tempfile.TemporaryDirectory(prefix="hpi-load-") as tmp:
         config = pipeline_yaml(Path(tmp), args)
-        offline, engine = offline_throughput(config, args)
+        bench = OfflineBench(config, args)
+        scan = bench.scan(args.offline_seconds)
+        batch = max(scan, key=lambda r: r["images_per_s"])["batch_size"]
         load_before = os.getloadavg()
         port = free_port()
         proc = start_server(config, port, args)
+        offline_slices, stats, measured_s, load_s = [], LoadStats(), 0.0, 0.0
+        server_cpu = client_cpu = 0.0
         try:
             health = wait_healthy(port, proc, timeout=600)
-            body = json.dumps({"image": base64.b64encode(args.image.read_bytes()).decode("ascii")}).encode()
-            server_cpu, client_cpu = process_cpu_seconds(proc.pid), time.process_time()
-            stats, measured_s = asyncio.run(run_load(port, build_request(port, body), args))
-            server_cpu = process_cpu_seconds(proc.pid) - server_cpu
-            client_cpu = time.process_time() - client_cpu
+            payload: dict[str, Any] = {"image": base64.b64encode(args.image.read_bytes()).decode("ascii")}
+            if args.no_image:
+                payload["visualize"] = False
+            request = build_request(port, json.dumps(payload).encode())
+            pid = server_pid(proc, args.profile is not None)
+            _, before = http_get_json(port, "/health")
+            budget = Budget(args.max_requests)
+            # Rounds: offline at the scan's best batch size while the server idles, then the served load. The other
+            # processes on a shared machine then weigh on both sides alike, which a reference measured only before
+            # or after the served minute does not ensure.
+            for round_ in range(args.rounds):
+                offline_slices.append(bench.measure(batch, args.offline_slice_seconds))
+                warmup = args.warmup if round_ == 0 else min(args.warmup, 1.0)
+                cpu0, ccpu0, t0 = process_cpu_seconds(pid), time.process_time(), time.perf_counter()
+                part, part_s = asyncio.run(run_load(port, request, args.clients, warmup, args.duration / args.rounds,
+                                                    budget))
+                server_cpu += process_cpu_seconds(pid) - cpu0
+                client_cpu += time.process_time() - ccpu0
+                load_s += time.perf_counter() - t0
+                stats.merge(part)
+                measured_s += part_s
+                print(f"round {round_ + 1}: offline {offline_slices[-1]['images'] / offline_slices[-1]['seconds']:.1f}"
+                      f" img/s, served {len(part.latencies_ms) / part_s:.1f} req/s", file=sys.stderr)
             _, after = http_get_json(port, "/health")
         finally:
-            proc.terminate()
+            if args.profile is not None:  # end the server; py-spy then writes its profile and exits
+                os.kill(server_pid(proc, True), signal.SIGTERM)
+            else:
+                proc.terminate()
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+            bench.close()
         load_after = os.getloadavg()
-        # Offline again: the CPU is shared, so the reference is the better of the runs before and after.
-        offline_after, _ = offline_throughput(config, args)
 
-    for row, again in zip(offline, offline_after):
-        row["images_per_s_after"] = again["images_per_s"]
-    best_row = max(offline, key=lambda r: max(r["images_per_s"], r["images_per_s_after"]))
-    best = {"batch_size": best_row["batch_size"],
-            "images_per_s": max(best_row["images_per_s"], best_row["images_per_s_after"]),
-            "cpu_ms_per_image": best_row["cpu_ms_per_image"]}
+    images = sum(m["images"] for m in offline_slices)
+    offline_s = sum(m["seconds"] for m in offline_slices)
+    offline = {"batch_size": batch, "images": images, "seconds": round(offline_s, 3),
+               "images_per_s": round(images / offline_s, 2),
+               "cpu_ms_per_image": round(1000 * sum(m["cpu_s"] for m in offline_slices) / images, 3),
+               "slices_images_per_s": [round(m["images"] / m["seconds"], 1) for m in offline_slices]}
+    best_scan = max(r["images_per_s"] for r in scan)
     ok = len(stats.latencies_ms)
     errors = sum(stats.errors.values())
     served_rps = ok / measured_s
     server_model = health["models"][0]
+    batching_before = before["result"]["batching"][server_model["name"]]
+    batching_after = after["result"]["batching"][server_model["name"]]
+    busy_s = batching_after["busySeconds"] - batching_before["busySeconds"]
     report = {
         "conditions": conditions(args) | {"load_average_at_start": [round(x, 2) for x in load_at_start],
                                           "load_average_during_load": [round(load_before[0], 2),
                                                                        round(load_after[0], 2)],
-                                          "server_kmp_blocktime": os.environ.get("KMP_BLOCKTIME", "1 (hpi serve)")},
-        "engine": engine,
+                                          "kmp_blocktime": os.environ.get("KMP_BLOCKTIME")},
+        "engine": bench.engine,
         "server_engine": {k: server_model[k] for k in ("name", "backend", "precision", "mode")},
+        "offline_scan": scan,
         "offline": offline,
-        "offline_best": best,
         "served": {
             "requests": stats.sent, "ok": ok, "errors": errors, "error_kinds": stats.errors,
             "measured_s": round(measured_s, 3), "throughput_rps": round(served_rps, 2),
             "p50_ms": percentile(stats.latencies_ms, 50), "p90_ms": percentile(stats.latencies_ms, 90),
             "p99_ms": percentile(stats.latencies_ms, 99),
             "max_ms": round(max(stats.latencies_ms), 2) if stats.latencies_ms else None,
-            "mean_batch_size": after["result"]["batching"][server_model["name"]]["meanBatchSize"],
-            # CPU cost per request, warm-up included: robust to other load on the machine, unlike throughput.
+            "mean_batch_size": batching_after["meanBatchSize"],
+            # share of the load phases (warm-ups included) the engine thread spent running batches: near 1, the
+            # engine is the bottleneck; well below 1, requests do not reach it fast enough
+            "engine_busy_share": round(busy_s / max(1e-9, load_s), 3),
+            # CPU cost per request, warm-ups included: robust to other load on the machine, unlike throughput.
             "server_cpu_ms_per_request": round(1000 * server_cpu / max(1, stats.total), 3),
             "client_cpu_ms_per_request": round(1000 * client_cpu / max(1, stats.total), 3),
+            "client_cpu_share_of_one_core": round(client_cpu / max(1e-9, load_s), 3),
         },
-        "served_over_offline": round(served_rps / best["images_per_s"], 4),
+        "served_over_offline": round(served_rps / offline["images_per_s"], 4),
+        "served_over_best_scan": round(served_rps / best_scan, 4),
+        # requests per server CPU-second over images per offline CPU-second: what the ratio would be if both sides
+        # had the machine's CPU to themselves (the scheduler shares a busy machine per thread, not per process)
+        "cpu_efficiency_ratio": round(offline["cpu_ms_per_image"] / max(1e-9, 1000 * server_cpu / max(1, stats.total)),
+                                      4),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from hpi.errors import HpiError
 
 # The subcommand modules of hpi.cli, in the order ``hpi --help`` lists them.
-COMMANDS = ("predict", "cache", "backends", "bench", "export", "eval", "models", "pipeline", "serve", "zoo")
+COMMANDS = ("predict", "cache", "backends", "bench", "export", "eval", "models", "pipeline", "serve", "batch",
+            "zoo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,8 @@ from hpi.loading import locate_model
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``hpi export`` to the main parser's subcommands."""
     return add_command(subparsers, "export", add_arguments, run,
-                       help="build every engine ahead of time and run selection")
+                       help="build every engine ahead of time and run selection, or write a Triton model "
+                            "repository (--format triton)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,10 +29,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--fp32-only", action="store_true")
     parser.add_argument("--cache-dir")
+    add_triton_arguments(parser)
+
+
+def add_triton_arguments(parser: argparse.ArgumentParser) -> None:
+    """``hpi export --format triton``'s options (:mod:`hpi.scaleout.triton`)."""
+    g = parser.add_argument_group("Triton model repository (--format triton)")
+    g.add_argument("--format", choices=["engines", "triton"], default="engines",
+                   help="engines: build the engines and run selection (default); triton: write a Triton model "
+                        "repository following the decision")
+    g.add_argument("--output", help="with --format triton: the repository directory")
+    g.add_argument("--max-batch-size", type=int, default=8, help="dynamic batching limit (default: 8)")
+    g.add_argument("--instances", type=int, default=1,
+                   help="engine instances; on CPU the cores are split evenly between them (default: 1)")
+    g.add_argument("--layout", choices=["hpi", "paddlex"], default="hpi",
+                   help="hpi: engine + pre/post-processing + ensemble; paddlex: PaddleX's high-stability-serving "
+                        "layout (one JSON model per endpoint)")
+    g.add_argument("--engine-backend", choices=["onnxruntime", "openvino", "python"],
+                   help="override the Triton backend the decision maps to (python: ONNX Runtime inside the Python "
+                        "backend, for Triton builds without the onnxruntime backend)")
+
+
+def run_triton_export(args: argparse.Namespace) -> int:
+    """``hpi export --format triton``: write the repository, then say how the decision maps onto Triton."""
+    from hpi.scaleout.triton import TritonExportOptions, export_triton_repository
+
+    if not args.output:
+        raise SystemExit("hpi export --format triton: give --output REPO")
+    show = progress_printer()
+    source = locate_model(args.model, args.model_dir, build=True)
+    options = TritonExportOptions(max_batch_size=args.max_batch_size, instances=args.instances, layout=args.layout,
+                                  engine_backend=args.engine_backend, threads=args.threads)
+    repo = export_triton_repository(
+        source, args.output, device=args.device, options=options, cache=EngineCache(args.cache_dir),
+        hpi_config=HpiConfig(threads=args.threads, allow_reduced_precision=not args.fp32_only), progress=show)
+    plan = repo.manifest["plan"]
+    print(f"Triton repository for {source.name}: {repo.path}")
+    print(f"  decision {plan['decision']} -> Triton {plan['backend']}[{plan['precision']}] {plan['kind']} "
+          f"x{plan['instances']}" + (f", {plan['threads_per_instance']} thread(s) each"
+                                     if plan["threads_per_instance"] else ""))
+    for note in plan["notes"]:
+        print(f"  note: {note}")
+    print(f"  models: {', '.join(repo.models)}; clients call {repo.entry_model}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     """Print each engine built (or the selection's candidates and winner), then the cache entries of the model."""
+    if args.format == "triton":
+        return run_triton_export(args)
     device = parse_device(args.device)
     cache = EngineCache(args.cache_dir)
     show = progress_printer()

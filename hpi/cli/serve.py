@@ -10,6 +10,7 @@ import argparse
 import ipaddress
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,9 +41,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``hpi serve`` (also ``python -m hpi.serving``)."""
     from hpi.serving.batching import BatchingConfig
+    from hpi.serving.indexes import IndexQuotas
     from hpi.serving.limits import ServingLimits
 
-    limits, batching = ServingLimits(), BatchingConfig()
+    limits, batching, quotas = ServingLimits(), BatchingConfig(), IndexQuotas()
     parser.add_argument("--pipeline", required=True, help="image_classification, PP-ShiTuV2, or a pipeline YAML")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
@@ -71,26 +73,69 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-images-per-request", type=int, default=limits.max_images_per_request,
                    help=f"imageLabelPairs per index request (default: {limits.max_images_per_request})")
     g.add_argument("--allow-url-host", action="append", default=[], metavar="HOST",
-                   help="fetch image URLs from HOST (host, host:port or *.domain; repeatable). Without it, URL "
-                        "inputs are refused: a server that fetches any URL is an SSRF hole")
+                   help="fetch image URLs from HOST (host, host:port, *.domain, or * for any host; repeatable). "
+                        "Without it, URL inputs are refused. Whatever the host, the addresses it resolves to must be "
+                        "public (not loopback, private, link-local, multicast, reserved) unless --allow-url-network "
+                        "covers them, and the server connects to the address it checked")
+    g.add_argument("--allow-url-network", action="append", default=[], metavar="CIDR",
+                   help="fetch from addresses in CIDR even though they are internal (e.g. 10.1.2.0/24; repeatable)")
+    g.add_argument("--url-timeout", type=float, default=limits.url_timeout_s,
+                   help=f"seconds for the whole fetch of one URL, redirects included (default: {limits.url_timeout_s:g})")
+    g.add_argument("--max-url-redirects", type=int, default=limits.url_max_redirects,
+                   help=f"redirects followed per URL, each one checked again (default: {limits.url_max_redirects})")
     g.add_argument("--max-connections", type=int, default=512,
                    help="concurrent connections before uvicorn answers 503 (default: 512)")
+
+    g = parser.add_argument_group("authentication")
+    g.add_argument("--api-key-file", metavar="FILE",
+                   help="accept only requests with one of these keys (one per line, or sha256:<hex digest>), sent as "
+                        "'Authorization: Bearer KEY' or 'X-API-Key: KEY'; GET /health stays open")
+    g.add_argument("--admin-key-file", metavar="FILE",
+                   help="keys needed by the index-changing endpoints (/shitu-index-build, -add, -remove); they are "
+                        "accepted everywhere else too")
 
     g = parser.add_argument_group("PP-ShiTuV2")
     g.add_argument("--index-dir", help="where indexes built through the API are saved (default: "
                                        "$HPI_HOME/serving/indexes or the user data directory)")
     g.add_argument("--index", help="a saved index used by requests without indexKey")
+    g.add_argument("--max-indexes", type=int, default=quotas.max_indexes,
+                   help=f"indexes clients may build through the API (default: {quotas.max_indexes})")
+    g.add_argument("--max-index-vectors", type=int, default=quotas.max_vectors_per_index,
+                   help=f"items in one index (default: {quotas.max_vectors_per_index})")
+    g.add_argument("--max-index-disk-mb", type=float, default=quotas.max_index_bytes / MiB,
+                   help=f"MiB all API-built indexes may take on disk (default: {quotas.max_index_bytes / MiB:g})")
+
+    g = parser.add_argument_group("operations")
+    g.add_argument("--no-metrics", action="store_true", help="do not serve GET /metrics (Prometheus text)")
+    g.add_argument("--graceful-timeout", type=float, default=30.0,
+                   help="on SIGTERM/SIGINT, seconds accepted requests may still take before they are cancelled "
+                        "(default: 30)")
 
     parser.add_argument("--no-visualize", action="store_true", help="send result.image as null (saves CPU)")
     parser.add_argument("--jpeg-quality", type=int, default=75, help="quality of result.image (default: 75)")
-    parser.add_argument("--no-access-log", action="store_true", help="do not log every request")
+    parser.add_argument("--no-access-log", action="store_true",
+                        help="do not log every request (one JSON line each, with the logId the response carries)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    _add_engine_arguments(parser)
+
+
+def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--engine ray``: the same app in Ray Serve replicas (:mod:`hpi.scaleout.ray_serve`)."""
+    g = parser.add_argument_group("engine")
+    g.add_argument("--engine", choices=["uvicorn", "ray"], default="uvicorn",
+                   help="uvicorn: one process (default); ray: Ray Serve replicas of the same app (RAY_ADDRESS, or "
+                        "a local cluster on 127.0.0.1)")
+    g.add_argument("--replicas", type=int, default=2, help="with --engine ray: replicas (default: 2)")
+    g.add_argument("--cpus-per-replica", type=float, help="with --engine ray: CPUs (and engine threads) per "
+                                                          "replica (default: the cluster's CPUs / replicas)")
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
     """The :class:`hpi.serving.common.ServeSettings` the command line asks for."""
+    from hpi.serving.auth import AuthConfig
     from hpi.serving.batching import BatchingConfig
     from hpi.serving.common import ServeSettings
+    from hpi.serving.indexes import IndexQuotas
     from hpi.serving.limits import ServingLimits
 
     return ServeSettings(
@@ -100,9 +145,18 @@ def settings_from_args(args: argparse.Namespace) -> Any:
             max_pixels=int(args.max_megapixels * 1e6),
             max_images_per_request=args.max_images_per_request,
             url_allow_hosts=frozenset(args.allow_url_host),
+            url_allow_networks=frozenset(args.allow_url_network),
+            url_timeout_s=args.url_timeout,
+            url_max_redirects=args.max_url_redirects,
         ),
         batching=BatchingConfig(max_batch=args.max_batch, window_ms=args.batch_window_ms, max_queue=args.max_queue),
+        auth=AuthConfig.from_files(args.api_key_file, args.admin_key_file),
+        quotas=IndexQuotas(max_indexes=args.max_indexes, max_vectors_per_index=args.max_index_vectors,
+                           max_index_bytes=int(args.max_index_disk_mb * MiB)),
         request_timeout_s=args.request_timeout,
+        drain_timeout_s=args.graceful_timeout,
+        metrics=not args.no_metrics,
+        access_log=not args.no_access_log,
         visualize=not args.no_visualize,
         jpeg_quality=args.jpeg_quality,
         index_dir=args.index_dir,
@@ -122,6 +176,27 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def warn_if_exposed(host: str, settings: Any) -> bool:
+    """Log a warning when the server listens beyond this machine without keys; True when it warned."""
+    if _is_loopback(host) or settings.auth.enabled:
+        return False
+    logger.warning(
+        "listening on %s without API keys: anyone who can reach this address can use the server and build or delete "
+        "indexes; start it with --api-key-file (and --admin-key-file), or bind 127.0.0.1", host)
+    return True
+
+
+def configure_access_log(level: str) -> None:
+    """Send the access log (one JSON line per request) to stdout, unless logging was configured for it already."""
+    access = logging.getLogger("hpi.serving.access")
+    access.setLevel(level.upper())
+    if not access.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.propagate = False
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted."""
     # Intel OpenMP (Paddle Inference's runtime) spins 200 ms after every parallel region by default; a server runs a
@@ -137,11 +212,21 @@ def run(args: argparse.Namespace) -> int:
             f"hpi serve needs FastAPI and uvicorn ({exc.name} is missing); install them with: pip install 'hpi[serve]'"
         ) from exc
     settings = settings_from_args(args)
-    if not _is_loopback(args.host):
-        logger.warning("listening on %s: clients other than this machine can reach the server", args.host)
+    warn_if_exposed(args.host, settings)
+    if settings.access_log:
+        configure_access_log(args.log_level)
+    if args.engine == "ray":
+        from hpi.scaleout.ray_serve import serve_forever
+
+        serve_forever(args.pipeline, settings, host=args.host, port=args.port, replicas=args.replicas,
+                      cpus_per_replica=args.cpus_per_replica)
+        return 0
     app = create_app(args.pipeline, settings)
+    # uvicorn's own access log is off: hpi's carries the logId. On SIGTERM uvicorn stops accepting connections,
+    # waits for accepted requests (at most --graceful-timeout), then the app drains its queues and stops.
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                limit_concurrency=args.max_connections, timeout_keep_alive=5, access_log=not args.no_access_log)
+                limit_concurrency=args.max_connections, timeout_keep_alive=5, access_log=False,
+                timeout_graceful_shutdown=args.graceful_timeout)
     return 0
 
 

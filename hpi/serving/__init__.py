@@ -3,9 +3,12 @@
 * :mod:`hpi.serving.app`: ``create_app(pipeline, settings) -> FastAPI``
 * :mod:`hpi.serving.protocol`: the request and response bodies
 * :mod:`hpi.serving.batching`: one engine thread per model, dynamic batching in front of it
-* :mod:`hpi.serving.limits`: body, image and pixel limits; URL fetching behind an allow-list
-* :mod:`hpi.serving.indexes`: PP-ShiTuV2 indexes built through the API, persisted by key
-* :mod:`hpi.serving.cli`: ``hpi serve``
+* :mod:`hpi.serving.limits`: body, image and pixel limits
+* :mod:`hpi.serving.fetch`: image URLs fetched by checked address (SSRF and DNS-rebinding safe)
+* :mod:`hpi.serving.auth`: API keys and admin keys
+* :mod:`hpi.serving.observability`: logIds, the JSON access log, Prometheus metrics
+* :mod:`hpi.serving.indexes`: PP-ShiTuV2 indexes built through the API, persisted by key, within quotas
+* :mod:`hpi.cli.serve`: ``hpi serve`` (and ``python -m hpi.serving``)
 
 Names are imported on first use, so ``import hpi.serving`` works without FastAPI installed.
 """
@@ -19,6 +22,9 @@ _EXPORTS = {
     "create_app": "hpi.serving.app",
     "ServeSettings": "hpi.serving.common",
     "ServingLimits": "hpi.serving.limits",
+    "AuthConfig": "hpi.serving.auth",
+    "IndexQuotas": "hpi.serving.indexes",
+    "UrlFetcher": "hpi.serving.fetch",
     "BatchingConfig": "hpi.serving.batching",
     "DynamicBatcher": "hpi.serving.batching",
     "EngineWorker": "hpi.serving.batching",

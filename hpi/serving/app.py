@@ -8,7 +8,12 @@ Every response, success or failure, has the protocol's shape (``logId``, ``error
 ``errorCode`` is its HTTP status: 400 unreadable input, 403 a URL the server may not fetch, 404 an unknown route or
 index, 413 too large, 422 a body that does not match the schema, 500 a server fault, 503 overloaded or stopping,
 504 timed out. No request can take the server down: every exception becomes one of these responses. The OpenAPI
-schema is at ``/openapi.json`` (and ``/docs``); ``GET /health`` says which backend each model runs on.
+schema is at ``/openapi.json`` (and ``/docs``); ``GET /health`` says which backend each model runs on; ``GET
+/metrics`` serves Prometheus metrics.
+
+The layers a request passes, outermost first: :class:`~hpi.serving.observability.ObserveMiddleware` (logId,
+metrics, access log), :class:`~hpi.serving.auth.AuthMiddleware` (keys, before the body is read),
+:class:`~hpi.serving.limits.BodyLimitMiddleware`, :class:`ErrorGuardMiddleware`, then FastAPI's routes.
 """
 
 from __future__ import annotations
@@ -21,12 +26,22 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hpi.errors import HpiError, InvalidConfigError
+from hpi.serving.auth import AuthMiddleware
 from hpi.serving.common import ServeSettings, Service, error_response, log_id_of, new_log_id, ok_response
 from hpi.serving.limits import BodyLimitMiddleware, error_body, status_for
-from hpi.serving.protocol import HEALTH_ENDPOINT, ErrorResponse, HealthResult, ResultResponse
+from hpi.serving.observability import ObserveMiddleware, ServerMetrics
+from hpi.serving.protocol import (
+    HEALTH_ENDPOINT,
+    INDEX_CHANGING_ENDPOINTS,
+    METRICS_ENDPOINT,
+    ErrorResponse,
+    HealthResult,
+    ResultResponse,
+)
 from hpi.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -94,10 +109,18 @@ def create_app(pipeline: Any, settings: ServeSettings | None = None) -> FastAPI:
     )
     app.state.service = service
     service.register_routes(app)
-    _register_health(app, service)
+    _register_health(app, service, settings)
+    metrics = ServerMetrics(service.batchers) if settings.metrics else None
+    if metrics is not None:
+        _register_metrics(app, metrics)
+    app.state.metrics = metrics
     _register_error_handlers(app)
-    app.add_middleware(ErrorGuardMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)  # the outermost
+    app.add_middleware(ErrorGuardMiddleware)  # each add_middleware wraps the ones before: the last is outermost
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(AuthMiddleware, auth=settings.auth, open_paths=[HEALTH_ENDPOINT],
+                       admin_paths=INDEX_CHANGING_ENDPOINTS)
+    endpoints = {route.path for route in app.routes if hasattr(route, "path")}
+    app.add_middleware(ObserveMiddleware, metrics=metrics, endpoints=endpoints, access_log=settings.access_log)
     return app
 
 
@@ -137,13 +160,15 @@ class ErrorGuardMiddleware:
             await send({"type": "http.response.body", "body": body})
 
 
-def _register_health(app: FastAPI, service: Service) -> None:
+def _register_health(app: FastAPI, service: Service, settings: ServeSettings) -> None:
     async def health(request: Request) -> Any:
+        # With keys set, a caller without one learns only that the server is up (no models, no traffic counters).
+        detailed = not settings.auth.enabled or getattr(request.state, "auth_role", None) is not None
         result = HealthResult(
             status="ok" if service.healthy else "stopped",
             pipeline=service.pipeline_name,
-            models=service.models(),
-            batching={b.name: b.stats() for b in service.batchers},
+            models=service.models() if detailed else None,
+            batching={b.name: b.stats() for b in service.batchers} if detailed else None,
         )
         if not service.healthy:
             return error_response(request, 503, f"not serving: {service.pipeline_name} workers are not running")
@@ -151,6 +176,14 @@ def _register_health(app: FastAPI, service: Service) -> None:
 
     app.add_api_route(HEALTH_ENDPOINT, health, methods=["GET"], response_model=ResultResponse[HealthResult],
                       responses={503: {"model": ErrorResponse}}, summary="Which backend each model runs on")
+
+
+def _register_metrics(app: FastAPI, metrics: ServerMetrics) -> None:
+    async def prometheus_metrics() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(content=body, media_type=content_type)
+
+    app.add_api_route(METRICS_ENDPOINT, prometheus_metrics, methods=["GET"], include_in_schema=False)
 
 
 def _validation_message(exc: RequestValidationError) -> str:

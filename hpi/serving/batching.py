@@ -28,7 +28,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from hpi.errors import HpiError, HpiInternalError, InvalidConfigError
@@ -139,6 +139,7 @@ class BatcherStats:
     batch_errors: int = 0  # engine calls that failed as a whole
     rejected: int = 0  # items refused because the queue was full
     busy_s: float = 0.0  # wall time the worker spent in run_batch
+    batch_size_counts: list[int] = field(default_factory=list)  # [n]: engine calls with n items
 
 
 class DynamicBatcher(Generic[T, R]):
@@ -169,8 +170,9 @@ class DynamicBatcher(Generic[T, R]):
         self.name = name
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._stats = BatcherStats()
+        self._stats = BatcherStats(batch_size_counts=[0] * (self.config.max_batch + 1))
         self._stopped = False
+        self._batches_running = 0
 
     @property
     def running(self) -> bool:
@@ -184,9 +186,15 @@ class DynamicBatcher(Generic[T, R]):
         self._stopped = False
         self._task = asyncio.get_running_loop().create_task(self._collect(), name=f"hpi-batcher-{self.name}")
 
-    async def stop(self) -> None:
-        """Stop collecting; items still queued fail with :class:`ServiceStoppedError`."""
+    async def stop(self, drain_timeout_s: float = 0.0) -> None:
+        """Stop taking items, finish the queued ones for at most ``drain_timeout_s``, then stop collecting; items
+        still queued after that fail with :class:`ServiceStoppedError`."""
         self._stopped = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_timeout_s
+        while (self.running and self._queue is not None and (not self._queue.empty() or self._batches_running)
+               and loop.time() < deadline):
+            await asyncio.sleep(0.005)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -219,6 +227,15 @@ class DynamicBatcher(Generic[T, R]):
         self._stats.requests += 1
         return await fut
 
+    @property
+    def queue_depth(self) -> int:
+        """Items waiting for the engine now."""
+        return self._queue.qsize() if self._queue is not None else 0
+
+    def raw_stats(self) -> BatcherStats:
+        """The live counters (read, do not change)."""
+        return self._stats
+
     def stats(self) -> dict[str, Any]:
         """Counters, the mean batch size and the current queue depth."""
         s = self._stats
@@ -231,7 +248,7 @@ class DynamicBatcher(Generic[T, R]):
             "batchErrors": s.batch_errors,
             "rejected": s.rejected,
             "busySeconds": round(s.busy_s, 3),
-            "queueDepth": self._queue.qsize() if self._queue is not None else 0,
+            "queueDepth": self.queue_depth,
             "maxBatch": self.config.max_batch,
             "windowMs": self.config.window_ms,
         }
@@ -264,6 +281,7 @@ class DynamicBatcher(Generic[T, R]):
             live = [(item, fut) for item, fut in batch if not fut.done()]  # a client that went away is skipped
             if not live:
                 continue
+            self._batches_running += 1
             try:
                 await self._run(live)
             except asyncio.CancelledError:
@@ -276,6 +294,8 @@ class DynamicBatcher(Generic[T, R]):
                 for _, fut in live:
                     if not fut.done():
                         fut.set_exception(HpiInternalError(f"{self.name}: batching failed: {exc!r}"))
+            finally:
+                self._batches_running -= 1
 
     def _timed(self, items: list[T]) -> Sequence[R | BaseException]:
         start = time.perf_counter()
@@ -290,6 +310,7 @@ class DynamicBatcher(Generic[T, R]):
         stats.batches += 1
         stats.batched_items += len(items)
         stats.largest_batch = max(stats.largest_batch, len(items))
+        stats.batch_size_counts[min(len(items), len(stats.batch_size_counts) - 1)] += 1
         try:
             results = await self.worker.call(self._timed, items)
         except Exception as exc:  # noqa: BLE001 - a batch-wide failure goes to every request of the batch

@@ -21,6 +21,7 @@ from hpi.serving.common import (
     model_status,
     ok_body,
 )
+from hpi.serving.limits import RequestRejectedError, decode_image_bytes
 from hpi.serving.protocol import (
     CLASSIFY_ENDPOINT,
     ClassifyRequest,
@@ -33,9 +34,14 @@ from hpi.serving.protocol import (
 
 @dataclass(frozen=True)
 class ClassifyItem:
-    """One request's image (BGR uint8 HWC, PaddleX's array convention) and how many classes it wants."""
+    """One request's encoded image (its header already checked against the limits) and how many classes it wants.
 
-    image: np.ndarray
+    The image is decoded on the engine thread, just before its batch runs, as offline prediction does: decoding on
+    other threads while the engine runs made its OpenMP threads wait for preempted peers, which cost more than the
+    decoding itself on a small machine (see benchmarks/results/load_test.md).
+    """
+
+    data: bytes
     topk: int
 
 
@@ -108,25 +114,36 @@ class ClassificationService(Service):
         return [model_status("classification", self.predictor)]
 
     def _run_batch(self, items: list[ClassifyItem]) -> list[Any]:
-        """On the engine thread: one ``predict`` call for the batch; failed items get their own error."""
-        topk = max(item.topk for item in items)
-        results: list[Any] = []
+        """On the engine thread: decode the images, one ``predict`` call for those that decoded; each item gets
+        ``(result, decoded image)`` or its own error."""
         out: list[Any] = [None] * len(items)
+        images, positions = [], []
+        for i, item in enumerate(items):
+            try:
+                images.append(decode_image_bytes(item.data, self.limits, "image"))
+                positions.append(i)
+            except RequestRejectedError as exc:
+                out[i] = exc
+        if not images:
+            return out
+        topk = max(items[i].topk for i in positions)
+        results: list[Any] = []
+        failed: set[int] = set()
         try:
-            for res in self.runner.predict([item.image for item in items], batch_size=len(items), topk=topk):
+            for res in self.runner.predict(images, batch_size=len(images), topk=topk):
                 results.append(res)
         except PredictionError as exc:
             for failure in exc.failures:
-                out[failure.index] = failure.error
-        pending = iter(results)
-        for i in range(len(items)):
-            if out[i] is None:
-                out[i] = next(pending, None)
-        if any(entry is None for entry in out) or next(pending, None) is not None:
-            raise HpiInternalError(f"predict returned {len(results)} results for {len(items)} images")
+                out[positions[failure.index]] = failure.error
+                failed.add(failure.index)
+        ok = [k for k in range(len(positions)) if k not in failed]
+        if len(ok) != len(results):
+            raise HpiInternalError(f"predict returned {len(results)} results for {len(ok)} images")
+        for k, res in zip(ok, results):
+            out[positions[k]] = (res, images[k])
         return out
 
-    def _render(self, res: Any, topk: int, canvas: np.ndarray) -> dict[str, Any]:
+    def _render(self, res: Any, topk: int, canvas: np.ndarray, visualize: bool) -> dict[str, Any]:
         """The protocol's ``result`` for one classification; the visualisation is drawn on ``canvas`` (the request's
         BGR image, no longer needed by the model)."""
         for key in ("class_ids", "scores", "label_names"):
@@ -136,7 +153,7 @@ class ClassificationService(Service):
         names = [str(n) for n in (res.get("label_names") or [str(i) for i in ids])]
         categories = [{"id": int(i), "name": n, "score": float(s)} for i, n, s in zip(ids, names, scores)]
         image = None
-        if self.settings.visualize:
+        if visualize:
             lines = [f"{name.split(',')[0]} {score:.2f}" for name, score in zip(names, scores)]
             if all(line.isascii() for line in lines):
                 image = draw_labels_jpeg(canvas, lines, self.settings.jpeg_quality)
@@ -145,11 +162,11 @@ class ClassificationService(Service):
         return {"categories": categories, "image": image}
 
     async def classify(self, body: ClassifyRequest, request: Request) -> Any:
-        image = await self.load_image(body.image, "image")
+        data = await self.read_image(body.image, "image")
         topk = body.topk or self.default_topk
-        res = await self.submit(self.batcher, ClassifyItem(image, topk))
-        log_id = log_id_of(request)
-        return json_response(await self.in_cpu_pool(lambda: ok_body(log_id, self._render(res, topk, image))))
+        res, image = await self.submit(self.batcher, ClassifyItem(data, topk))
+        log_id, visualize = log_id_of(request), self.visualize(body.visualize)
+        return json_response(await self.in_cpu_pool(lambda: ok_body(log_id, self._render(res, topk, image, visualize))))
 
     def register_routes(self, app: FastAPI) -> None:
         app.add_api_route(

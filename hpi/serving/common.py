@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import os
+import random
 import uuid
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
@@ -18,8 +19,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from hpi.errors import InvalidConfigError
+from hpi.serving.auth import AuthConfig
 from hpi.serving.batching import BatchingConfig, DynamicBatcher
-from hpi.serving.limits import ServingLimits, UrlFetcher, decode_base64_image, decode_image_bytes, is_url
+from hpi.serving.fetch import UrlFetcher
+from hpi.serving.indexes import IndexQuotas
+from hpi.serving.limits import ServingLimits, check_pixels, decode_base64_image, decode_image_bytes, is_url
 from hpi.serving.protocol import ModelStatus
 
 R = TypeVar("R")
@@ -35,8 +39,13 @@ class ServeSettings:
 
     limits: ServingLimits = field(default_factory=ServingLimits)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)  # no keys: no authentication
+    quotas: IndexQuotas = field(default_factory=IndexQuotas)  # PP-ShiTuV2 indexes built through the API
     request_timeout_s: float = 120.0  # a request waiting longer for its result gets 504
-    visualize: bool = True  # result.image: the visualisation as Base64 JPEG; False sends null (saves CPU)
+    drain_timeout_s: float = 30.0  # on shutdown, how long queued requests may still run before they get 503
+    metrics: bool = True  # GET /metrics (Prometheus text)
+    access_log: bool = True  # one JSON line per request on the hpi.serving.access logger (INFO)
+    visualize: bool = True  # result.image when a request does not say (its "visualize"); False sends null
     jpeg_quality: int = 75  # of the visualisation (Pillow's default, which PaddleX's serving uses)
     cpu_workers: int | None = None  # threads decoding images and encoding visualisations; None: cores + 1, max 4
     index_dir: str | None = None  # where indexes built through the API persist; None: see default_index_dir()
@@ -49,6 +58,8 @@ class ServeSettings:
     def __post_init__(self) -> None:
         if not self.request_timeout_s > 0:
             raise InvalidConfigError(f"request_timeout_s must be positive, got {self.request_timeout_s!r}")
+        if not self.drain_timeout_s >= 0:
+            raise InvalidConfigError(f"drain_timeout_s must not be negative, got {self.drain_timeout_s!r}")
         if not 1 <= self.jpeg_quality <= 100:
             raise InvalidConfigError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality!r}")
         if self.cpu_workers is not None and self.cpu_workers < 1:
@@ -69,7 +80,9 @@ def default_index_dir() -> Path:
 
 
 def new_log_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID. Drawn from Python's PRNG rather than os.urandom: a logId names a request in the
+    logs and is no secret, and the system call showed up in the server's profile."""
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
 
 
 def log_id_of(request: Request) -> str:
@@ -93,6 +106,12 @@ def ok_body(log_id: str, result: Any) -> bytes:
 
 def json_response(body: bytes) -> Response:
     return Response(content=body, media_type="application/json")
+
+
+def _checked_base64_image(text: str, limits: ServingLimits, name: str) -> bytes:
+    data = decode_base64_image(text, limits, name)
+    check_pixels(data, limits, name)
+    return data
 
 
 def _decode_base64_image(text: str, limits: ServingLimits, name: str) -> Any:
@@ -153,8 +172,8 @@ class Service(ABC):
             batcher.start()
 
     async def stop(self) -> None:
-        for batcher in self.batchers:
-            await batcher.stop()
+        """Finish what is queued (at most ``drain_timeout_s``), then stop the workers and close what was opened."""
+        await asyncio.gather(*(b.stop(self.settings.drain_timeout_s) for b in self.batchers))
         await self.fetcher.aclose()
         self.cpu_pool.shutdown(wait=True, cancel_futures=True)
         close = getattr(self.owned, "close", None)
@@ -171,9 +190,21 @@ class Service(ABC):
     def healthy(self) -> bool:
         return all(b.running for b in self.batchers)
 
+    def visualize(self, asked: bool | None) -> bool:
+        """Whether a response carries ``result.image``: the request's ``visualize``, else the server's setting."""
+        return self.settings.visualize if asked is None else asked
+
     async def in_cpu_pool(self, fn: Any, /, *args: Any) -> Any:
         """Run CPU work (decoding, drawing, encoding) off the event loop and off the engine threads."""
         return await asyncio.get_running_loop().run_in_executor(self.cpu_pool, fn, *args)
+
+    async def read_image(self, text: str, name: str) -> bytes:
+        """An ``image`` field (Base64 or allowed URL) as encoded bytes whose header is within the limits."""
+        if is_url(text):
+            data = await self.fetcher.fetch(text, name)
+            await self.in_cpu_pool(check_pixels, data, self.limits, name)
+            return data
+        return await self.in_cpu_pool(_checked_base64_image, text, self.limits, name)
 
     async def load_image(self, text: str, name: str) -> Any:
         """An ``image`` field (Base64 or allowed URL) as a BGR uint8 array, within the limits."""

@@ -15,8 +15,9 @@ URL. Everything that can make one request expensive is bounded before the work i
 * the images in one request (``max_images_per_request``).
 
 URL fetching is off unless hosts are allowed (``url_allow_hosts``): a server that fetches any URL it is given lets
-a client reach whatever the server can reach (cloud metadata endpoints, internal services), the SSRF hole. Each
-redirect is checked against the same list; URLs with credentials or other schemes are refused.
+a client reach whatever the server can reach (cloud metadata endpoints, internal services), the SSRF hole. The
+addresses a host resolves to are checked too, and the connection goes to the checked address
+(:mod:`hpi.serving.fetch`, the ``fetcher`` of :func:`read_image_field`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import ipaddress
 import json
 import re
 import uuid
@@ -46,7 +48,6 @@ MiB = 1 << 20
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _DATA_URI_RE = re.compile(r"^data:[\w/+.\-]*(;[\w=.\-]+)*;base64,", re.ASCII)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_MAX_REDIRECTS = 3
 
 
 # --------------------------------------------------------------------------------------------------- errors
@@ -90,8 +91,13 @@ class ServingLimits:
     # would need 7.7 G pixels, a bomb the pixel limit alone does not catch
     max_images_per_request: int = 64  # imageLabelPairs in one index build/add request
     max_ids_per_request: int = 10_000  # ids in one index remove request
-    url_allow_hosts: frozenset[str] = field(default_factory=frozenset)  # empty: URL inputs refused
-    url_timeout_s: float = 10.0  # connect + read, per URL
+    url_allow_hosts: frozenset[str] = field(default_factory=frozenset)  # empty: URL inputs refused; "*": any host
+    # whose addresses are public
+    url_allow_networks: frozenset[str] = field(default_factory=frozenset)  # CIDRs fetched from although internal
+    # (loopback, private, link-local, ...): e.g. "10.1.2.0/24" for an internal image store
+    url_timeout_s: float = 10.0  # the whole fetch of one URL, redirects included
+    url_max_redirects: int = 3
+
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_image_bytes", "max_pixels", "max_images_per_request",
@@ -103,8 +109,21 @@ class ServingLimits:
             raise InvalidConfigError(f"ServingLimits.max_aspect_ratio must be at least 1, got {self.max_aspect_ratio!r}")
         if not self.url_timeout_s > 0:
             raise InvalidConfigError(f"ServingLimits.url_timeout_s must be positive, got {self.url_timeout_s!r}")
+        if not isinstance(self.url_max_redirects, int) or not 0 <= self.url_max_redirects <= 20:
+            raise InvalidConfigError(
+                f"ServingLimits.url_max_redirects must be an integer in [0, 20], got {self.url_max_redirects!r}")
         hosts = frozenset(_normalise_host_entry(h) for h in self.url_allow_hosts)
         object.__setattr__(self, "url_allow_hosts", hosts)
+        networks = []
+        for entry in self.url_allow_networks:
+            try:
+                networks.append(str(ipaddress.ip_network(str(entry).strip(), strict=False)))
+            except ValueError:
+                raise InvalidConfigError(
+                    f"URL network entry {entry!r} is not an IP network; expected e.g. '10.1.2.0/24', '127.0.0.1' "
+                    "or 'fd00::/8'"
+                ) from None
+        object.__setattr__(self, "url_allow_networks", frozenset(networks))
 
     @property
     def urls_enabled(self) -> bool:
@@ -257,89 +276,7 @@ def decode_image_bytes(data: bytes, limits: ServingLimits, name: str) -> np.ndar
     return img
 
 
-class UrlFetcher:
-    """Fetches allowed image URLs with a size cap, a timeout and redirects checked hop by hop."""
-
-    def __init__(self, limits: ServingLimits) -> None:
-        self.limits = limits
-        self._client: Any = None
-
-    def _check(self, url: str, name: str) -> Any:
-        import httpx
-
-        if not self.limits.urls_enabled:
-            raise UrlNotAllowedError(
-                f"{name}: image URLs are disabled on this server (fetching arbitrary URLs would let clients reach "
-                "internal hosts); send the image Base64-encoded, or start the server with --allow-url-host HOST"
-            )
-        try:
-            parsed = httpx.URL(url)
-        except (httpx.InvalidURL, TypeError, ValueError) as exc:
-            raise RequestRejectedError(f"{name}: not a valid URL ({exc})") from None
-        if parsed.scheme not in ("http", "https"):
-            raise UrlNotAllowedError(f"{name}: only http and https URLs are fetched, got scheme {parsed.scheme!r}")
-        if parsed.userinfo:
-            raise UrlNotAllowedError(f"{name}: URLs with credentials (user@host) are not fetched")
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        if not parsed.host or not host_allowed(parsed.host, port, self.limits.url_allow_hosts):
-            raise UrlNotAllowedError(
-                f"{name}: host {parsed.host!r} is not on this server's URL allow-list "
-                f"({', '.join(sorted(self.limits.url_allow_hosts))})"
-            )
-        return parsed
-
-    async def fetch(self, url: str, name: str) -> bytes:
-        """The bytes at ``url`` (at most ``max_image_bytes``).
-
-        Raises:
-            UrlNotAllowedError: fetching is off, or the URL (or a redirect) leaves the allow-list.
-            PayloadTooLargeError: the response is larger than ``max_image_bytes``.
-            ImageFetchError: the fetch failed or returned an error status.
-        """
-        import httpx
-
-        target = self._check(url, name)
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.limits.url_timeout_s, follow_redirects=False,
-                                             trust_env=False)
-        cap = self.limits.max_image_bytes
-        try:
-            for _ in range(_MAX_REDIRECTS + 1):
-                async with self._client.stream("GET", target) as resp:
-                    if resp.is_redirect:
-                        location = resp.headers.get("location", "")
-                        target = self._check(str(target.join(location)), name)
-                        continue
-                    if resp.status_code != 200:
-                        raise ImageFetchError(f"{name}: fetching the URL returned HTTP {resp.status_code}")
-                    declared = resp.headers.get("content-length")
-                    if declared and declared.isdigit() and int(declared) > cap:
-                        raise PayloadTooLargeError(
-                            f"{name}: the URL serves {int(declared) / MiB:.1f} MiB, more than the limit of "
-                            f"{cap / MiB:.1f} MiB"
-                        )
-                    chunks, size = [], 0
-                    async for chunk in resp.aiter_bytes():
-                        size += len(chunk)
-                        if size > cap:
-                            raise PayloadTooLargeError(
-                                f"{name}: the URL serves more than the limit of {cap / MiB:.1f} MiB"
-                            )
-                        chunks.append(chunk)
-                    return b"".join(chunks)
-            raise ImageFetchError(f"{name}: more than {_MAX_REDIRECTS} redirects")
-        except httpx.TimeoutException:
-            raise ImageFetchError(f"{name}: fetching the URL timed out after {self.limits.url_timeout_s:g} s") from None
-        except httpx.HTTPError as exc:
-            raise ImageFetchError(f"{name}: fetching the URL failed ({type(exc).__name__}: {exc})") from None
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-
-async def read_image_field(text: str, limits: ServingLimits, fetcher: UrlFetcher, name: str) -> bytes:
+async def read_image_field(text: str, limits: ServingLimits, fetcher: Any, name: str) -> bytes:
     """The encoded image bytes of one ``image`` field (Base64 or URL), within the limits."""
     if is_url(text):
         return await fetcher.fetch(text, name)
@@ -373,10 +310,10 @@ class BodyLimitMiddleware:
         for key, value in scope.get("headers", ()):
             if key == b"content-length":
                 if not value.isdigit():
-                    await _reply(send, 400, f"invalid Content-Length {value[:32].decode('latin-1')!r}")
+                    await _reply(scope, send, 400, f"invalid Content-Length {value[:32].decode('latin-1')!r}")
                     return
                 if int(value) > limit:
-                    await _reply(send, 413, _too_large(int(value), limit))
+                    await _reply(scope, send, 413, _too_large(int(value), limit))
                     return
         chunks: list[bytes] = []
         size = 0
@@ -387,7 +324,7 @@ class BodyLimitMiddleware:
             body = message.get("body", b"")
             size += len(body)
             if size > limit:
-                await _reply(send, 413, _too_large(None, limit))
+                await _reply(scope, send, 413, _too_large(None, limit))
                 return
             chunks.append(body)
             if not message.get("more_body", False):
@@ -409,8 +346,8 @@ def _too_large(size: int | None, limit: int) -> str:
     return f"request body too large: {got}, the limit is {limit / MiB:.1f} MiB"
 
 
-async def _reply(send: Send, status: int, message: str) -> None:
-    body = error_body(status, message)
+async def _reply(scope: Scope, send: Send, status: int, message: str) -> None:
+    body = error_body(status, message, scope.get("state", {}).get("log_id"))
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})

@@ -15,6 +15,7 @@ Endpoints (paths as PaddleX serves them):
 * ``POST /shitu-index-remove``: :class:`RemoveImagesFromIndexRequest` -> :class:`RemoveImagesFromIndexResult`
 * ``POST /shitu-infer``: :class:`ShiTuInferRequest` -> :class:`ShiTuInferResult`
 * ``GET /health``: :class:`HealthResult` (hpi's addition: which backend each model runs on)
+* ``GET /metrics``: Prometheus text (hpi's addition; see :mod:`hpi.serving.observability`)
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ ADD_IMAGES_TO_INDEX_ENDPOINT = "/shitu-index-add"
 REMOVE_IMAGES_FROM_INDEX_ENDPOINT = "/shitu-index-remove"
 SHITU_INFER_ENDPOINT = "/shitu-infer"
 HEALTH_ENDPOINT = "/health"
+METRICS_ENDPOINT = "/metrics"
+INDEX_CHANGING_ENDPOINTS = (BUILD_INDEX_ENDPOINT, ADD_IMAGES_TO_INDEX_ENDPOINT, REMOVE_IMAGES_FROM_INDEX_ENDPOINT)
 
 ImageField = Annotated[
     str,
@@ -66,9 +69,17 @@ class ResultResponse(_Body, Generic[ResultT]):
 # --------------------------------------------------------------------------------------------------- classification
 
 
+VisualizeField = Annotated[
+    bool | None,
+    Field(description="return result.image (the visualisation); null: the server's setting (on unless started with "
+                      "--no-visualize). false saves the server the drawing and JPEG encoding"),
+]
+
+
 class ClassifyRequest(_Body):
     image: ImageField
     topk: int | None = Field(None, ge=1, description="classes to return; default: the pipeline's configuration")
+    visualize: VisualizeField = None
 
 
 class Category(_Body):
@@ -79,7 +90,8 @@ class Category(_Body):
 
 class ClassifyResult(_Body):
     categories: list[Category]
-    image: str | None = Field(description="the classification drawn on the input, JPEG, Base64-encoded")
+    image: str | None = Field(description="the classification drawn on the input, JPEG, Base64-encoded; null when "
+                                          "not asked for")
 
 
 # --------------------------------------------------------------------------------------------------- PP-ShiTuV2
@@ -120,6 +132,7 @@ class RemoveImagesFromIndexResult(_Body):
 class ShiTuInferRequest(_Body):
     image: ImageField
     indexKey: str | None = Field(None, description="from buildIndex; default: the server's --index")
+    visualize: VisualizeField = None
 
 
 class RecResult(_Body):
@@ -135,7 +148,8 @@ class DetectedObject(_Body):
 
 class ShiTuInferResult(_Body):
     detectedObjects: list[DetectedObject]
-    image: str | None = Field(description="the recognition drawn on the input, JPEG, Base64-encoded")
+    image: str | None = Field(description="the recognition drawn on the input, JPEG, Base64-encoded; null when not "
+                                          "asked for")
 
 
 # --------------------------------------------------------------------------------------------------- health
@@ -154,5 +168,6 @@ class ModelStatus(_Body):
 class HealthResult(_Body):
     status: str = Field(description='"ok" while every model worker is running')
     pipeline: str
-    models: list[ModelStatus]
-    batching: dict[str, dict[str, float | int]] = Field(description="per-model batcher counters")
+    models: list[ModelStatus] | None = Field(None, description="null to a caller without a key when keys are set")
+    batching: dict[str, dict[str, float | int]] | None = Field(
+        None, description="per-model batcher counters; null to a caller without a key when keys are set")

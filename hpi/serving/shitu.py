@@ -89,7 +89,8 @@ class ShiTuService(Service):
         default = getattr(pipeline, "index", None)
         if settings.default_index:
             default = FeatureIndex.load(settings.default_index)
-        self.store = IndexStore(settings.resolved_index_dir(), default=default, default_path=default_path)
+        self.store = IndexStore(settings.resolved_index_dir(), default=default, default_path=default_path,
+                                quotas=settings.quotas)
         # One thread owns both models: a request runs detection then recognition, and so does an index build.
         self.batcher: DynamicBatcher[ShiTuItem, Any] = DynamicBatcher(
             self._run_batch, worker_for(pipeline, "PP-ShiTuV2"), settings.batching, name="PP-ShiTuV2"
@@ -161,7 +162,7 @@ class ShiTuService(Service):
     def _decode_rgb(self, blob: bytes, name: str) -> np.ndarray:
         return cv2.cvtColor(decode_image_bytes(blob, self.limits, name), cv2.COLOR_BGR2RGB)
 
-    def _render(self, res: Any) -> dict[str, Any]:
+    def _render(self, res: Any, visualize: bool) -> dict[str, Any]:
         objects = [
             {
                 "bbox": [float(c) for c in box["coordinate"]],
@@ -171,12 +172,13 @@ class ShiTuService(Service):
             }
             for box in res["boxes"]
         ]
-        image = encode_jpeg_base64(res.img["res"], self.settings.jpeg_quality) if self.settings.visualize else None
+        image = encode_jpeg_base64(res.img["res"], self.settings.jpeg_quality) if visualize else None
         return {"detectedObjects": objects, "image": image}
 
     # ----------------------------------------------------------------------------------------------- endpoints
 
     async def build_index(self, body: BuildIndexRequest, request: Request) -> Any:
+        await self.in_cpu_pool(self.store.check_new_index, len(body.imageLabelPairs))  # before any embedding
         features, labels = await self._gallery_features(body.imageLabelPairs)
 
         def build() -> tuple[str, dict[int, str]]:
@@ -187,7 +189,8 @@ class ShiTuService(Service):
         return ok_response(request, {"indexKey": key, "idMap": id_map})
 
     async def add_to_index(self, body: AddImagesToIndexRequest, request: Request) -> Any:
-        await self.in_cpu_pool(self.store.get, body.indexKey)  # an unknown key fails before any embedding
+        # an unknown key, or an index the images would take over its quota, fails before any embedding
+        await self.in_cpu_pool(self.store.check_growth, body.indexKey, len(body.imageLabelPairs))
         features, labels = await self._gallery_features(body.imageLabelPairs)
         id_map = await self.in_cpu_pool(self.store.append, body.indexKey, features, labels)
         return ok_response(request, {"idMap": id_map})
@@ -207,8 +210,8 @@ class ShiTuService(Service):
         index = await self.in_cpu_pool(self.store.get, body.indexKey)
         image = await self.load_image(body.image, "image")
         res = await self.submit(self.batcher, ShiTuItem(image, index))
-        log_id = log_id_of(request)
-        return json_response(await self.in_cpu_pool(lambda: ok_body(log_id, self._render(res))))
+        log_id, visualize = log_id_of(request), self.visualize(body.visualize)
+        return json_response(await self.in_cpu_pool(lambda: ok_body(log_id, self._render(res, visualize))))
 
     def register_routes(self, app: FastAPI) -> None:
         routes = (

@@ -51,6 +51,25 @@ def test_options_reach_the_settings():
     assert (s.index_dir, s.default_index, s.visualize, s.request_timeout_s) == ("/tmp/x", "/tmp/y", False, 3.0)
 
 
+def test_security_and_operations_options_reach_the_settings(tmp_path):
+    from hpi.serving.auth import key_digest
+
+    (tmp_path / "keys").write_text("client-key-0123456789\n", encoding="utf-8")
+    (tmp_path / "admin").write_text(f"sha256:{key_digest('admin-key-0123456789')}\n", encoding="utf-8")
+    s = settings_from_args(parse(
+        "--pipeline", "PP-ShiTuV2", "--api-key-file", str(tmp_path / "keys"), "--admin-key-file",
+        str(tmp_path / "admin"), "--allow-url-host", "*", "--allow-url-network", "10.1.2.0/24", "--url-timeout", "4",
+        "--max-url-redirects", "1", "--max-indexes", "7", "--max-index-vectors", "500", "--max-index-disk-mb", "2",
+        "--graceful-timeout", "9", "--no-metrics", "--no-access-log"))
+    assert s.auth.role_of("client-key-0123456789") == "user" and s.auth.role_of("admin-key-0123456789") == "admin"
+    assert s.limits.url_allow_hosts == {"*"} and s.limits.url_allow_networks == {"10.1.2.0/24"}
+    assert (s.limits.url_timeout_s, s.limits.url_max_redirects) == (4.0, 1)
+    assert (s.quotas.max_indexes, s.quotas.max_vectors_per_index, s.quotas.max_index_bytes) == (7, 500, 2 << 20)
+    assert (s.drain_timeout_s, s.metrics, s.access_log) == (9.0, False, False)
+    defaults = settings_from_args(parse("--pipeline", "image_classification"))
+    assert not defaults.auth.enabled and defaults.metrics and defaults.access_log
+
+
 def test_building_the_parser_needs_no_web_framework():
     code = "import sys, hpi.cli; hpi.cli.build_parser(); print('fastapi' in sys.modules, 'uvicorn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)

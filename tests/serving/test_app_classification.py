@@ -321,6 +321,7 @@ def test_urls_are_refused_by_default_and_fetched_from_allowed_hosts_only(toy_mod
             check_error(client.post("/image-classification", json={"image": url}), 403, "image URLs are disabled")
 
         allowed = ServeSettings(limits=ServingLimits(url_allow_hosts=frozenset({f"127.0.0.1:{host.port}"}),
+                                                     url_allow_networks=frozenset({"127.0.0.1/32"}),
                                                      max_image_bytes=2 << 20))
         with LiveServer(create_app(toy_model, allowed)) as srv, httpx.Client(base_url=srv.url, timeout=60) as client:
             ok = client.post("/image-classification", json={"image": url}).json()
@@ -361,7 +362,7 @@ def test_health_names_the_backend_and_the_schema_is_served(server, toy_model):
     }]
     assert set(schema["paths"]) == {"/image-classification", "/health"}
     request_schema = schema["components"]["schemas"]["ClassifyRequest"]
-    assert set(request_schema["properties"]) == {"image", "topk"} and request_schema["required"] == ["image"]
+    assert set(request_schema["properties"]) == {"image", "topk", "visualize"} and request_schema["required"] == ["image"]
 
 
 # ----------------------------------------------------------------------------------------------- failures, overload

@@ -259,3 +259,58 @@ def test_default_index_from_the_command_line(shitu_pipeline, tmp_path):
         added = c.post("/shitu-index-add", json={"imageLabelPairs": pairs([3])}).json()
     assert added["result"]["idMap"] == {"0": "dark", "1": "light", "2": "item-3"}
     assert FeatureIndex.load(Path(tmp_path / "default")).id_map == {0: "dark", 1: "light", 2: "item-3"}
+
+
+def test_index_changes_need_the_admin_key_and_searches_the_api_key(shitu_pipeline, tmp_path):
+    from hpi.serving.auth import AuthConfig, key_digest
+
+    user, admin = "shitu-user-key-0123456789", "shitu-admin-key-0123456789"
+    settings = ServeSettings(index_dir=str(tmp_path), auth=AuthConfig(
+        api_key_digests=frozenset({key_digest(user)}), admin_key_digests=frozenset({key_digest(admin)})))
+    as_user, as_admin = {"Authorization": f"Bearer {user}"}, {"X-API-Key": admin}
+    with LiveServer(create_app(shitu_pipeline, settings)) as srv, httpx.Client(base_url=srv.url, timeout=120) as c:
+        build = {"imageLabelPairs": pairs(range(2))}
+        for headers, status in (({}, 401), ({"X-API-Key": "wrong-key-0123456789"}, 401), (as_user, 403)):
+            resp = c.post("/shitu-index-build", json=build, headers=headers)
+            assert resp.status_code == status and resp.json()["errorCode"] == status, resp.text
+        assert "needs an admin key" in c.post("/shitu-index-build", json=build, headers=as_user).json()["errorMsg"]
+        key = c.post("/shitu-index-build", json=build, headers=as_admin).json()["result"]["indexKey"]
+        add = {"imageLabelPairs": pairs([5]), "indexKey": key}
+        remove = {"ids": [0], "indexKey": key}
+        infer = {"image": b64(tile(1)), "indexKey": key, "visualize": False}
+        for path, body in (("/shitu-index-add", add), ("/shitu-index-remove", remove)):
+            assert c.post(path, json=body).status_code == 401
+            assert c.post(path, json=body, headers=as_user).status_code == 403
+        assert c.post("/shitu-infer", json=infer).status_code == 401
+        for headers in (as_user, as_admin):  # searching needs any key
+            body = c.post("/shitu-infer", json=infer, headers=headers).json()
+            assert body["errorCode"] == 0 and body["result"]["image"] is None
+        assert c.post("/shitu-index-add", json=add, headers=as_admin).json()["result"]["idMap"] == {
+            "0": "item-0", "1": "item-1", "2": "item-5"}
+        assert c.get("/health").json()["result"]["models"] is None
+
+
+def test_quota_refusals_through_the_api_leave_the_disk_as_before(shitu_pipeline, tmp_path):
+    from hpi.serving.indexes import IndexQuotas
+    from tests.serving.test_indexes import disk_state
+
+    settings = ServeSettings(index_dir=str(tmp_path), quotas=IndexQuotas(max_indexes=1, max_vectors_per_index=3))
+    with LiveServer(create_app(shitu_pipeline, settings)) as srv, httpx.Client(base_url=srv.url, timeout=120) as c:
+        key = c.post("/shitu-index-build", json={"imageLabelPairs": pairs(range(2))}).json()["result"]["indexKey"]
+        before = disk_state(tmp_path)
+        embedded, real_embed = [], srv.service._embed
+        srv.service._embed = lambda images: embedded.append(len(images)) or real_embed(images)
+
+        def check(resp, fragment):
+            body = resp.json()
+            assert resp.status_code == 403 and body["errorCode"] == 403, body
+            assert fragment in body["errorMsg"], body["errorMsg"]
+
+        id_map = srv.service.store.get(key).id_map
+        check(c.post("/shitu-index-build", json={"imageLabelPairs": pairs(range(2))}), "quota max_indexes")
+        check(c.post("/shitu-index-add", json={"imageLabelPairs": pairs([7, 8]), "indexKey": key}),
+              "quota max_vectors_per_index")
+        assert disk_state(tmp_path) == before
+        assert embedded == [] and srv.service.store.get(key).id_map == id_map  # refused before any embedding
+        ok = c.post("/shitu-index-add", json={"imageLabelPairs": pairs([7]), "indexKey": key}).json()
+    assert ok["result"]["idMap"] == {"0": "item-0", "1": "item-1", "2": "item-7"}

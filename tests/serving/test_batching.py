@@ -174,3 +174,29 @@ def test_config_is_validated():
         BatchingConfig(max_batch=0)
     with pytest.raises(InvalidConfigError, match="window_ms"):
         BatchingConfig(window_ms=-1)
+
+
+@pytest.mark.parametrize("drain_s", [30.0, 0.0])
+def test_stop_finishes_queued_items_within_the_drain_time_and_answers_the_rest(drain_s):
+    model = Recorder(delay=0.05)
+
+    async def body():
+        worker = EngineWorker("test")
+        batcher = DynamicBatcher(model, worker, BatchingConfig(max_batch=2, window_ms=0, max_queue=64), name="test")
+        batcher.start()
+        tasks = [asyncio.ensure_future(batcher.submit(i)) for i in range(12)]
+        await asyncio.sleep(0.01)  # the first batch is running, the rest are queued
+        assert batcher.queue_depth == 10
+        await batcher.stop(drain_s)
+        with pytest.raises(ServiceStoppedError):
+            await batcher.submit(99)
+        worker.close()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    results = run(body())
+    if drain_s:
+        assert results == [2 * i for i in range(12)]
+        assert [len(b) for b in model.batches] == [2] * 6
+    else:  # no drain time: every request still gets an answer, a refusal, and the queued ones never ran
+        assert all(isinstance(r, ServiceStoppedError) for r in results)
+        assert len(model.batches) == 1

@@ -1,0 +1,67 @@
+"""What hpi's Triton Python models share: their config parameters, hpi's preprocessing, ONNX Runtime, top-k.
+
+Copied into every Python model's version directory together with the subset of hpi it imports (``hpi/errors.py``,
+``hpi/preprocess/``), so the decode, resize and crop are hpi's own code, not a re-implementation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)  # the copied hpi subset beside this file wins over any installed hpi
+
+from hpi.preprocess.fused import FusedPreprocessor  # noqa: E402
+from hpi.preprocess.graph import ResizeCropU8  # noqa: E402
+from hpi.preprocess.spec import PreprocessSpec  # noqa: E402
+
+
+def parameters(args: dict[str, Any]) -> dict[str, str]:
+    """The ``parameters`` of a model's config.pbtxt as a plain mapping (Triton passes them as JSON)."""
+    config = json.loads(args["model_config"])
+    return {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
+
+
+def version_dir(args: dict[str, Any]) -> str:
+    """The model's version directory (where model.py, model.onnx and labels.json are)."""
+    return os.path.join(args["model_repository"], args["model_version"])
+
+
+def make_preprocessor(params: dict[str, str]) -> FusedPreprocessor | ResizeCropU8:
+    """hpi's CPU preprocessing for the exported graph: resize + crop to uint8 NHWC when the normalisation is
+    folded into the graph, else the fused kernel (float32, the model's layout)."""
+    spec = PreprocessSpec.from_transform_ops(json.loads(params["transform_ops"]))
+    threads = int(params.get("preprocess_threads", "1"))
+    kernel = ResizeCropU8 if params.get("folded") == "1" else FusedPreprocessor
+    return kernel(spec, threads=threads)
+
+
+def onnx_session(path: str, threads: int) -> Any:
+    """An ONNX Runtime CPU session with the options hpi's onnxruntime backend uses."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Triton calls a model only when a batch is ready: spinning between calls would hold cores others need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def load_labels(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def top_k(row: np.ndarray, k: int) -> np.ndarray:
+    """Class indices of the ``k`` highest scores, ties in index order (as hpi's predictor orders them)."""
+    return np.argsort(-row, kind="stable")[:k]

@@ -1,0 +1,166 @@
+"""Request ids, access logs and Prometheus metrics for the server.
+
+:class:`ObserveMiddleware` is the outermost layer: it gives every request its ``logId`` (the UUID the protocol
+returns) before anything else runs, so that a 401, a 413 and the endpoint's own answer all carry the id the access
+log records; it counts and times every request, and writes one JSON line per request to the
+``hpi.serving.access`` logger::
+
+    {"logId": "…", "method": "POST", "path": "/image-classification", "status": 200, "ms": 41.2, "bytes": 5120,
+     "client": "10.0.0.7", "role": "user"}
+
+:class:`ServerMetrics` holds the app's own registry (not the process-global one, so several apps in one process do
+not collide) and renders it at ``GET /metrics`` in Prometheus' text format:
+
+* ``hpi_requests_total{endpoint,method,status}`` and ``hpi_request_duration_seconds{endpoint}`` (histogram);
+* ``hpi_requests_in_flight``;
+* per model, read from its batcher at scrape time: ``hpi_batch_size`` (histogram of images per engine call),
+  ``hpi_queue_depth``, ``hpi_engine_busy_seconds_total``, ``hpi_batches_total``, ``hpi_batch_items_total``,
+  ``hpi_rejected_requests_total``, ``hpi_item_errors_total``, ``hpi_batch_errors_total``.
+
+The endpoint label is the route's path for the app's routes and ``other`` for anything else, so scanning clients
+cannot grow the label set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from hpi.serving.limits import Receive, Scope, Send
+
+access_logger = logging.getLogger("hpi.serving.access")
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+OTHER_ENDPOINT = "other"
+
+
+class ServerMetrics:
+    """The metrics of one app: request counters and latencies, plus the batchers' counters read at scrape time.
+
+    Args:
+        batchers: the service's :class:`hpi.serving.batching.DynamicBatcher` objects.
+    """
+
+    def __init__(self, batchers: Iterable[Any]) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("hpi_requests", "HTTP requests answered, by endpoint, method and status",
+                                ["endpoint", "method", "status"], registry=self.registry)
+        self.latency = Histogram("hpi_request_duration_seconds", "Time from request start to the last response byte",
+                                 ["endpoint"], buckets=LATENCY_BUCKETS_S, registry=self.registry)
+        self.in_flight = Gauge("hpi_requests_in_flight", "Requests being answered", registry=self.registry)
+        self.registry.register(_BatcherCollector(list(batchers)))
+
+    def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint, method, str(status)).inc()
+        self.latency.labels(endpoint).observe(seconds)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The metrics as Prometheus text, and its content type."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _BatcherCollector:
+    """Reads each batcher's counters when Prometheus scrapes, so the batching hot path stays free of metric calls."""
+
+    def __init__(self, batchers: list[Any]) -> None:
+        self.batchers = batchers
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        sizes = HistogramMetricFamily("hpi_batch_size", "Images per engine call", labels=["model"])
+        depth = GaugeMetricFamily("hpi_queue_depth", "Requests waiting for the engine", labels=["model"])
+        counters = {
+            "busy_s": CounterMetricFamily("hpi_engine_busy_seconds", "Wall time the engine thread spent in batches",
+                                          labels=["model"]),
+            "batches": CounterMetricFamily("hpi_batches", "Engine calls", labels=["model"]),
+            "batched_items": CounterMetricFamily("hpi_batch_items", "Items that went into engine calls",
+                                                 labels=["model"]),
+            "rejected": CounterMetricFamily("hpi_rejected_requests", "Requests refused with 503 (queue full)",
+                                            labels=["model"]),
+            "item_errors": CounterMetricFamily("hpi_item_errors", "Items answered with an error", labels=["model"]),
+            "batch_errors": CounterMetricFamily("hpi_batch_errors", "Engine calls that failed as a whole",
+                                                labels=["model"]),
+        }
+        for batcher in self.batchers:
+            stats = batcher.raw_stats()
+            cumulative, buckets = 0, []
+            for size, count in enumerate(stats.batch_size_counts):
+                if size == 0:
+                    continue
+                cumulative += count
+                buckets.append((str(float(size)), cumulative))
+            buckets.append(("+Inf", cumulative))
+            sizes.add_metric([batcher.name], buckets, float(stats.batched_items))
+            depth.add_metric([batcher.name], batcher.queue_depth)
+            for attr, family in counters.items():
+                family.add_metric([batcher.name], float(getattr(stats, attr)))
+        yield sizes
+        yield depth
+        yield from counters.values()
+
+
+class ObserveMiddleware:
+    """ASGI middleware, outermost: request id, metrics and the access log for every HTTP request.
+
+    Args:
+        app: the inner ASGI app.
+        metrics: where requests are counted; None counts nothing.
+        endpoints: the paths that get their own ``endpoint`` label.
+        access_log: write one JSON line per request to ``hpi.serving.access`` (at INFO).
+    """
+
+    def __init__(self, app: Any, *, metrics: ServerMetrics | None, endpoints: Iterable[str], access_log: bool) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.endpoints = frozenset(endpoints)
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from hpi.serving.common import new_log_id
+
+        state = scope.setdefault("state", {})
+        log_id = state.setdefault("log_id", new_log_id())
+        start = time.perf_counter()
+        status, sent = 500, 0
+
+        async def observed_send(message: Any) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            seconds = time.perf_counter() - start
+            path = scope.get("path", "")
+            if metrics is not None:
+                metrics.in_flight.dec()
+                metrics.observe(path if path in self.endpoints else OTHER_ENDPOINT, scope.get("method", ""), status,
+                                seconds)
+            if self.access_log and access_logger.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                access_logger.info(json.dumps({
+                    "logId": log_id, "method": scope.get("method"), "path": path[:200], "status": status,
+                    "ms": round(seconds * 1000, 2), "bytes": sent, "client": client[0] if client else None,
+                    "role": state.get("auth_role"),
+                }))

@@ -1,0 +1,254 @@
+"""Ray: the map_batches class and ``hpi batch`` against predict(), Serve replicas against ``hpi serve``, and
+PP-ShiTuV2 index changes seen by every replica. One local cluster (2 CPUs, no dashboard, small object store) on
+127.0.0.1 for the whole module, shut down at its end."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hpi
+from hpi.scaleout.ray_batch import HpiClassifier, expand_input, run_batch
+from hpi.scaleout.ray_serve import REPLICA_HEADER, SharedIndexStore
+from hpi.selection.measure import SAMPLE_IMAGES
+from hpi.serving.common import ServeSettings
+
+pytestmark = pytest.mark.slow
+
+OBJECT_STORE_BYTES = 80 << 20  # Ray's minimum is 75 MiB
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray  # a test dependency (the ray extra): missing is an error, not a skip
+
+    from hpi.scaleout.ray_cluster import connect, disconnect
+
+    connection = connect(num_cpus=2, object_store_bytes=OBJECT_STORE_BYTES)
+    try:
+        assert connection.address == "local"
+        assert [n["NodeManagerAddress"] for n in ray.nodes()] == ["127.0.0.1"]
+    except AssertionError:
+        disconnect(connection)
+        raise
+    yield connection
+    try:
+        from ray import serve
+
+        serve.shutdown()
+    finally:
+        disconnect(connection)
+    assert not ray.is_initialized()
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory) -> Path:
+    """The built-in photos plus one corrupt file."""
+    out = tmp_path_factory.mktemp("photos")
+    for path in SAMPLE_IMAGES.glob("*.jpg"):
+        shutil.copy(path, out / path.name)
+    (out / "zz_corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+    return out
+
+
+def _predict(toy_dir, cache, paths):
+    with hpi.create_model("ToyNet", toy_dir, device="cpu", hpi_config={"threads": 1}, cache_dir=cache) as model:
+        return {Path(r["input_path"]).name: r for r in model.predict([str(p) for p in paths])}
+
+
+def test_classifier_callable_keeps_a_bad_image_in_its_row(toy_dir, photo_dir, tmp_path):
+    """The map_batches class itself, without Ray: bytes in, PaddleX-format columns out, errors as a column."""
+    files = expand_input(str(photo_dir))
+    fn = HpiClassifier("ToyNet", str(toy_dir), cache_dir=str(tmp_path))
+    out = fn({"bytes": np.array([Path(f).read_bytes() for f in files], dtype=object), "path": np.array(files)})
+    want = _predict(toy_dir, tmp_path, [f for f in files if "corrupt" not in f])
+    assert out["input_path"] == files
+    for i, f in enumerate(files):
+        name = Path(f).name
+        if name == "zz_corrupt.jpg":
+            assert "not a readable image" in out["error"][i] and out["class_ids"][i] == []
+        else:
+            assert out["error"][i] is None and out["class_ids"][i] == want[name]["class_ids"]
+            np.testing.assert_allclose(out["scores"][i], want[name]["scores"], atol=1e-5)
+            assert out["label_names"][i] == want[name]["label_names"]
+
+
+def test_batch_job_on_a_local_cluster_matches_predict(ray_cluster, toy_dir, photo_dir, tmp_path):
+    import pyarrow.parquet as pq
+
+    seen = []
+    report = run_batch("ToyNet", str(photo_dir), tmp_path / "results.parquet", model_dir=str(toy_dir), workers=2,
+                       batch_size=2, cache_dir=str(tmp_path / "cache"), progress=lambda d, t: seen.append((d, t)))
+    rows = pq.read_table(report.output).to_pylist()
+    assert (report.rows, report.failed, report.workers, report.threads_per_worker) == (5, 1, 2, 1)
+    assert seen[-1] == (5, 5)
+    want = _predict(toy_dir, tmp_path / "cache", sorted(SAMPLE_IMAGES.glob("*.jpg")))
+    assert [Path(r["input_path"]).name for r in rows] == [*sorted(want), "zz_corrupt.jpg"]  # input order
+    for row in rows[:-1]:
+        res = want[Path(row["input_path"]).name]
+        assert row["error"] is None and row["class_ids"] == res["class_ids"]
+        assert row["label_names"] == res["label_names"]
+        np.testing.assert_allclose(row["scores"], res["scores"], atol=1e-5)
+    assert "not a readable image" in rows[-1]["error"] and rows[-1]["class_ids"] == []
+
+
+def test_hpi_batch_command(ray_cluster, toy_dir, photo_dir, tmp_path, capsys):
+    """``hpi batch`` joins the running cluster (as it joins RAY_ADDRESS) and reports the corrupt file."""
+    from hpi.cli import main
+
+    code = main(["batch", "--model", "ToyNet", "--model-dir", str(toy_dir), "--input", f"{photo_dir}/*.jpg",
+                 "--output", str(tmp_path / "out.parquet"), "--workers", "1", "--cache-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 1 and "5 image(s)" in out and "(1 failed)" in out
+    assert (tmp_path / "out.parquet").is_file()
+
+
+# --------------------------------------------------------------------------------------------------- Serve
+
+
+def _serve(app, port: int):
+    from ray import serve
+
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(app, name="hpi", route_prefix="/")
+    return f"http://127.0.0.1:{port}"
+
+
+def _free_port() -> int:
+    from tests.scaleout.tritonserver import free_port
+
+    return free_port()
+
+
+def _classification_config(toy_dir) -> dict:
+    return {"pipeline_name": "image_classification",
+            "SubModules": {"ImageClassification": {"model_name": "ToyNet", "model_dir": str(toy_dir)}}}
+
+
+def test_serve_replicas_answer_the_seeds_client_like_hpi_serve(ray_cluster, toy_dir, tmp_path):
+    import httpx
+    from fastapi.testclient import TestClient
+    from ray import serve
+
+    from hpi.scaleout.ray_serve import build_application, replica_app
+    from tests.serving.test_app_classification import CLIENT
+
+    settings = ServeSettings(device="cpu", cache_dir=str(tmp_path / "cache"), index_dir=str(tmp_path / "idx"))
+    config = _classification_config(toy_dir)
+    url = _serve(build_application("image_classification", settings, config=config, replicas=2,
+                                   cpus_per_replica=1), _free_port())
+    try:
+        shutil.copy(SAMPLE_IMAGES / "chelsea.jpg", tmp_path / "demo.jpg")
+        (tmp_path / "client.py").write_text(CLIENT.format(url=url), encoding="utf-8")
+        run = subprocess.run([sys.executable, "client.py"], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=300)
+        assert run.returncode == 0, run.stdout + run.stderr
+        body = {"image": base64.b64encode((SAMPLE_IMAGES / "chelsea.jpg").read_bytes()).decode()}
+        replicas, answers = set(), []
+        with httpx.Client(base_url=url, timeout=120) as client:
+            deadline = time.monotonic() + 120
+            while len(replicas) < 2 and time.monotonic() < deadline:
+                resp = client.post("/image-classification", json=body)
+                replicas.add(resp.headers[REPLICA_HEADER])
+                answers.append(resp.json())
+        assert len(replicas) == 2, "every request went to one replica"
+        # The same JSON as hpi serve in one process (the logId aside).
+        with TestClient(replica_app("image_classification", settings, config)) as local:
+            want = local.post("/image-classification", json=body).json()
+        for got in answers:
+            assert {k: v for k, v in got.items() if k != "logId"} == {k: v for k, v in want.items() if k != "logId"}
+        assert "Categories:" in run.stdout and (tmp_path / "out.jpg").read_bytes()[:2] == b"\xff\xd8"
+    finally:
+        serve.shutdown()  # the next test starts Serve again, with its own HTTP port
+
+
+def test_shared_index_store_sees_another_process_change(tmp_path):
+    """Two stores on one directory stand for two replicas: an add through one is read through the other, and
+    concurrent adds through both land."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hpi.retrieval.index import FeatureIndex
+
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(4, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    a, b = SharedIndexStore(tmp_path), SharedIndexStore(tmp_path)
+    key = a.create(FeatureIndex(vecs[:2], ["x", "y"], index_type="Flat", metric_type="IP"))
+    assert len(b.get(key)) == 2  # b now holds its own copy in memory
+    a.append(key, vecs[2:3], ["z"])
+    assert b.get(key).id_map == {0: "x", 1: "y", 2: "z"}
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda s: s[0].append(key, vecs[3:4], [s[1]]), [(a, "from-a"), (b, "from-b")]))
+    assert sorted(a.get(key).id_map.values()) == sorted(b.get(key).id_map.values()) == [
+        "from-a", "from-b", "x", "y", "z"]
+
+
+@pytest.fixture(scope="module")
+def shitu_config(tmp_path_factory):
+    from hpi import zoo
+
+    root = tmp_path_factory.mktemp("shitu_models")
+    dirs = {name: str(zoo.build(name, root / name)) for name in ("PP-ShiTuV2_det", "PP-ShiTuV2_rec")}
+    return {"pipeline_name": "PP-ShiTuV2", "SubModules": {
+        "Detection": {"model_name": "PP-ShiTuV2_det", "model_dir": dirs["PP-ShiTuV2_det"]},
+        "Recognition": {"model_name": "PP-ShiTuV2_rec", "model_dir": dirs["PP-ShiTuV2_rec"]}}}
+
+
+def test_shitu_add_on_one_replica_is_answered_by_another(ray_cluster, shitu_config, tmp_path):
+    import httpx
+    from ray import serve
+
+    from hpi.scaleout.ray_serve import build_application
+
+    def b64(name: str) -> str:
+        return base64.b64encode((SAMPLE_IMAGES / f"{name}.jpg").read_bytes()).decode()
+
+    settings = ServeSettings(device="cpu", cache_dir=str(tmp_path / "cache"), index_dir=str(tmp_path / "idx"),
+                             visualize=False)
+    url = _serve(build_application("PP-ShiTuV2", settings, config=shitu_config, replicas=2, cpus_per_replica=1),
+                 _free_port())
+    try:
+        with httpx.Client(base_url=url, timeout=300) as client:
+            built = client.post("/shitu-index-build", json={"imageLabelPairs": [
+                {"image": b64("coffee"), "label": "coffee"}]}).json()
+            key = built["result"]["indexKey"]
+
+            def labels_by_replica(query: str) -> dict[str, set[str]]:
+                """Query until both replicas answered; the labels each one found."""
+                found: dict[str, set[str]] = {}
+                deadline = time.monotonic() + 180
+                while len(found) < 2 and time.monotonic() < deadline:
+                    resp = client.post("/shitu-infer", json={"image": b64(query), "indexKey": key})
+                    assert resp.status_code == 200, resp.text
+                    labels = {r["label"] for o in resp.json()["result"]["detectedObjects"] for r in o["recResults"]}
+                    found.setdefault(resp.headers[REPLICA_HEADER], set()).update(labels)
+                assert len(found) == 2, "every request went to one replica"
+                return found
+
+            before = labels_by_replica("rocket")  # both replicas now hold the one-item index in memory
+            assert all(labels <= {"coffee"} for labels in before.values())
+            added = client.post("/shitu-index-add", json={"indexKey": key, "imageLabelPairs": [
+                {"image": b64("rocket"), "label": "rocket"}]})
+            assert added.json()["result"]["idMap"] == {"0": "coffee", "1": "rocket"}
+            adder = added.headers[REPLICA_HEADER]
+            after = labels_by_replica("rocket")
+            other = next(r for r in after if r != adder)
+            assert "rocket" in after[other], "the replica that did not take the add still answers from the old index"
+    finally:
+        serve.shutdown()  # the next test starts Serve again, with its own HTTP port
+
+
+def test_serve_cli_has_the_ray_engine():
+    from hpi.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--pipeline", "image_classification", "--engine", "ray",
+                                      "--replicas", "3", "--cpus-per-replica", "0.5"])
+    assert (args.engine, args.replicas, args.cpus_per_replica) == ("ray", 3, 0.5)
+    assert build_parser().parse_args(["serve", "--pipeline", "image_classification"]).engine == "uvicorn"
