@@ -12,12 +12,12 @@ import types
 from pathlib import Path
 
 import pytest
-from hpi.build.artefact import Artefact
-from hpi.build.paddle_trt import tensorrt_reason
 
 from hpi.backends import get_backend
 from hpi.backends import paddle as paddle_backend
 from hpi.backends.paddle import PaddleBackend, PaddleConfig, PaddleEngine
+from hpi.build.artefact import Artefact
+from hpi.build.paddle_trt import tensorrt_reason
 from hpi.cache import EngineCache
 from hpi.device import Device, gpu_facts
 from hpi.errors import BackendUnavailableError
