@@ -129,6 +129,8 @@ def start_server(config: Path, port: int, args: argparse.Namespace) -> subproces
         cmd += ["--backend", args.backend]
     if args.no_visualize:
         cmd.append("--no-visualize")
+    if args.loop_niceness is not None:
+        cmd += ["--loop-niceness", str(args.loop_niceness)]
     if args.profile:  # py-spy samples the server's Python stacks (folded, one line per stack) while it runs
         cmd = ["py-spy", "record", "--rate", "200", "--format", "raw", "--threads", "--output", str(args.profile),
                "--", *cmd]
@@ -388,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=8, help="server max batch (default: 8)")
     parser.add_argument("--window-ms", type=float, default=2.0, help="server batching window (default: 2)")
     parser.add_argument("--no-visualize", action="store_true", help="server sends result.image as null")
+    parser.add_argument("--loop-niceness", type=int, default=None,
+                        help="the server's --loop-niceness (default: the server's default)")
     parser.add_argument("--no-image", action="store_true",
                         help='requests carry "visualize": false (the client does not ask for result.image)')
     parser.add_argument("--offline-seconds", type=float, default=1.0,
@@ -475,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         "conditions": conditions(args) | {"load_average_at_start": [round(x, 2) for x in load_at_start],
                                           "load_average_during_load": [round(load_before[0], 2),
                                                                        round(load_after[0], 2)],
-                                          "kmp_blocktime": os.environ.get("KMP_BLOCKTIME")},
+                                          "kmp_blocktime": os.environ.get("KMP_BLOCKTIME"),
+                                          "loop_niceness": args.loop_niceness},
         "engine": bench.engine,
         "server_engine": {k: server_model[k] for k in ("name", "backend", "precision", "mode")},
         "offline_scan": scan,

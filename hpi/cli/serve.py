@@ -110,6 +110,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--graceful-timeout", type=float, default=30.0,
                    help="on SIGTERM/SIGINT, seconds accepted requests may still take before they are cancelled "
                         "(default: 30)")
+    g.add_argument("--loop-niceness", type=int, default=None,
+                   help="run HTTP handling this much below the engine threads in CPU priority, so it does not "
+                        "preempt inference on a busy machine (Linux; 0: off; default: ServeSettings.loop_niceness)")
 
     parser.add_argument("--no-visualize", action="store_true", help="send result.image as null (saves CPU)")
     parser.add_argument("--jpeg-quality", type=int, default=75, help="quality of result.image (default: 75)")
@@ -155,6 +158,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
                            max_index_bytes=int(args.max_index_disk_mb * MiB)),
         request_timeout_s=args.request_timeout,
         drain_timeout_s=args.graceful_timeout,
+        **({} if args.loop_niceness is None else {"loop_niceness": args.loop_niceness}),
         metrics=not args.no_metrics,
         access_log=not args.no_access_log,
         visualize=not args.no_visualize,

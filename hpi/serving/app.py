@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hpi.errors import HpiError, InvalidConfigError
 from hpi.serving.auth import AuthMiddleware
+from hpi.serving.batching import yield_cpu_to_engines
 from hpi.serving.common import ServeSettings, Service, error_response, log_id_of, new_log_id, ok_response
 from hpi.serving.limits import BodyLimitMiddleware, error_body, status_for
 from hpi.serving.observability import ObserveMiddleware, ServerMetrics
@@ -96,6 +97,7 @@ def create_app(pipeline: Any, settings: ServeSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await service.start()
+        yield_cpu_to_engines(settings.loop_niceness)
         try:
             yield
         finally:

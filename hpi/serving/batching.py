@@ -23,6 +23,8 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
+import sys
 import threading
 import time
 import weakref
@@ -111,6 +113,25 @@ class EngineWorker:
 
 _WORKERS: weakref.WeakKeyDictionary[Any, EngineWorker] = weakref.WeakKeyDictionary()
 _WORKERS_LOCK = threading.Lock()
+
+
+def yield_cpu_to_engines(niceness: int) -> bool:
+    """Start every engine thread now, then lower the calling thread's CPU priority by ``niceness`` (Linux).
+
+    Call it from the event loop's thread. Engine threads (and the OpenMP threads they start) keep the process's
+    priority; the event loop and the threads it starts later (decoding, JSON) get the lower one, so on a machine
+    with no spare core they stop preempting an inference in the middle of its parallel regions. Returns whether the
+    priority was changed (False where the platform has no per-thread priorities).
+    """
+    if niceness <= 0 or not hasattr(os, "setpriority") or sys.platform != "linux":
+        return False
+    with _WORKERS_LOCK:
+        workers = [w for w in _WORKERS.values() if not w.closed]
+    for worker in workers:
+        worker.run(lambda: None)  # creates the thread from here, at this thread's priority
+    tid = threading.get_native_id()
+    os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + niceness))
+    return True
 
 
 def worker_for(model: Any, name: str) -> EngineWorker:

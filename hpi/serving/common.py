@@ -47,6 +47,9 @@ class ServeSettings:
     access_log: bool = True  # one JSON line per request on the hpi.serving.access logger (INFO)
     visualize: bool = True  # result.image when a request does not say (its "visualize"); False sends null
     jpeg_quality: int = 75  # of the visualisation (Pillow's default, which PaddleX's serving uses)
+    # The event loop and its helper threads run this much below the engine threads (Linux thread niceness), so HTTP
+    # work does not preempt an inference mid-way on a machine without a spare core; 0 leaves priorities alone.
+    loop_niceness: int = 15
     cpu_workers: int | None = None  # threads decoding images and encoding visualisations; None: cores + 1, max 4
     index_dir: str | None = None  # where indexes built through the API persist; None: see default_index_dir()
     default_index: str | None = None  # PP-ShiTuV2: a saved index used when a request has no indexKey
@@ -62,6 +65,8 @@ class ServeSettings:
             raise InvalidConfigError(f"drain_timeout_s must not be negative, got {self.drain_timeout_s!r}")
         if not 1 <= self.jpeg_quality <= 100:
             raise InvalidConfigError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality!r}")
+        if not isinstance(self.loop_niceness, int) or not 0 <= self.loop_niceness <= 19:
+            raise InvalidConfigError(f"loop_niceness must be an integer in [0, 19], got {self.loop_niceness!r}")
         if self.cpu_workers is not None and self.cpu_workers < 1:
             raise InvalidConfigError(f"cpu_workers must be positive, got {self.cpu_workers!r}")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 import time
 
@@ -15,6 +17,8 @@ from hpi.serving.batching import (
     EngineWorker,
     ServerBusyError,
     ServiceStoppedError,
+    worker_for,
+    yield_cpu_to_engines,
 )
 
 pytestmark = pytest.mark.serving
@@ -200,3 +204,30 @@ def test_stop_finishes_queued_items_within_the_drain_time_and_answers_the_rest(d
     else:  # no drain time: every request still gets an answer, a refusal, and the queued ones never ran
         assert all(isinstance(r, ServiceStoppedError) for r in results)
         assert len(model.batches) == 1
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread CPU priorities are a Linux feature")
+def test_the_event_loop_yields_cpu_to_engine_threads_but_engines_keep_theirs():
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    model = Recorder()  # any model object can own a worker
+    worker = worker_for(model, "priority-test")
+    seen: dict[str, int] = {}
+
+    def loop_thread() -> None:  # stands in for the event loop's thread, so the test process keeps its priority
+        seen["before"] = niceness()
+        assert yield_cpu_to_engines(3)
+        seen["loop"] = niceness()
+        seen["engine"] = worker.run(niceness)  # the engine thread was started before the change
+        child = threading.Thread(target=lambda: seen.setdefault("helper", niceness()))
+        child.start()
+        child.join()
+
+    thread = threading.Thread(target=loop_thread)
+    thread.start()
+    thread.join()
+    worker.close()
+    assert seen["loop"] == min(19, seen["before"] + 3) and seen["helper"] == seen["loop"]
+    assert seen["engine"] == seen["before"]
+    assert yield_cpu_to_engines(0) is False
