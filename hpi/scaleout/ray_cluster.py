@@ -3,8 +3,9 @@
 A local cluster started here has no dashboard, binds its node address to 127.0.0.1 and says so. Ray still starts
 its own processes (GCS server, raylet, object manager, a runtime-env and a dashboard agent, a metrics exporter);
 each listens on a TCP port of the node address. Measured with Ray 2.60 on this project's machine (``ss -ltnp``
-during the tests): see the README's Scale out section for the list. Nothing here opens a port to other hosts on purpose;
-``RAY_ADDRESS`` pointing at a real cluster is the way to span machines.
+during the tests): see the README's Scale out section for the list. Nothing here opens a port to other hosts on
+purpose, but Ray Serve 2.60 binds each replica's inter-deployment gRPC server to ``[::]:0`` (all interfaces) and
+offers no setting for it. ``RAY_ADDRESS`` pointing at a real cluster is the way to span machines.
 """
 
 from __future__ import annotations
