@@ -101,7 +101,6 @@ def export_parity(
     """
     import onnxruntime as ort
     import paddle
-    import paddle2onnx
     from paddle.static import InputSpec
 
     net.eval()
@@ -122,15 +121,7 @@ def export_parity(
             np.abs(_paddle_inference(model_file, params_file, x, onednn=True) - eager).max()
         )
 
-    onnx_bytes = paddle2onnx.export(
-        str(model_file),
-        str(params_file),
-        save_file=None,
-        opset_version=17,
-        enable_onnx_checker=True,
-        enable_optimize=True,
-        optimize_tool="None",
-    )
+    onnx_bytes = paddle_to_onnx(model_file, params_file)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
     options.log_severity_level = 3  # paddle2onnx leaves unused shape initialisers; ORT warns about each
@@ -140,6 +131,14 @@ def export_parity(
     result["onnxruntime"] = float(np.abs(got - eager).max())
     result["top1_agree"] = float((got.argmax(-1) == eager.argmax(-1)).all())
     return result
+
+
+def paddle_to_onnx(model_file, params_file) -> bytes:
+    """The model's ONNX export as hpi makes it (paddle2onnx's Python API, opset 17, no run-time pip installs)."""
+    import paddle2onnx
+
+    return paddle2onnx.export(str(model_file), str(params_file), save_file=None, opset_version=17,
+                              enable_onnx_checker=True, enable_optimize=True, optimize_tool="None")
 
 
 def assert_parity(result: dict[str, float], engines: tuple[str, ...] = ("paddle", "onnxruntime")) -> None:

@@ -23,6 +23,7 @@ from tests.zoo.family_checks import (  # noqa: E402
     count_params_lazily,
     export_parity,
     make_decisive,
+    paddle_to_onnx,
 )
 
 BY_NAME = {m.name: m for m in MODELS}
@@ -143,22 +144,13 @@ def test_output_is_a_probability_vector(name):
 def test_mobilenetv3_engines_agree_and_onnx_has_hardswish(tmp_path):
     """Paddle Inference (plain and oneDNN) and ONNX Runtime match eager; opset 17 keeps HardSwish as one op."""
     import onnx
-    import paddle2onnx
 
     from hpi.zoo.nets.mobilenet import MobileNetV3
 
     net = MobileNetV3("small", 1.0)
     make_decisive(net)
     assert_parity(export_parity(net, 224, tmp_path), engines=("paddle", "onednn", "onnxruntime"))
-    onnx_bytes = paddle2onnx.export(
-        str(tmp_path / "inference.json"),
-        str(tmp_path / "inference.pdiparams"),
-        save_file=None,
-        opset_version=17,
-        enable_onnx_checker=True,
-        enable_optimize=True,
-        optimize_tool="None",
-    )
+    onnx_bytes = paddle_to_onnx(tmp_path / "inference.json", tmp_path / "inference.pdiparams")
     ops = [node.op_type for node in onnx.load_from_string(onnx_bytes).graph.node]
     # stem, 8 hard-swish blocks x 2, the conv before pooling, the head; 9 SE gates in the small net
     assert ops.count("HardSwish") == 19 and ops.count("HardSigmoid") == 9

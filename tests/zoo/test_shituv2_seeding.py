@@ -17,6 +17,7 @@ pytest.importorskip("paddle", reason="building zoo networks needs paddlepaddle")
 
 from hpi.zoo import shituv2_seeding as shitu  # noqa: E402
 from hpi.zoo.catalogue import pp_shituv2  # noqa: E402
+from tests.zoo.family_checks import paddle_to_onnx  # noqa: E402
 
 BY_NAME = {m.name: m for m in pp_shituv2.MODELS}
 PHOTOS_WITH_BOXES = ("astronaut", "coffee")  # the detector must draw boxes above 0.5 on these
@@ -254,18 +255,9 @@ def test_paddle_inference_draws_boxes_in_original_pixels(exported_det, onednn):
 @pytest.mark.slow
 def test_onnxruntime_gives_the_same_boxes(exported_det):
     import onnxruntime as ort
-    import paddle2onnx
 
     directory, _ = exported_det
-    onnx_bytes = paddle2onnx.export(
-        str(directory / "inference.json"),
-        str(directory / "inference.pdiparams"),
-        save_file=None,
-        opset_version=17,
-        enable_onnx_checker=True,
-        enable_optimize=True,
-        optimize_tool="None",
-    )
+    onnx_bytes = paddle_to_onnx(directory / "inference.json", directory / "inference.pdiparams")
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
     options.log_severity_level = 3
@@ -312,7 +304,6 @@ def test_nms_free_variant_with_numpy_nms_gives_the_graph_result(exported_det):
 @pytest.mark.slow
 def test_exported_rec_gives_the_same_embeddings_in_both_engines(tmp_path):
     import onnxruntime as ort
-    import paddle2onnx
 
     from hpi.model import ModelSource
     from hpi.preprocess.reference import preprocess_batch
@@ -322,15 +313,7 @@ def test_exported_rec_gives_the_same_embeddings_in_both_engines(tmp_path):
     assert source.spec.task == "embedding"
     batch = preprocess_batch(source.spec.preprocess, [_photo(n) for n in ("astronaut", "coffee", "rocket")])
     (paddle_emb,) = _run(_paddle_predictor(tmp_path), {"x": batch})
-    onnx_bytes = paddle2onnx.export(
-        str(tmp_path / "inference.json"),
-        str(tmp_path / "inference.pdiparams"),
-        save_file=None,
-        opset_version=17,
-        enable_onnx_checker=True,
-        enable_optimize=True,
-        optimize_tool="None",
-    )
+    onnx_bytes = paddle_to_onnx(tmp_path / "inference.json", tmp_path / "inference.pdiparams")
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
