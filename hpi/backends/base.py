@@ -33,7 +33,8 @@ from hpi.model import ModelSource
 
 logger = logging.getLogger(__name__)
 
-Precision = str  # "fp32" | "fp16" | "bf16"
+Precision = str  # one of PRECISIONS
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # int8: calibrated post-training quantisation (hpi.build.quantize)
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,8 @@ class BackendConfig:
             raise InvalidConfigError(f"{cls.__name__}: {exc}") from exc
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "fp16", "bf16"):
-            raise InvalidConfigError(f"precision must be 'fp32', 'fp16' or 'bf16', got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise InvalidConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
