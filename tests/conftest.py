@@ -196,6 +196,31 @@ def cpu_without_bf16(monkeypatch):
 
 
 @pytest.fixture
+def cpu_without_vnni(monkeypatch):
+    """The detected CPU flags less AVX-512, AMX and AVX-VNNI: an AVX2-only CPU (AMD EPYC Zen 3), no int8 dot
+    products and no bf16."""
+    _cpu_flags(monkeypatch, lambda f: not f.startswith(("avx512", "amx")) and f != "avx_vnni")
+
+
+@pytest.fixture
+def cpu_with_vnni(monkeypatch):
+    """The detected CPU flags plus AVX512-VNNI, whatever this machine has."""
+    _cpu_flags(monkeypatch, lambda f: True, add=("avx512f", "avx512_vnni"))
+
+
+@pytest.fixture
+def calibration_dir(tmp_path) -> Path:
+    """A tiny calibration set: two of the built-in photos."""
+    from hpi.calibration import BUILTIN_IMAGES
+
+    out = tmp_path / "calib"
+    out.mkdir()
+    for name in ("chelsea.jpg", "coffee.jpg"):
+        shutil.copy(BUILTIN_IMAGES / name, out / name)
+    return out
+
+
+@pytest.fixture
 def cpu_with_bf16(monkeypatch):
     """The detected CPU flags plus AVX512-BF16, whatever this machine has."""
     _cpu_flags(monkeypatch, lambda f: True, add=("avx512f", "avx512_bf16"))
