@@ -8,6 +8,7 @@ decision key, so changing the set rebuilds the int8 engines and measures the sel
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -65,7 +66,8 @@ def _image_files(directory: Path) -> list[Path]:
 
 
 def check_calibration_dir(directory: str | os.PathLike[str]) -> Path:
-    """``directory`` as an absolute path, after checking that it exists and holds images that all decode.
+    """``directory`` as an absolute path, after checking that it exists and holds images that all decode (each
+    image is decoded once per process while its size and modification time stay the same).
 
     Raises:
         InvalidConfigError: naming the directory when it is missing, not a directory or holds no images, and
@@ -81,8 +83,15 @@ def check_calibration_dir(directory: str | os.PathLike[str]) -> Path:
         raise InvalidConfigError(
             f"calibration_data: directory {path} holds no images (expected files ending in {', '.join(IMAGE_SUFFIXES)})")
     for file in files[:MAX_IMAGES]:
-        _decode(file)
+        stat = file.stat()
+        _check_decodes(file.resolve(), stat.st_size, stat.st_mtime_ns)
     return path.resolve()
+
+
+@functools.lru_cache(maxsize=4096)
+def _check_decodes(path: Path, size: int, mtime_ns: int) -> None:
+    """Decode ``path`` once per (size, modification time): raises if it does not decode."""
+    _decode(path)
 
 
 def calibration_set(directory: str | os.PathLike[str] | None = None) -> CalibrationSet:

@@ -7,6 +7,7 @@ What the values *mean* (which backend runs, with which threads) is decided in :m
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +70,7 @@ class HpiConfig:
     spin_wait: bool = True  # engine threads may spin between runs; pipelines turn it off for their sub-models
     # int8 candidates are calibrated on these images (a directory of photos); None: the built-in photos. The set's
     # content hash is part of the int8 engines' cache keys and of the decision key (a changed set re-selects).
+    # Checked (exists, holds images that decode) where the choice is resolved (hpi.calibration).
     calibration_data: str | None = None
 
     def gate(self) -> AccuracyGate:
@@ -95,8 +97,6 @@ class HpiConfig:
             raise InvalidConfigError(f"hpi_config.backend: expected a backend name, got {cfg.backend!r}")
         if not isinstance(cfg.backend_config, Mapping):
             raise InvalidConfigError("hpi_config.backend_config: expected a mapping")
-        if cfg.calibration_data is not None:
-            from hpi.calibration import check_calibration_dir
-
-            cfg = dataclasses.replace(cfg, calibration_data=str(check_calibration_dir(cfg.calibration_data)))
+        if cfg.calibration_data is not None and not isinstance(cfg.calibration_data, str | os.PathLike):
+            raise InvalidConfigError(f"hpi_config.calibration_data: expected a directory, got {cfg.calibration_data!r}")
         return cfg

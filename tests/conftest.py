@@ -191,15 +191,15 @@ def _cpu_flags(monkeypatch, keep, add=()) -> None:  # noqa: ANN001
 
 @pytest.fixture
 def cpu_without_bf16(monkeypatch):
-    """The detected CPU flags with every AVX-512 and AMX flag masked: an AVX2-only CPU (AMD EPYC Zen 3) to hpi."""
-    _cpu_flags(monkeypatch, lambda f: not f.startswith(("avx512", "amx")))
+    """The detected CPU flags with every AVX-512, AMX and AVX-VNNI flag masked: an AVX2-only CPU (AMD EPYC Zen 3)
+    to hpi, without bf16 and without int8 dot products."""
+    _cpu_flags(monkeypatch, lambda f: not f.startswith(("avx512", "amx")) and f != "avx_vnni")
 
 
 @pytest.fixture
-def cpu_without_vnni(monkeypatch):
-    """The detected CPU flags less AVX-512, AMX and AVX-VNNI: an AVX2-only CPU (AMD EPYC Zen 3), no int8 dot
-    products and no bf16."""
-    _cpu_flags(monkeypatch, lambda f: not f.startswith(("avx512", "amx")) and f != "avx_vnni")
+def cpu_without_vnni(cpu_without_bf16):
+    """The same AVX2-only CPU, named for the int8 tests: no VNNI, AVX-VNNI or AMX-INT8."""
+    return cpu_without_bf16
 
 
 @pytest.fixture
