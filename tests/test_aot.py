@@ -15,7 +15,8 @@ from hpi.model import ModelSource
 def test_named_backends_are_built_without_measuring(toy_dir, tmp_path):
     source, cache = ModelSource.from_path(toy_dir), EngineCache(tmp_path)
     lines = []
-    prepared = prepare_engines(source, Device("cpu"), HpiConfig(threads=1), cache,
+    # fp32 only: on a CPU with VNNI, onnxruntime[int8] would be built too (tests/build/test_quantize.py)
+    prepared = prepare_engines(source, Device("cpu"), HpiConfig(threads=1, allow_reduced_precision=False), cache,
                                backends=["onnxruntime", "tensorrt"], progress=lines.append)
     assert prepared.record is None
     assert prepared.builds[0] == EngineBuild("onnxruntime[fp32]", "built")

@@ -162,7 +162,10 @@ def plan_engine(decision: Any, device: Device, options: TritonExportOptions, *,
                      "default on this CPU class (unverified here: the openvino backend is not in the test server)")
     else:
         backend, precision = "onnxruntime", "fp32"
-        if decision.backend == "openvino":
+        if decision.precision == "int8":
+            notes.append(f"decision {label} exported for ONNX Runtime fp32: the Triton export does not write int8 "
+                         "models")
+        elif decision.backend == "openvino":
             notes.append(f"decision {label} exported for ONNX Runtime fp32: {OPENVINO_TRAP}")
         elif decision.backend == "paddle":
             notes.append(f"decision {label} exported for ONNX Runtime fp32: Triton has no maintained Paddle backend")
