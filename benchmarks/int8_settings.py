@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("phase", choices=["build", "time"])
     parser.add_argument("--models", default="PP-LCNet_x1_0,PP-HGNetV2-B4")
     parser.add_argument("--model-dir", help="a model directory instead of --models (e.g. trained weights)")
-    parser.add_argument("--variants", help="substring filter on the variant names")
+    parser.add_argument("--variants", help="substring filters on the variant names, separated by |")
     parser.add_argument("--calibrate", help="calibration images (default: the built-in photos)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--budget", type=float, default=1.0, help="seconds per round")
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=os.environ.get("HPI_CACHE_DIR", "."), help="where drift.json goes")
     args = parser.parse_args(argv)
     cache = EngineCache()
-    variants = {k: v for k, v in VARIANTS.items() if not args.variants or args.variants in k}
+    variants = {k: v for k, v in VARIANTS.items() if not args.variants or any(f in k for f in args.variants.split("|"))}
     drift_file = Path(args.out) / "int8_drift.json"
     drift = json.loads(drift_file.read_text()) if drift_file.exists() else {}
     for name in [args.model_dir] if args.model_dir else args.models.split(","):
