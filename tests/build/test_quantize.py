@@ -30,6 +30,7 @@ def test_first_and_last_follow_the_settings():
                           ) == ["stem"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantize", [quantize_openvino, quantize_onnx])
 def test_seeded_model_quantised_on_two_images(toy_dir, calibration_dir, tmp_path, quantize):
     source = ModelSource.from_path(toy_dir)
@@ -44,6 +45,7 @@ def test_seeded_model_quantised_on_two_images(toy_dir, calibration_dir, tmp_path
     assert kinds.count(artefact.kind) == 2 and not list((cache.root).glob("**/*.tmp*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 def test_int8_engine_runs_close_to_fp32_on_the_seeded_model(toy_dir, calibration_dir, tmp_path, backend):
     """Close, not equal: on seeded weights two images' calibration may flip a top-1 (the gate decides; a broken
@@ -63,6 +65,8 @@ def test_int8_engine_runs_close_to_fp32_on_the_seeded_model(toy_dir, calibration
         assert folded.input_dtypes[folded.input_names[0]] == np.uint8  # folding applies to the int8 model too
 
 
+@pytest.mark.slow
+@pytest.mark.realweights
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 def test_trained_text_direction_classifier_keeps_its_answers_in_int8(ocr_cls_dir, tmp_path, backend):
     """PaddleOCR's trained direction classifier, calibrated on four rendered text lines, still tells upright text

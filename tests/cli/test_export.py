@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from hpi.cache import EngineCache
 from hpi.cli import main
 
@@ -28,6 +30,7 @@ def test_export_cli_builds_named_backends(toy_dir, tmp_path, capsys):
     assert "high-performance mode" not in "\n".join(lines)  # building only: no selection
 
 
+@pytest.mark.slow
 def test_export_cli_calibrates_on_a_directory_and_names_a_bad_one(toy_dir, tmp_path, capsys, calibration_dir,
                                                                    cpu_with_vnni):
     cache = tmp_path / "cache"

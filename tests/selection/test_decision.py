@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 import hpi
 from hpi.cache import EngineCache
 from hpi.config import HpiConfig
@@ -63,6 +65,7 @@ def test_version_or_policy_change_measures_again(toy_dir, tmp_path, monkeypatch)
     assert sum(e.kind == "decision" for e in cache.entries()) == 3
 
 
+@pytest.mark.slow
 def test_a_changed_calibration_set_selects_again_and_the_record_names_it(toy_dir, tmp_path, monkeypatch,
                                                                         calibration_dir, cpu_with_vnni):
     source = ModelSource.from_path(toy_dir)
