@@ -231,12 +231,13 @@ def select(
             variant_out = load_outputs(Path(tmp) / "variant.npy")
             spread_note = describe_variant(variant)
             if isinstance(variant_out, Detections):  # boxes: judged where fp32 reordering reproduces them
-                spread, measured, left_out = None, *_detection().judge_reproducible(measured, variant_out, gate)
-                spread_note += f"; {left_out}"
+                measured, left_out = _detection().judge_reproducible(measured, variant_out, gate)
+                spread, spread_note = None, f"{spread_note}; {left_out}"
             else:
                 spread = relative_error(measured[0][1], variant_out)
         except HpiError as exc:
-            spread, spread_note = None, f"not measured ({str(exc).splitlines()[-1][:200]}): the floor applies"
+            applies = "every image is judged" if task == "detection" else "the floor applies"
+            spread, spread_note = None, f"not measured ({str(exc).splitlines()[-1][:200]}): {applies}"
         reference, note = trusted_reference(task, [(cand, out) for cand, out, _, _ in measured], gate)
         if note:  # the reference was outvoted: its spread says nothing about the agreeing backends
             spread, spread_note = None, "not used: the reference was outvoted; the floor applies"
