@@ -54,6 +54,18 @@ class AccuracyGate:
     min_top5_overlap_int8: float = 0.8  # classification: mean fraction of the reference's top-5 kept
     max_rel_error_int8: float | None = None  # int8 score bound; None: judged by ranking and cosine
     min_cosine_int8: float = 0.99  # every output row's cosine to the reference (classification and embedding)
+    # Detectors (hpi.selection.gate.compare_detections): per reference image, the candidate's post-NMS boxes are
+    # matched one to one with the reference's (same class, IoU at least the bound, greedy by reference score).
+    # Measured 2026-12-01 (benchmarks/results/detector_selection_2026-12-01.md, 24 real images): fp32 reorderings
+    # moved scores by at most 3e-5 and kept every matched box at IoU >= 0.9985; OpenVINO bf16 on the trained
+    # PicoDet layout model moved scores by 0.0078 at IoU >= 0.987. The bounds leave 5-30x that.
+    box_score_threshold: float | None = None  # boxes that count score above this; None: the model's draw_threshold
+    min_box_iou_fp32: float = 0.98  # IoU at which an fp32 candidate's box reproduces a reference box
+    min_box_iou_reduced: float = 0.9  # the same for bf16 / fp16 / int8 candidates
+    min_box_recall: float = 0.9  # per image: share of the reference's counted boxes the candidate reproduces
+    min_box_precision: float = 0.9  # per image: share of the candidate's counted boxes the reference has
+    max_score_drift_fp32: float = 1e-3  # largest score change of a matched pair with a counted box, fp32
+    max_score_drift_reduced: float = 0.05  # the same for bf16 / fp16 / int8 candidates
 
 
 @dataclass(frozen=True)

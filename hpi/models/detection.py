@@ -43,6 +43,7 @@ import cv2
 import numpy as np
 
 from hpi.backends.base import Engine
+from hpi.boxes import iou
 from hpi.config import HpiConfig
 from hpi.device import Device
 from hpi.errors import InvalidConfigError, InvalidInputError, ModelSourceError
@@ -355,22 +356,6 @@ def stack_images(prepared: Sequence[PreparedImage]) -> np.ndarray:
 # post-processing in numpy
 
 
-def iou(box: np.ndarray, boxes: np.ndarray, *, normalized: bool = True) -> np.ndarray:
-    """IoU of one (x1, y1, x2, y2) box with each row of ``boxes``, as Paddle's NMS computes it (``JaccardOverlap``):
-    an inverted box has area 0, and ``normalized=False`` adds the +1 pixel convention."""
-    extra = 0.0 if normalized else 1.0
-
-    def area(b: np.ndarray) -> np.ndarray:
-        w, h = b[..., 2] - b[..., 0] + extra, b[..., 3] - b[..., 1] + extra
-        return np.where((w < 0) | (h < 0), 0.0, w * h)
-
-    iw = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]) + extra
-    ih = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]) + extra
-    inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
-    union = area(box) + area(boxes) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-
-
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, *, top_k: int = -1, keep_top_k: int = -1,
         normalized: bool = True) -> np.ndarray:
     """Greedy NMS, the one hpi runs: indices of the boxes kept, best score first.
@@ -508,6 +493,82 @@ def nms_per_class_hard(boxes: np.ndarray, scores: np.ndarray, settings: NmsSetti
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# running a detection engine
+
+
+def batchable(spec: DetectionSpec, engine: Engine) -> bool:
+    """Whether one engine call may take several images: undecoded heads and Paddle's own NMS batch fine; an NMS
+    graph converted to ONNX takes one image at a time."""
+    batch_dim = engine.input_shapes.get(IMAGE_INPUT, [None])[0]
+    return batch_dim is None and (spec.raw_heads or engine.backend.capabilities.batched_nms)
+
+
+def detect_rows(spec: DetectionSpec, engine: Engine, prepared: Sequence[PreparedImage]) -> list[np.ndarray]:
+    """Post-NMS detections per prepared image: rows (class_id, score, x1, y1, x2, y2) in original-image pixels,
+    before any score threshold or clipping. One engine call for all images where the graph takes batches
+    (:func:`batchable`), else one per image. The one path from engine to boxes: :class:`Detector` and measured
+    selection (:mod:`hpi.selection.detection`) both run it."""
+    groups = [list(range(len(prepared)))] if batchable(spec, engine) else [[i] for i in range(len(prepared))]
+    rows: list[np.ndarray] = [np.zeros((0, 6), np.float32)] * len(prepared)
+    for group in groups:
+        for i, det in zip(group, _run_batch(spec, engine, [prepared[i] for i in group])):
+            rows[i] = det
+    return rows
+
+
+def _run_batch(spec: DetectionSpec, engine: Engine, prepared: list[PreparedImage]) -> list[np.ndarray]:
+    """Run one batch; per image the (class_id, score, x1, y1, x2, y2) rows in original-image pixels."""
+    batch = stack_images(prepared)
+    feed = {IMAGE_INPUT: batch}
+    scale = np.array([p.scale_factor for p in prepared], dtype=np.float32)
+    if SCALE_FACTOR_INPUT in engine.input_names:
+        feed[SCALE_FACTOR_INPUT] = scale
+    if IM_SHAPE_INPUT in engine.input_names:
+        feed[IM_SHAPE_INPUT] = np.array([p.im_shape for p in prepared], dtype=np.float32)
+    outputs = engine.run(feed)
+    scaled_in_graph = SCALE_FACTOR_INPUT in engine.input_names
+    if spec.raw_heads:
+        return _from_raw_heads(spec, outputs, prepared, batch.shape[2:])
+    nms_rows = [o for o in outputs if o.ndim == 2 and o.shape[-1] == 6]
+    if nms_rows:
+        per_image = _split_by_count(nms_rows[0], [o for o in outputs if o.ndim == 1], len(prepared),
+                                    spec.model_name)
+    elif len(outputs) >= 2 and outputs[0].ndim == 3 and outputs[0].shape[-1] == 4 and outputs[1].ndim == 3:
+        rows, counts = multiclass_nms(outputs[0], outputs[1], spec.nms)
+        per_image = _split_by_count(rows, [counts], len(prepared), spec.model_name)
+    else:
+        shapes = [list(o.shape) for o in outputs]
+        raise InvalidInputError(
+            f"{spec.model_name}: unrecognised detector outputs {shapes}; expected boxes [M, 6] with boxes_num [N] "
+            "(NMS in the graph), boxes [N, L, 4] with scores [N, C, L], or undecoded PicoDet heads "
+            "(inference.yml arch: PicoDet with fpn_stride)"
+        )
+    if not scaled_in_graph:
+        per_image = [_unscale(rows, p.scale_factor) for rows, p in zip(per_image, prepared)]
+    return per_image
+
+
+def _from_raw_heads(spec: DetectionSpec, outputs: list[np.ndarray], prepared: list[PreparedImage],
+                    input_hw: tuple[int, int]) -> list[np.ndarray]:
+    strides = spec.fpn_stride or ()
+    half = len(outputs) // 2
+    if len(outputs) != 2 * len(strides):
+        raise InvalidInputError(
+            f"{spec.model_name}: {len(outputs)} outputs for fpn_stride {list(strides)}; undecoded PicoDet heads "
+            "give one score and one box output per stride"
+        )
+    candidates = decode_picodet_heads(outputs[:half], outputs[half:], (int(input_hw[0]), int(input_hw[1])),
+                                      strides, spec.nms)
+    per_image = []
+    for (boxes, scores), p in zip(candidates, prepared):
+        h, w = p.im_shape
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+        per_image.append(_unscale(nms_per_class_hard(boxes, scores, spec.nms), p.scale_factor))
+    return per_image
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # boxes
 
 
@@ -552,9 +613,6 @@ class Detector(LoadedModel):
                 f"{source.model_file}: unsupported detector input(s) {unknown}; "
                 f"known: {IMAGE_INPUT}, {SCALE_FACTOR_INPUT}, {IM_SHAPE_INPUT}"
             )
-        batch_dim = engine.input_shapes.get(IMAGE_INPUT, [None])[0]
-        # Undecoded heads and Paddle's own NMS batch fine; an NMS graph converted to ONNX takes one image at a time.
-        self._batchable = batch_dim is None and (self.spec.raw_heads or engine.backend.capabilities.batched_nms)
 
     @classmethod
     def check_source(cls, source: ModelSource) -> None:
@@ -570,63 +628,8 @@ class Detector(LoadedModel):
             threshold: minimum score; default: the model's ``draw_threshold``.
         """
         thr = self.spec.draw_threshold if threshold is None else _check_threshold(threshold)
-        prepared = [prepare_image(self.spec, rgb) for rgb in images]
-        groups = [list(range(len(prepared)))] if self._batchable else [[i] for i in range(len(prepared))]
-        rows: list[np.ndarray] = [np.zeros((0, 6), np.float32)] * len(prepared)
-        for group in groups:
-            for i, det in zip(group, self._run([prepared[i] for i in group])):
-                rows[i] = det
+        rows = detect_rows(self.spec, self.engine, [prepare_image(self.spec, rgb) for rgb in images])
         return [self._to_boxes(det, rgb.shape[:2], thr) for det, rgb in zip(rows, images)]
-
-    def _run(self, prepared: list[PreparedImage]) -> list[np.ndarray]:
-        """Run one batch; per image the (class_id, score, x1, y1, x2, y2) rows in original-image pixels."""
-        batch = stack_images(prepared)
-        feed = {IMAGE_INPUT: batch}
-        scale = np.array([p.scale_factor for p in prepared], dtype=np.float32)
-        if SCALE_FACTOR_INPUT in self.engine.input_names:
-            feed[SCALE_FACTOR_INPUT] = scale
-        if IM_SHAPE_INPUT in self.engine.input_names:
-            feed[IM_SHAPE_INPUT] = np.array([p.im_shape for p in prepared], dtype=np.float32)
-        outputs = self.engine.run(feed)
-        scaled_in_graph = SCALE_FACTOR_INPUT in self.engine.input_names
-        if self.spec.raw_heads:
-            return self._from_raw_heads(outputs, prepared, batch.shape[2:])
-        nms_rows = [o for o in outputs if o.ndim == 2 and o.shape[-1] == 6]
-        if nms_rows:
-            per_image = _split_by_count(nms_rows[0], [o for o in outputs if o.ndim == 1], len(prepared),
-                                        self.model_name)
-        elif len(outputs) >= 2 and outputs[0].ndim == 3 and outputs[0].shape[-1] == 4 and outputs[1].ndim == 3:
-            rows, counts = multiclass_nms(outputs[0], outputs[1], self.spec.nms)
-            per_image = _split_by_count(rows, [counts], len(prepared), self.model_name)
-        else:
-            shapes = [list(o.shape) for o in outputs]
-            raise InvalidInputError(
-                f"{self.model_name}: unrecognised detector outputs {shapes}; expected boxes [M, 6] with boxes_num [N] "
-                "(NMS in the graph), boxes [N, L, 4] with scores [N, C, L], or undecoded PicoDet heads "
-                "(inference.yml arch: PicoDet with fpn_stride)"
-            )
-        if not scaled_in_graph:
-            per_image = [_unscale(rows, p.scale_factor) for rows, p in zip(per_image, prepared)]
-        return per_image
-
-    def _from_raw_heads(self, outputs: list[np.ndarray], prepared: list[PreparedImage],
-                        input_hw: tuple[int, int]) -> list[np.ndarray]:
-        strides = self.spec.fpn_stride or ()
-        half = len(outputs) // 2
-        if len(outputs) != 2 * len(strides):
-            raise InvalidInputError(
-                f"{self.model_name}: {len(outputs)} outputs for fpn_stride {list(strides)}; undecoded PicoDet heads "
-                "give one score and one box output per stride"
-            )
-        candidates = decode_picodet_heads(outputs[:half], outputs[half:], (int(input_hw[0]), int(input_hw[1])),
-                                          strides, self.spec.nms)
-        per_image = []
-        for (boxes, scores), p in zip(candidates, prepared):
-            h, w = p.im_shape
-            boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
-            boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-            per_image.append(_unscale(nms_per_class_hard(boxes, scores, self.spec.nms), p.scale_factor))
-        return per_image
 
     def _to_boxes(self, rows: np.ndarray, hw: tuple[int, int], threshold: float) -> list[DetBox]:
         height, width = hw
@@ -705,9 +708,10 @@ def create_detector(
     """Load a PaddleDetection-format detector on the backend :func:`hpi.selection.choice.resolve_choice` picks.
 
     Normal mode runs a Paddle model on Paddle Inference and an ONNX model on ONNX Runtime. In high-performance
-    mode an explicit ``hpi_config.backend`` is honoured; otherwise the first available backend of
-    :data:`hpi.selection.choice.STATIC_ORDER` runs it (measured selection gates on classification and embedding
-    outputs, which a detector does not have).
+    mode an explicit ``hpi_config.backend`` is honoured; otherwise measured selection picks the backend and
+    precision (every candidate's post-NMS boxes on the reference photos are judged by the box gate,
+    :func:`hpi.selection.gate.compare_detections`), and ``auto_config=False`` takes the first available backend of
+    :data:`hpi.selection.choice.STATIC_ORDER`.
 
     Args:
         model_name: must equal ``Global.model_name`` in the model's ``inference.yml``.

@@ -25,8 +25,8 @@ from hpi.selection.record import SelectionRecord
 
 logger = logging.getLogger(__name__)
 
-# Used when measured selection is switched off (auto_config=False without a backend) or cannot judge the model
-# (detectors): a stated order.
+# Used when measured selection is switched off (auto_config=False without a backend) or cannot judge the model's
+# task: a stated order.
 STATIC_ORDER = {"cpu": ("onnxruntime", "openvino", "paddle"), "gpu": ("tensorrt", "onnxruntime", "paddle")}
 
 
@@ -52,8 +52,8 @@ def resolve_choice(source: ModelSource, device: Device, hpi_config: HpiConfig, *
     - ``use_hpip=False``: normal mode, Paddle Inference fp32 (PaddleX's meaning). An ONNX-only model cannot run
       on Paddle, so its normal mode is ONNX Runtime fp32, and the reason says so.
     - ``use_hpip=True``: measured selection (:func:`hpi.selection.decision.cached_selection`) when ``auto_config``
-      is on and the accuracy gate can judge the model (classification, embedding); otherwise the first available
-      backend of :data:`STATIC_ORDER`.
+      is on and the accuracy gate can judge the model (classification, embedding, and detection through the box
+      gate); otherwise the first available backend of :data:`STATIC_ORDER`.
 
     High-performance mode then folds preprocessing into the graph where it can (:func:`fold_preprocessing`), and
     ``hpi_config.spin_wait=False`` reaches backends whose threads spin (:func:`without_spinning`).

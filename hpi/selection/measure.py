@@ -3,7 +3,8 @@ mode wins unless a candidate that passes the gate is faster with confidence.
 
 For a model and device, every available candidate (backend x precision) is built through the engine cache, run on
 real reference inputs (the built-in photos and their mirrors), checked against the fp32 reference (Paddle
-Inference, or ONNX Runtime for ONNX-only models) and timed. :func:`select` returns the
+Inference, or ONNX Runtime for ONNX-only models) and timed. Detectors are prepared, run and timed through
+:mod:`hpi.selection.detection` and judged on their post-NMS boxes. :func:`select` returns the
 :class:`~hpi.selection.record.SelectionRecord`; :mod:`hpi.selection.decision` caches it.
 """
 
@@ -11,14 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
+from numpy.lib.npyio import NpzFile
 
 from hpi.backends import get_backend
 from hpi.backends.base import Engine
@@ -32,11 +36,11 @@ from hpi.model import ModelSource
 from hpi.preprocess.decode import decode_image
 from hpi.preprocess.reference import preprocess_batch
 from hpi.selection.candidates import Candidate, candidates, reference_candidate, reordering_variant
-from hpi.selection.gate import compare_outputs, fp32_bound, relative_error, trusted_reference
+from hpi.selection.gate import Detections, compare_outputs, fp32_bound, relative_error, trusted_reference
 from hpi.selection.record import CandidateResult, SelectionRecord, library_versions
 
 SAMPLE_IMAGES = Path(__file__).resolve().parent.parent / "data" / "images"
-MEASURED_TASKS = ("classification", "embedding")  # what the accuracy gate can judge
+MEASURED_TASKS = ("classification", "embedding", "detection")  # what the accuracy gate can judge
 ROUNDS = 3  # interleaved timing rounds per candidate
 SETTLE_S = 0.2  # pause before each timed call: OpenMP / ONNX Runtime threads of the worker timed before stop spinning
 MIN_GAIN = 0.05  # a candidate replaces normal mode only when at least this much faster at p50 (see pick_winner)
@@ -44,18 +48,40 @@ MIN_GAIN = 0.05  # a candidate replaces normal mode only when at least this much
 SELECTION_RULE = f"interleaved rounds; normal mode unless {MIN_GAIN:.0%} faster at p50 in most rounds"
 
 
-def reference_inputs(source: ModelSource) -> np.ndarray:
-    """The built-in photos and their mirror images, preprocessed the reference way: real inputs for the gate."""
+def reference_inputs(source: ModelSource) -> np.ndarray | dict[str, np.ndarray]:
+    """The built-in photos and their mirror images, preprocessed the reference way: real inputs for the gate. A
+    detector's are prepared its own way, with their extra inputs (:func:`hpi.selection.detection.reference_inputs`)."""
+    if source.spec.task == "detection":
+        return _detection().reference_inputs(source, reference_images())
     if source.spec.task not in MEASURED_TASKS or source.spec.preprocess is None:
         raise InvalidConfigError(
             f"{source.name} is a {source.spec.task} model; measured selection judges "
-            f"{' and '.join(MEASURED_TASKS)} outputs only"
+            f"{', '.join(MEASURED_TASKS)} outputs only"
         )
+    return preprocess_batch(source.spec.preprocess, [rgb for _, rgb in reference_images()])
+
+
+def reference_images() -> list[tuple[str, np.ndarray]]:
+    """The built-in photos, each followed by its mirror image, named, as RGB uint8."""
     images = []
     for path in sorted(SAMPLE_IMAGES.glob("*.jpg")):
         rgb = decode_image(path.read_bytes(), str(path))
-        images += [rgb, np.ascontiguousarray(rgb[:, ::-1])]
-    return preprocess_batch(source.spec.preprocess, images)
+        images += [(path.name, rgb), (f"{path.name} mirrored", np.ascontiguousarray(rgb[:, ::-1]))]
+    return images
+
+
+def _detection() -> ModuleType:
+    """:mod:`hpi.selection.detection`, imported when first used: it imports the detector model, which imports the
+    backend choice, which imports this module."""
+    from hpi.selection import detection
+
+    return detection
+
+
+def load_outputs(path: Path) -> np.ndarray | Detections:
+    """A candidate's outputs as its process wrote them: an array, or a detector's boxes (an ``.npz`` archive)."""
+    loaded = np.load(path)
+    return _detection().read_detections(loaded) if isinstance(loaded, NpzFile) else loaded
 
 
 def engine_from_request(request: dict[str, Any]) -> tuple[ModelSource, Engine, float]:
@@ -96,18 +122,25 @@ def measure_candidate(request: dict[str, Any]) -> dict[str, Any]:
         if keep:
             _KEPT[key] = (engine, build_s)
     inputs = np.load(request["inputs"])
-    if request.get("outputs"):
+    detector = isinstance(inputs, NpzFile)  # a detector's inputs (hpi.selection.detection.reference_inputs)
+    if request.get("outputs") and detector:
+        _detection().write_detections(engine, inputs, request["outputs"])
+    elif request.get("outputs"):
         chunk = max(1, int(request.get("chunk", 8)))
         outputs = np.concatenate([engine.run(inputs[i:i + chunk])[0] for i in range(0, len(inputs), chunk)])
         np.save(request["outputs"], outputs)
     timing = None
     if request.get("timed", True):
         bs = int(request["batch_size"])
-        batch = np.ascontiguousarray(np.resize(inputs, (bs, *inputs.shape[1:])))
+        if detector:
+            call = _detection().timed_call(engine, inputs, bs)
+        else:
+            batch = np.ascontiguousarray(np.resize(inputs, (bs, *inputs.shape[1:])))
+            call = functools.partial(engine.run, batch)
         sync = getattr(engine, "synchronize", None)
         # Fewer warm-up calls and a smaller floor for big batches: 10 warm-up calls of a large model at batch 8
         # take longer than the timing itself.
-        timing = time_callable(lambda: engine.run(batch), warmup=int(request.get("warmup", max(3, 10 // bs))),
+        timing = time_callable(call, warmup=int(request.get("warmup", max(3, 10 // bs))),
                                budget_s=float(request.get("budget_s", 3.0)), items_per_call=bs,
                                min_iterations=max(10, 20 // bs), synchronize=sync).to_dict()
     if not keep:
@@ -148,13 +181,16 @@ def select(
             f"the fp32 reference {ref_cand.label} cannot run on {device}: {skipped.get(ref_cand.backend, '?')}")
     cands.remove(ref_cand)
     cands.insert(0, ref_cand)  # the reference is measured first: every other candidate is compared with it
-    measured: list[tuple[Candidate, np.ndarray, Timing, float]] = []
+    measured: list[tuple[Candidate, np.ndarray | Detections, Timing, float]] = []
     failed: list[CandidateResult] = []
     round_budget_s = budget_s / rounds  # the rounds share the time one measurement had
     workers: dict[str, IsolatedWorker] = {}  # one process per candidate, kept through the rounds
     with tempfile.TemporaryDirectory(prefix="hpi-select-") as tmp, contextlib.ExitStack() as stack:
         inputs_path = Path(tmp) / "inputs.npy"
-        np.save(inputs_path, inputs)
+        if isinstance(inputs, dict):
+            _detection().write_arrays(inputs_path, inputs)
+        else:
+            np.save(inputs_path, inputs)
         stack.callback(lambda: [w.close() for w in workers.values()] if isolate
                        else measure_candidate({"close": True}))
 
@@ -185,17 +221,24 @@ def select(
                     raise
                 failed.append(CandidateResult(cand, "failed", str(exc).splitlines()[-1][:300]))
                 continue
-            measured.append((cand, np.load(out_path), Timing(**answer["timing"]), answer["build_s"]))
+            measured.append((cand, load_outputs(out_path), Timing(**answer["timing"]), answer["build_s"]))
         variant = reordering_variant(ref_cand)
         if progress:
             progress(f"fp32 spread: {describe_variant(variant)}")
+        task = source.spec.task
+        spread: float | None
         try:
             run(variant, Path(tmp) / "variant.npy", timed=False, keep=False)
-            spread: float | None = relative_error(measured[0][1], np.load(Path(tmp) / "variant.npy"))
+            variant_out = load_outputs(Path(tmp) / "variant.npy")
             spread_note = describe_variant(variant)
+            if isinstance(variant_out, Detections):  # boxes: judged where fp32 reordering reproduces them
+                measured, left_out = _detection().judge_reproducible(measured, variant_out, gate)
+                spread, spread_note = None, f"{spread_note}; {left_out}"
+            else:
+                spread = relative_error(measured[0][1], variant_out)
         except HpiError as exc:
-            spread, spread_note = None, f"not measured ({str(exc).splitlines()[-1][:200]}): the floor applies"
-        task = source.spec.task
+            applies = "every image is judged" if task == "detection" else "the floor applies"
+            spread, spread_note = None, f"not measured ({str(exc).splitlines()[-1][:200]}): {applies}"
         reference, note = trusted_reference(task, [(cand, out) for cand, out, _, _ in measured], gate)
         if note:  # the reference was outvoted: its spread says nothing about the agreeing backends
             spread, spread_note = None, "not used: the reference was outvoted; the floor applies"

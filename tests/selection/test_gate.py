@@ -1,11 +1,14 @@
-"""hpi/selection/gate.py: the accuracy gate's thresholds."""
+"""hpi/selection/gate.py: the accuracy gate's thresholds, and the box agreement gate on synthetic detections."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pytest
 
 from hpi.config import AccuracyGate
-from hpi.selection.gate import compare_outputs, fp32_bound, relative_error
+from hpi.selection.gate import Detections, compare_outputs, fp32_bound, relative_error, reproducible_images
 
 
 def test_gate_thresholds():
@@ -70,3 +73,97 @@ def test_adaptive_bound_accepts_reordering_and_rejects_a_perturbed_weight():
     broken = compare_outputs("classification", reference, _mlp(x, broken_w1, w2, "blocked"), "fp32", gate,
                              max_rel_fp32=bound)
     assert not broken.passed and "relative error" in broken.why
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the box agreement gate
+
+BOXES = np.array([  # (class_id, score, x1, y1, x2, y2)
+    [0, 0.9, 10, 10, 50, 60],
+    [0, 0.8, 100, 20, 160, 90],
+    [1, 0.7, 30, 100, 90, 150],
+    [0, 0.2, 200, 200, 220, 230],  # below the 0.5 draw threshold: matched, not counted
+], np.float32)
+
+
+def _dets(*images: np.ndarray) -> Detections:
+    return Detections(tuple(np.asarray(i, np.float32) for i in images), ("a.jpg", "b.jpg")[:len(images)], 0.5)
+
+
+def _judge(candidate: Detections, precision: str = "fp32", **gate) -> object:
+    return compare_outputs("detection", _dets(BOXES, BOXES[:2]), candidate, precision, AccuracyGate(**gate))
+
+
+def test_box_gate_accepts_identical_reordered_and_rounded_boxes():
+    same = _judge(_dets(BOXES, BOXES[:2]))
+    assert same.passed and same.box_recall == same.box_precision == same.min_box_iou == 1.0
+    assert same.boxes_compared == 5 and same.max_abs_error == 0.0 and same.why.startswith("within thresholds")
+    assert _judge(_dets(BOXES[[3, 1, 0, 2]], BOXES[[1, 0]])).passed  # NMS rows in another order
+    rounded = BOXES.copy()
+    rounded[:, 2:] += 0.02  # fp32 reordering moves corners by hundredths of a pixel
+    rounded[:, 1] += 2e-4
+    passed = _judge(_dets(rounded, rounded[:2]))
+    assert passed.passed and 0.99 < passed.min_box_iou < 1.0 and passed.max_abs_error == pytest.approx(2e-4, rel=1e-2)
+    crossing = BOXES.copy()
+    crossing[2, 1] = 0.49  # 0.7 in the reference: a box that drops below the threshold is still matched
+    near = _dets(crossing, BOXES[:2])
+    assert not _judge(near, "bf16").passed  # ... and its drift of 0.21 judged
+    crossing_ref = _dets(np.vstack([BOXES[:2], [[1, 0.51, 30, 100, 90, 150]]]), BOXES[:2])
+    nudged = _dets(np.vstack([BOXES[:2], [[1, 0.49, 30, 100, 90, 150]]]), BOXES[:2])
+    hair = compare_outputs("detection", crossing_ref, nudged, "bf16", AccuracyGate())
+    assert hair.passed and hair.box_recall == 1.0  # 0.51 -> 0.49: reproduced, not missed
+
+
+def test_box_gate_rejects_shifted_missing_extra_and_relabelled_boxes():
+    shifted = BOXES[:2].copy()
+    shifted[1, [2, 4]] += 15  # 60 px wide box moved by 15 px: IoU 0.6
+    res = _judge(_dets(BOXES, shifted), "bf16")
+    assert not res.passed and res.why.startswith("b.jpg: 1 of 2 reference boxes not reproduced at IoU >= 0.9")
+    assert "a.jpg" not in res.why.split("(box recall")[0]  # the verdict names the failing image only
+    missing = _judge(_dets(BOXES[1:], BOXES[:2]))
+    assert not missing.passed and "a.jpg: 1 of 3 reference boxes not reproduced" in missing.why
+    assert missing.box_recall == pytest.approx(2 / 3)
+    extra = _judge(_dets(np.vstack([BOXES, [[0, 0.95, 300, 300, 350, 350]]]), BOXES[:2]))
+    assert not extra.passed and "a.jpg: 1 of 4 boxes not in the reference (precision 0.750 < 0.9)" in extra.why
+    relabelled = BOXES.copy()
+    relabelled[0, 0] = 1
+    assert not _judge(_dets(relabelled, BOXES[:2])).passed
+    drifted = BOXES.copy()
+    drifted[0, 1] = 0.8
+    res = _judge(_dets(drifted, BOXES[:2]), "bf16")
+    assert not res.passed and "a.jpg: score drift 0.1000 > 0.05" in res.why
+    assert not _judge(_dets(BOXES)).passed  # detections of another image set
+
+
+def test_box_gate_tolerances_come_from_the_gate():
+    drifted = BOXES.copy()
+    drifted[0, 1] = 0.8
+    assert _judge(_dets(drifted, BOXES[:2]), "bf16", max_score_drift_reduced=0.2).passed
+    assert not _judge(_dets(drifted, BOXES[:2]), "fp32", max_score_drift_reduced=0.2).passed  # fp32: 1e-3
+    missing = _dets(BOXES[1:], BOXES[:2])
+    assert _judge(missing, min_box_recall=0.6).passed
+    assert _judge(_dets(BOXES, BOXES[:2]), box_score_threshold=0.1).passed
+    counted_low = _judge(_dets(BOXES[:3], BOXES[:2]), box_score_threshold=0.1)  # the 0.2 box counts now
+    assert not counted_low.passed and "a.jpg: 1 of 4 reference boxes not reproduced" in counted_low.why
+
+
+def test_a_zero_width_box_matches_itself():
+    thin = np.array([[0, 0.9, 40, 10, 40, 60]], np.float32)  # seeded detectors emit these
+    res = compare_outputs("detection", _dets(thin), _dets(thin.copy()), "fp32", AccuracyGate())
+    assert res.passed and res.box_recall == 1.0
+
+
+def test_images_that_fp32_reordering_changes_are_not_judged():
+    reference = _dets(BOXES, BOXES[:2])
+    variant = _dets(BOXES, BOXES[:1])  # the reference computed another way loses a box on b.jpg
+    kept = reproducible_images(reference, variant, AccuracyGate())
+    assert kept == ("a.jpg",)
+    judged = reference.only(kept, "boxes differ under fp32 reordering")
+    assert judged.names == ("a.jpg",) and judged.not_judged == "b.jpg (boxes differ under fp32 reordering)"
+    candidate = _dets(BOXES, BOXES[2:3]).only(kept, "boxes differ under fp32 reordering")  # wrong on b.jpg only
+    res = compare_outputs("detection", judged, candidate, "fp32", AccuracyGate())
+    assert res.passed and "not judged: b.jpg" in res.why
+    moved = BOXES[:2].copy()
+    moved[:, 2:] += 0.01
+    close = dataclasses.replace(variant, rows=(BOXES, moved))
+    assert reproducible_images(reference, close, AccuracyGate()) == ("a.jpg", "b.jpg")

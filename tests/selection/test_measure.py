@@ -181,3 +181,59 @@ def test_candidates_are_timed_in_interleaved_rounds_within_the_budget(toy_dir, t
     assert [b for b, is_timed, _ in calls if not is_timed] == ["paddle"]  # the fp32 reordering variant
     again = SelectionRecord.from_dict(json.loads(json.dumps(record.to_dict())))
     assert again == record and all(len(r.rounds_p50_ms) == 3 for r in record.results if r.timing)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# detectors: post-NMS boxes judged by the box gate
+
+
+def test_a_detector_is_selected_with_the_box_gate(seeded_detector_dir, tmp_path):
+    record = measure.select(ModelSource.from_path(seeded_detector_dir), CPU, HpiConfig(threads=1),
+                            cache=EngineCache(tmp_path), budget_s=0.2, isolate=False)
+    results = {r.candidate.label: r for r in record.results}
+    assert record.reference == "paddle[fp32]"
+    assert {"paddle[fp32]", "onnxruntime[fp32]", "openvino[fp32]"} <= set(results)
+    for label in ("paddle[fp32]", "onnxruntime[fp32]", "openvino[fp32]"):
+        r = results[label]
+        assert r.status in ("winner", "passed") and len(r.rounds_p50_ms) == measure.ROUNDS, (label, r.reason)
+        acc = r.accuracy
+        assert acc.box_recall == acc.box_precision == 1.0 and acc.min_box_iou > 0.99 and acc.boxes_compared > 20
+        assert acc.top1_agreement is None and "box recall 1.000" in r.reason
+    assert "box gate judged" in record.fp32_spread_from and "enable_onednn=False" in record.fp32_spread_from
+    assert record.gate.min_box_iou_fp32 == 0.98  # the gate's tolerances are part of the record
+    assert SelectionRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+    assert choice_from_record(record).backend == record.winner.candidate.backend
+
+
+def test_a_perturbed_detector_conversion_is_rejected(seeded_detector_dir, tmp_path, monkeypatch):
+    """ONNX Runtime fed a copy of the detector's ONNX with one box-regression weight changed: its boxes move, the
+    box gate names the images and what failed; OpenVINO (its own conversion) still passes."""
+    import onnx
+    from onnx import numpy_helper
+
+    from hpi.backends import onnxruntime as ort_backend
+    from hpi.build.artefact import Artefact
+
+    real = ort_backend.model_onnx
+
+    def perturbed(source, cache, **kwargs):  # noqa: ANN001, ANN202
+        model = onnx.load(str(real(source, cache, **kwargs).path))
+        tensors = [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+        tensors += list(model.graph.initializer)
+        weight = next(t for t in tensors if list(t.dims) == [4, 8, 1, 1])  # the box-side regression conv
+        values = numpy_helper.to_array(weight).copy()
+        values[:, 0] += 0.5
+        weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+        path = tmp_path / "perturbed.onnx"
+        onnx.save(model, str(path))
+        return Artefact("source", "perturbed", path)
+
+    monkeypatch.setattr(ort_backend, "model_onnx", perturbed)
+    record = measure.select(ModelSource.from_path(seeded_detector_dir), CPU,
+                            HpiConfig(threads=1, allow_reduced_precision=False), cache=EngineCache(tmp_path / "c"),
+                            budget_s=0.1, isolate=False)
+    ort = next(r for r in record.results if r.candidate.backend == "onnxruntime")
+    assert ort.status == "rejected" and "reference boxes not reproduced at IoU >= 0.98" in ort.reason
+    assert ort.reason.split(":")[0] in dict(measure.reference_images())  # the verdict names an image
+    assert ort.accuracy.box_recall < 0.9
+    assert next(r for r in record.results if r.candidate.backend == "openvino").status in ("winner", "passed")

@@ -1,0 +1,22 @@
+"""Box geometry: the one IoU, shared by NMS (:mod:`hpi.models.detection`) and the box agreement gate
+(:mod:`hpi.selection.gate`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def iou(box: np.ndarray, boxes: np.ndarray, *, normalized: bool = True) -> np.ndarray:
+    """IoU of one (x1, y1, x2, y2) box with each row of ``boxes``, as Paddle's NMS computes it (``JaccardOverlap``):
+    an inverted box has area 0, and ``normalized=False`` adds the +1 pixel convention."""
+    extra = 0.0 if normalized else 1.0
+
+    def area(b: np.ndarray) -> np.ndarray:
+        w, h = b[..., 2] - b[..., 0] + extra, b[..., 3] - b[..., 1] + extra
+        return np.where((w < 0) | (h < 0), 0.0, w * h)
+
+    iw = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]) + extra
+    ih = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]) + extra
+    inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
+    union = area(box) + area(boxes) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
