@@ -99,18 +99,18 @@ class SelectionRecord:
 
     @property
     def speedup(self) -> float | None:
-        normal = self.normal
-        if normal is None or normal.timing is None or self.winner.timing is None:
-            return None
-        return normal.timing.p50_ms / self.winner.timing.p50_ms
+        """Normal mode over the winner, inference alone (the seeds' table's figure)."""
+        return self._ratio("timing")
 
     @property
     def e2e_speedup(self) -> float | None:
         """Normal mode over the winner, end to end (decoded image to top-k) in the selection's median rounds."""
+        return self._ratio("e2e_timing")
+
+    def _ratio(self, field: str) -> float | None:
         normal = self.normal
-        if normal is None or normal.e2e_timing is None or self.winner.e2e_timing is None:
-            return None
-        return normal.e2e_timing.p50_ms / self.winner.e2e_timing.p50_ms
+        mine, theirs = getattr(self.winner, field), getattr(normal, field) if normal else None
+        return theirs.p50_ms / mine.p50_ms if mine and theirs else None
 
     def reason(self) -> str:
         w = self.winner
