@@ -11,8 +11,15 @@ import numpy as np
 import pytest
 
 from hpi.errors import HpiError, HpiInternalError
-from hpi.harness import (CpuWatch, IsolatedWorker, Timing, process_cpu_s, run_isolated, time_callable,
-                         wait_until_quiet)
+from hpi.harness import (
+    CpuWatch,
+    IsolatedWorker,
+    Timing,
+    process_cpu_s,
+    run_isolated,
+    time_callable,
+    wait_until_quiet,
+)
 
 
 def test_percentiles_from_known_samples():

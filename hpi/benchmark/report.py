@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from hpi.benchmark.measure import ModelBench
-from hpi.benchmark.targets import TARGET_BATCH, TARGET_THREADS, CpuKind, Peaks, TargetCheck, check_target, cpu_kind
+from hpi.benchmark.targets import (
+    TARGET_BATCH,
+    TARGET_THREADS,
+    CpuKind,
+    Peaks,
+    TargetCheck,
+    check_target,
+    cpu_kind,
+)
 from hpi.cards import ModelCard, get_card
 from hpi.device import Device, cpu_info, parse_device
 from hpi.errors import UnknownModelError
