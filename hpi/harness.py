@@ -3,6 +3,10 @@
 Measurement never lives in the predictor's hot path. Configurations that disturb each other (Paddle predictors
 with different thread counts in one process slowed PP-LCNet from 3.2 ms to 5.1 ms here) are timed in separate
 processes: :func:`run_isolated` runs a named measurement function in a fresh interpreter and returns its JSON.
+
+Timing on a shared machine: :func:`wait_until_quiet` waits until other measuring processes have stopped using the
+CPU (a Paddle worker's OpenMP threads spin on about one core for 0.2 s after its last call, ONNX Runtime's for
+under 0.1 s, measured here), and :class:`CpuWatch` says how much CPU other processes used while a timing ran.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from typing import Any
 import numpy as np
 
 from hpi.errors import HpiError, HpiInternalError
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,67 @@ def run_isolated(function: str, request: dict[str, Any], *, timeout_s: float = 1
     return _result(function, answer, proc.returncode, proc.stderr)
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) process ``pid`` has used; 0.0 when it has ended or cannot be read
+    (not Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def machine_busy_s() -> float | None:
+    """CPU seconds every process on the machine has used since boot (all of /proc/stat but idle and iowait), or
+    None where that cannot be read."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            values = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (sum(values[:8]) - values[3] - values[4]) / _CLOCK_TICKS
+
+
+def wait_until_quiet(pids: list[int], *, window_s: float = 0.05, max_cores: float = 0.1, timeout_s: float = 1.0
+                     ) -> float:
+    """Wait until the processes ``pids`` together use under ``max_cores`` over a ``window_s`` window (their
+    threads have stopped spinning), or ``timeout_s`` has passed; returns the seconds waited. With nothing to watch
+    (no pids, or no /proc) it waits one window."""
+    t0 = time.perf_counter()
+    while True:
+        before = sum(process_cpu_s(p) for p in pids)
+        time.sleep(window_s)
+        used = sum(process_cpu_s(p) for p in pids) - before
+        waited = time.perf_counter() - t0
+        if used < max_cores * window_s or waited >= timeout_s:
+            return waited
+
+
+class CpuWatch:
+    """How many cores processes other than the watched ones used while a block ran (a noisy neighbour)::
+
+        with CpuWatch([worker.pid]) as watch:
+            worker.call(request)
+        watch.other_cores  # e.g. 0.02; None where /proc/stat cannot be read
+    """
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = [*pids, os.getpid()]
+        self.other_cores: float | None = None
+
+    def __enter__(self) -> CpuWatch:
+        self._t0, self._busy0 = time.perf_counter(), machine_busy_s()
+        self._own0 = sum(process_cpu_s(p) for p in self.pids)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy1, wall = machine_busy_s(), time.perf_counter() - self._t0
+        own = sum(process_cpu_s(p) for p in self.pids) - self._own0
+        if busy1 is not None and self._busy0 is not None and wall > 0:
+            self.other_cores = max(0.0, (busy1 - self._busy0 - own) / wall)
+
+
 class IsolatedWorker:
     """A fresh Python process that answers calls of one function, one request at a time, until closed: what
     :func:`run_isolated` does, without a new interpreter (and a new import of every library) per call. A
@@ -134,6 +201,11 @@ class IsolatedWorker:
         self._proc = subprocess.Popen([sys.executable, "-m", "hpi.harness", "--serve", function],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True,
                                       env=_child_env())
+
+    @property
+    def pid(self) -> int:
+        """The worker's process id."""
+        return self._proc.pid
 
     def call(self, request: dict[str, Any], *, timeout_s: float = 1800.0) -> dict[str, Any]:
         """One call in the worker; raises as :func:`run_isolated` does (a dead worker answers every later call

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 
 from hpi.errors import HpiError, HpiInternalError
-from hpi.harness import IsolatedWorker, Timing, run_isolated, time_callable
+from hpi.harness import (
+    CpuWatch,
+    IsolatedWorker,
+    Timing,
+    process_cpu_s,
+    run_isolated,
+    time_callable,
+    wait_until_quiet,
+)
 
 
 def test_percentiles_from_known_samples():
@@ -96,3 +106,42 @@ def test_a_worker_answers_many_calls_in_one_process_and_reports_errors_like_run_
             worker.call({})
         with pytest.raises(HpiError, match=r"failed \(exit 3\)"):
             worker.call({})  # dead: every later call says so
+
+
+def _spinner(seconds: float) -> subprocess.Popen[bytes]:
+    """A process that keeps one core busy for ``seconds``, then sleeps (as an OpenMP pool spins after a call)."""
+    code = f"import time\nt=time.perf_counter()\nwhile time.perf_counter()-t<{seconds}: pass\ntime.sleep(30)"
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="CPU accounting reads /proc (Linux)")
+def test_wait_until_quiet_waits_for_spinning_threads_and_no_longer():
+    spinner = _spinner(0.4)
+    try:
+        time.sleep(0.1)  # the interpreter has started and spins
+        waited = wait_until_quiet([spinner.pid], timeout_s=3.0)
+        assert 0.15 <= waited < 2.0  # until its spin ended, not the timeout
+        assert wait_until_quiet([spinner.pid], timeout_s=3.0) < 0.15  # idle now: one window
+        assert wait_until_quiet([spinner.pid], window_s=0.05, timeout_s=0.1) < 0.5
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="CPU accounting reads /proc (Linux)")
+def test_cpu_watch_counts_other_processes_only():
+    spinner = _spinner(5.0)
+    try:
+        time.sleep(0.1)
+        spun = process_cpu_s(spinner.pid)
+        t0 = time.perf_counter()
+        with CpuWatch([]) as others, CpuWatch([spinner.pid]) as watched:  # the same half second, seen twice
+            time.sleep(0.5)
+        spinner_cores = (process_cpu_s(spinner.pid) - spun) / (time.perf_counter() - t0)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert spinner_cores > 0.2  # it ran, even on a loaded machine
+    assert others.other_cores is not None and watched.other_cores is not None
+    assert others.other_cores >= spinner_cores - 0.1  # a noisy neighbour, seen
+    assert others.other_cores - watched.other_cores == pytest.approx(spinner_cores, abs=0.1)  # watched: not counted

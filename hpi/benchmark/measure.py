@@ -93,9 +93,10 @@ class ModelBench:
     weights: str  # "seeded" (zoo build), "real" (store) or "user" (a directory given)
     device: str
     runs: list[dict[str, Any]] = field(default_factory=list)  # {threads, batch_size, record, stages}
+    loadavg: tuple[str, str] = ("", "")  # /proc/loadavg's 1-minute figure when the bench started and ended
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "weights": self.weights, "device": self.device,
+        return {"model": self.model, "weights": self.weights, "device": self.device, "loadavg": list(self.loadavg),
                 "runs": [{**r, "record": r["record"].to_dict()} for r in self.runs]}
 
 
@@ -115,6 +116,7 @@ def bench_model(
     mode. Each configuration runs in its own process."""
     cache = cache or EngineCache()
     result = ModelBench(source.name, weights_label(source), str(device))
+    start_load = load_average()
     with tempfile.TemporaryDirectory(prefix="hpi-bench-") as tmp:
         image = stage_image(Path(tmp))
         for t in threads:
@@ -132,7 +134,17 @@ def bench_model(
                         progress(f"{label} stage split")
                     run["stages"] = _stage_split(source, device, record, image, bs, budget_s, cache)
                 result.runs.append(run)
+    result.loadavg = (start_load, load_average())
     return result
+
+
+def load_average() -> str:
+    """The machine's 1-minute load average (``/proc/loadavg``), or "-" where it cannot be read."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as fh:
+            return fh.read().split()[0]
+    except (OSError, IndexError):
+        return "-"
 
 
 def _stage_split(source: ModelSource, device: Device, record: SelectionRecord, image: Path, bs: int,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hpi.benchmark import bench_models, format_csv, format_json, format_markdown, plot
+from hpi.benchmark.targets import measure_peaks
 from hpi.cache import EngineCache
 from hpi.cards import core_models
 from hpi.cli.common import add_command, progress_printer
@@ -43,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=float, default=3.0, help="seconds of timing per candidate (after warm-up)")
     parser.add_argument("--fp32-only", action="store_true", help="no reduced-precision candidates")
     parser.add_argument("--no-stages", action="store_true", help="skip the decode/preprocess/inference split")
+    parser.add_argument("--no-roofs", action="store_true",
+                        help="skip measuring this CPU's matrix-multiply and memory roofs (the bound of a missed target)")
     parser.add_argument("--cache-dir")
 
 
@@ -80,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
                                 progress=show, batch_sizes=args.batch_sizes, threads=args.threads or [None],
                                 allow_reduced_precision=not args.fp32_only, budget_s=args.budget,
                                 stages=not args.no_stages, cache=EngineCache(args.cache_dir)))
-    text = FORMATS[args.format](benches)
+    device = parse_device(args.device)
+    peaks = None if args.no_roofs or device.is_gpu or args.format == "csv" else measure_peaks()
+    text = format_csv(benches) if args.format == "csv" else FORMATS[args.format](benches, peaks=peaks)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
         show(f"wrote {args.output}")

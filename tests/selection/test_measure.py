@@ -158,13 +158,31 @@ def test_normal_mode_is_kept_unless_a_candidate_is_faster_with_confidence():
     assert measure.pick_winner(rejected_ref, [slight, lucky])[0] is slight
 
 
+def test_the_choice_compares_end_to_end_rounds_where_they_were_timed():
+    """A candidate faster at inference alone but not end to end (the path users run) keeps normal mode, and one
+    whose folded preprocessing makes it faster end to end wins on that figure."""
+    def timed(label: str, inference: tuple[float, ...], e2e: tuple[float, ...]) -> CandidateResult:
+        r = _result(label, inference)
+        return dataclasses.replace(r, rounds_e2e_p50_ms=e2e,
+                                   e2e_timing=Timing.from_samples([int(sorted(e2e)[1] * 1e6)]))
+
+    ref = timed("paddle[fp32]", (10.0, 10.0, 10.0), (12.0, 12.0, 12.0))
+    inference_only = timed("onnxruntime[fp32]", (9.0, 9.0, 9.0), (11.8, 11.9, 11.7))  # 10% at inference, 2% e2e
+    winner, why = measure.pick_winner(ref, [ref, inference_only])
+    assert winner is ref and why.startswith("normal mode kept")
+    folded = timed("openvino[fp32]", (9.8, 9.9, 9.7), (10.5, 10.6, 10.4))  # 1-3% at inference, 12% e2e
+    winner, why = measure.pick_winner(ref, [ref, inference_only, folded])
+    assert winner is folded and "end to end in 3 of 3" in why
+    assert folded.decisive_p50_ms == pytest.approx(10.5)
+
+
 def test_candidates_are_timed_in_interleaved_rounds_within_the_budget(toy_dir, tmp_path, monkeypatch):
     calls = []
     real = measure.measure_candidate
 
     def logged(request):  # noqa: ANN001, ANN202
         if not request.get("close"):
-            calls.append((request["backend"], request["timed"], request["budget_s"]))
+            calls.append((request["backend"], request["timed"], request["budget_s"], request["e2e_config"]))
         return real(request)
 
     loads = []
@@ -173,12 +191,21 @@ def test_candidates_are_timed_in_interleaved_rounds_within_the_budget(toy_dir, t
     monkeypatch.setattr(measure, "engine_from_request", lambda request: loads.append(1) or real_load(request))
     record = measure.select(ModelSource.from_path(toy_dir), CPU, HpiConfig(threads=1, allow_reduced_precision=False),
                             cache=EngineCache(tmp_path), budget_s=0.3, rounds=3, isolate=False)
-    assert len(loads) == 4 and not measure._KEPT  # each engine loaded once, kept through the rounds, then closed
-    timed = [backend for backend, is_timed, _ in calls if is_timed]
+    # Each engine loaded once and kept through the rounds, then closed: three candidates, the reordering variant,
+    # and the folded graphs that ONNX Runtime and OpenVINO run end to end in high-performance mode.
+    assert len(loads) == 6 and not measure._KEPT
+    timed = [backend for backend, is_timed, _, _ in calls if is_timed]
     first = timed[:3]
-    assert first[0] == "paddle" and timed == first * 3  # reference, A, B, reference, A, B, ...
-    assert all(budget == pytest.approx(0.1) for _, _, budget in calls)
-    assert [b for b, is_timed, _ in calls if not is_timed] == ["paddle"]  # the fp32 reordering variant
+    # reference, A, B, then B, A, reference, then reference, A, B: no candidate always follows the same one
+    assert first[0] == "paddle" and timed == first + first[::-1] + first
+    assert all(budget == pytest.approx(0.05) for _, _, budget, _ in calls)  # a round's share, half end to end
+    folds = {backend: e2e.get("fold_preprocess", False) for backend, _, _, e2e in calls}
+    assert folds == {"paddle": False, "onnxruntime": True, "openvino": True}
+    assert [b for b, is_timed, _, _ in calls if not is_timed] == ["paddle"]  # the fp32 reordering variant
+    for r in record.results:
+        if r.timing:
+            assert len(r.rounds_e2e_p50_ms) == 3 and r.e2e_timing.p50_ms in r.rounds_e2e_p50_ms
+            assert len(r.rounds_other_cores) == 3 and all(c >= 0 for c in r.rounds_other_cores)
     again = SelectionRecord.from_dict(json.loads(json.dumps(record.to_dict())))
     assert again == record and all(len(r.rounds_p50_ms) == 3 for r in record.results if r.timing)
 

@@ -1,0 +1,36 @@
+"""benchmarks/run_core.py: one table per kind of CPU, named from cpu_info, and one model merged in at a time."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from hpi.benchmark.targets import Peaks, cpu_kind
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "run_core.py"
+EPYC = {"model": "AMD EPYC 7B13", "cores": 2, "flags": ["avx", "avx2", "fma"]}
+
+
+def test_the_table_is_named_by_cpu_kind_and_merges_one_model_at_a_time(toy_bench, tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("run_core", SCRIPT)
+    run_core = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_core)  # type: ignore[union-attr]
+    monkeypatch.setattr(run_core, "RESULTS", tmp_path)
+    monkeypatch.setattr(run_core, "cpu_kind", lambda: cpu_kind(EPYC))  # as if run on the AVX2-only EPYC
+    monkeypatch.setattr(run_core, "measure_peaks", lambda: Peaks(2, {"fp32": 100.0}, 10.0, {}))
+    monkeypatch.setattr(run_core, "plot", lambda benches, path: path)
+
+    def fake_benches(models, device, **options):  # noqa: ANN001, ANN202
+        for name in models:
+            yield type(toy_bench)(name, toy_bench.weights, toy_bench.device, toy_bench.runs, toy_bench.loadavg)
+
+    monkeypatch.setattr(run_core, "bench_models", fake_benches)
+    assert run_core.main(["--models", "ModelA", "--merge"]) == 0
+    assert run_core.main(["--models", "ModelB", "--merge"]) == 0
+    data = json.loads((tmp_path / "core-amd-epyc-avx2.json").read_text(encoding="utf-8"))
+    assert [m["model"] for m in data["models"]] == ["ModelA", "ModelB"] and data["cpu"]["kind"] == "amd-epyc-avx2"
+    assert "CPU kind: `amd-epyc-avx2`; flags: avx avx2 fma" in (tmp_path / "core-amd-epyc-avx2.md").read_text()
+    assert run_core.main(["--models", "ModelB"]) == 0  # without --merge: a fresh table
+    data = json.loads((tmp_path / "core-amd-epyc-avx2.json").read_text(encoding="utf-8"))
+    assert [m["model"] for m in data["models"]] == ["ModelB"]
