@@ -11,8 +11,9 @@
    Every response is checked (HTTP 200, ``errorCode`` 0, categories present); anything else counts as an error.
 
 Reported: requests, errors, served and offline throughput and their ratio, latency p50/p90/p99/max, the server's
-mean batch size, the share of the time its engine thread was busy, CPU per request of the server and of the load
-generator, and the machine's load average. Results go to ``benchmarks/results/load_test.json`` and ``.md``.
+mean batch size, the share of the time its engine thread was busy, CPU per request of the server (in all, and by
+thread: event loop, engine thread, the engine's helper threads) and of the load generator, and the machine's load
+average. Results go to ``benchmarks/results/load_test.json`` and ``.md``.
 ``--profile FILE`` runs the server under py-spy (folded stacks; the throughput of such a run is not a result).
 
 The client is a minimal asyncio HTTP/1.1 client (precomputed request bytes, Content-Length framing), so that the
@@ -154,6 +155,35 @@ def process_cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+THREAD_GROUPS = ("event loop", "engine thread", "other threads")
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds so far of a server's threads in :data:`THREAD_GROUPS` (Linux ``/proc``; empty elsewhere).
+
+    The main thread runs the event loop (HTTP, JSON, Base64, metrics). The engine thread names itself
+    ``hpi-engine``; the threads it starts (OpenMP, preprocessing) inherit that name and come after it, so the
+    lowest thread id of that name is the engine thread and the others, with anything else, are "other threads".
+    """
+    seconds: dict[int, tuple[str, float]] = {}
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return {}
+    for tid in tids:
+        try:
+            comm = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended
+        seconds[tid] = comm, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    engine = min((tid for tid, (comm, _) in seconds.items() if comm.startswith("hpi-engine")), default=None)
+    out = dict.fromkeys(THREAD_GROUPS, 0.0)
+    for tid, (_, cpu) in seconds.items():
+        out["event loop" if tid == pid else "engine thread" if tid == engine else "other threads"] += cpu
+    return out
 
 
 def server_pid(proc: subprocess.Popen[bytes], profiled: bool) -> int:
@@ -360,6 +390,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"| engine thread busy (share of the load phases) | {100 * s['engine_busy_share']:.0f}% |",
         f"| CPU per request: server / load generator | {s['server_cpu_ms_per_request']:.2f} / "
         f"{s['client_cpu_ms_per_request']:.2f} ms |",
+        "| server CPU per request by thread: " + ", ".join(s["server_cpu_ms_per_request_by_thread"]) + " | "
+        + " / ".join(f"{v:.2f}" for v in s["server_cpu_ms_per_request_by_thread"].values()) + " ms |",
         f"| load generator CPU (share of one core during the load) | {100 * s['client_cpu_share_of_one_core']:.1f}% |",
         f"| CPU per image offline | {o['cpu_ms_per_image']:.2f} ms |",
         "",
@@ -423,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         proc = start_server(config, port, args)
         offline_slices, stats, measured_s, load_s = [], LoadStats(), 0.0, 0.0
         server_cpu = client_cpu = 0.0
+        thread_cpu = dict.fromkeys(THREAD_GROUPS, 0.0)
         try:
             health = wait_healthy(port, proc, timeout=600)
             payload: dict[str, Any] = {"image": base64.b64encode(args.image.read_bytes()).decode("ascii")}
@@ -439,9 +472,12 @@ def main(argv: list[str] | None = None) -> int:
                 offline_slices.append(bench.measure(batch, args.offline_slice_seconds))
                 warmup = args.warmup if round_ == 0 else min(args.warmup, 1.0)
                 cpu0, ccpu0, t0 = process_cpu_seconds(pid), time.process_time(), time.perf_counter()
+                threads0 = thread_cpu_seconds(pid)
                 part, part_s = asyncio.run(run_load(port, request, args.clients, warmup, args.duration / args.rounds,
                                                     budget))
                 server_cpu += process_cpu_seconds(pid) - cpu0
+                for group, seconds in thread_cpu_seconds(pid).items():
+                    thread_cpu[group] += seconds - threads0.get(group, 0.0)
                 client_cpu += time.process_time() - ccpu0
                 load_s += time.perf_counter() - t0
                 stats.merge(part)
@@ -497,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:
             "engine_busy_share": round(busy_s / max(1e-9, load_s), 3),
             # CPU cost per request, warm-ups included: robust to other load on the machine, unlike throughput.
             "server_cpu_ms_per_request": round(1000 * server_cpu / max(1, stats.total), 3),
+            # the same, by thread (threads that ended during a slice are missing from it)
+            "server_cpu_ms_per_request_by_thread": {group: round(1000 * seconds / max(1, stats.total), 3)
+                                                    for group, seconds in thread_cpu.items()},
             "client_cpu_ms_per_request": round(1000 * client_cpu / max(1, stats.total), 3),
             "client_cpu_share_of_one_core": round(client_cpu / max(1e-9, load_s), 3),
         },

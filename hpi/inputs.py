@@ -1,7 +1,9 @@
 """Turning what ``predict()`` accepts into a flat list of items, each read lazily with errors naming the item.
 
 Accepted, as in PaddleX: a numpy array (HWC, BGR like ``cv2.imread``, or HW grayscale), a file path, an http(s)
-URL, a directory (its images, sorted by name), ``{"img": ...}``, or a list of any of these.
+URL, a directory (its images, sorted by name), ``{"img": ...}``, or a list of any of these. Also (hpi's addition)
+an image file's encoded bytes, read as the file would be: a server that received them passes them on undecoded, so
+the model decodes them on its preprocessing threads as it does files.
 """
 
 from __future__ import annotations
@@ -30,18 +32,22 @@ class InputItem:
     """One image to predict on: where it came from, and how to get its pixels."""
 
     index: int  # position in the flattened input
-    input_path: str | None  # file path or URL; None for arrays (as PaddleX reports)
-    source: Any  # the path/URL string, or the array
+    input_path: str | None  # file path or URL; None for arrays and bytes (as PaddleX reports arrays)
+    source: Any  # the path/URL string, the array, or the encoded bytes
 
     @property
     def label(self) -> str:
         """How error messages name this item."""
-        return self.input_path if self.input_path is not None else f"input[{self.index}] (array)"
+        if self.input_path is not None:
+            return self.input_path
+        return f"input[{self.index}] ({'bytes' if isinstance(self.source, bytes) else 'array'})"
 
     def read_bytes(self) -> bytes | None:
-        """The encoded bytes of a file or URL item; None for arrays."""
+        """The encoded bytes of a file, URL or bytes item; None for arrays."""
         if isinstance(self.source, np.ndarray):
             return None
+        if isinstance(self.source, bytes):
+            return self.source
         if _is_url(self.source):
             return _download(self.source)
         try:
@@ -106,7 +112,7 @@ def expand_inputs(inputs: Any) -> list[InputItem]:
     items: list[InputItem] = []
     for value in _walk(inputs, "input"):
         idx = len(items)
-        if isinstance(value, np.ndarray):
+        if isinstance(value, np.ndarray | bytes):
             items.append(InputItem(idx, None, value))
         elif _is_url(value):
             path = urllib.parse.urlparse(value).path
@@ -128,7 +134,7 @@ def _walk(value: Any, where: str) -> Iterator[Any]:
     elif isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
             yield from _walk(v, f"{where}[{i}]")
-    elif isinstance(value, np.ndarray):
+    elif isinstance(value, np.ndarray | bytes):
         yield value
     elif isinstance(value, (str, os.PathLike)):
         text = os.fspath(value)
@@ -149,5 +155,5 @@ def _walk(value: Any, where: str) -> Iterator[Any]:
     else:
         raise InvalidInputError(
             f"{where}: unsupported input type {type(value).__name__}; "
-            "expected a numpy array, a path, a URL, a directory, {'img': ...} or a list of these"
+            "expected a numpy array, a path, a URL, encoded image bytes, a directory, {'img': ...} or a list of these"
         )

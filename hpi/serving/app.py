@@ -18,6 +18,7 @@ metrics, access log), :class:`~hpi.serving.auth.AuthMiddleware` (keys, before th
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -98,6 +99,10 @@ def create_app(pipeline: Any, settings: ServeSettings | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await service.start()
         yield_cpu_to_engines(settings.loop_niceness)
+        # The models' libraries leave hundreds of thousands of long-lived objects; every full collection walked them
+        # all (the collector took about 10% of the event loop's CPU under load). Freezing exempts what exists now.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -8,19 +8,22 @@ one ever to touch the model, for as long as the model lives, across apps: batche
 index build's feature extraction) are queued to it in order, so no lock is needed and the event loop never runs
 inference.
 
-A :class:`DynamicBatcher` sits in front of a worker. Each request puts one item and a future on an asyncio queue
-and awaits the future. A collector task takes the first waiting item, then whatever else is already queued, then
-waits at most ``window_ms`` for more, up to ``max_batch`` items, and hands the batch to the worker. While the worker
-runs a batch, new requests queue up, so under load batches fill without waiting and the window only matters when
-the server is nearly idle. ``run_batch`` returns one entry per item, a result or an exception, and each goes back to
-its own request: a bad image fails its request only. A batch-wide failure fails the batch's requests, and the
-collector goes on with the next batch.
+A :class:`DynamicBatcher` sits in front of a worker. Each request puts one item and a future on the batcher's
+queue (a deque under a lock) and awaits the future. The worker thread itself takes the batches: the first waiting
+item, then whatever else is queued, then it waits at most ``window_ms`` for more, up to ``max_batch`` items; it runs
+the batch and hands all its results back to the event loop in one call, then takes the next batch at once. So under
+load the engine never waits for the event loop to hand it work (the loop runs at a lower CPU priority than the
+engine, see :func:`yield_cpu_to_engines`, and a hand-off through it cost the engine several percent of its time),
+and the window only matters when the server is nearly idle. ``run_batch`` returns one entry per item, a result or an
+exception, and each goes back to its own request: a bad image fails its request only. A batch-wide failure fails
+the batch's requests, and the worker goes on with the next batch. The worker serves batches for at most
+``SERVE_SLICE_S`` at a time, so exclusive jobs queued to the same thread (an index build) get their turn under load.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import functools
 import logging
 import os
@@ -29,7 +32,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -39,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+SERVE_SLICE_S = 0.25  # a worker serves batches this long, then lets the jobs queued behind it run
 
 
 class ServerBusyError(HpiError):
@@ -82,7 +87,8 @@ class EngineWorker:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hpi-engine-{name}")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hpi-engine-{name}",
+                                            initializer=_name_os_thread, initargs=("hpi-engine",))
         self._thread_ids: set[int] = set()
 
     async def call(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
@@ -92,7 +98,11 @@ class EngineWorker:
 
     def run(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
         """Run ``fn(*args, **kwargs)`` on the worker thread from synchronous code, and wait for it."""
-        return self._executor.submit(self._tracked, fn, *args, **kwargs).result()
+        return self.submit(fn, *args, **kwargs).result()
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
+        """Queue ``fn(*args, **kwargs)`` to the worker thread without waiting for it."""
+        return self._executor.submit(self._tracked, fn, *args, **kwargs)
 
     def _tracked(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         self._thread_ids.add(threading.get_ident())
@@ -109,6 +119,19 @@ class EngineWorker:
         self._executor.shutdown(wait=wait, cancel_futures=True)
 
     closed = False
+
+
+def _name_os_thread(name: str) -> None:
+    """Give the calling thread ``name`` (at most 15 bytes) in the operating system too (Linux), so ``top -H`` and
+    ``/proc/<pid>/task/*/comm`` show which thread is the engine's (the load test reads CPU per thread from there)."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):  # pragma: no cover - a libc without prctl: the name is cosmetic
+        pass
 
 
 _WORKERS: weakref.WeakKeyDictionary[Any, EngineWorker] = weakref.WeakKeyDictionary()
@@ -189,43 +212,40 @@ class DynamicBatcher(Generic[T, R]):
         self.worker = worker
         self.config = config or BatchingConfig()
         self.name = name
-        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] | None = None
-        self._task: asyncio.Task[None] | None = None
         self._stats = BatcherStats(batch_size_counts=[0] * (self.config.max_batch + 1))
-        self._stopped = False
-        self._batches_running = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._cond = threading.Condition()  # guards _pending and _serving
+        self._pending: collections.deque[tuple[T, asyncio.Future[R]]] = collections.deque()
+        self._serving = False  # a serving job is queued to the worker or running there
+        self._accepting = False
+        self._in_flight: dict[int, list[tuple[T, asyncio.Future[R]]]] = {}  # batches taken, not yet answered
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._accepting and not self.worker.closed
 
     def start(self) -> None:
-        """Start the collector task on the running event loop."""
-        if self.running:
-            return
-        self._queue = asyncio.Queue(maxsize=self.config.max_queue)
-        self._stopped = False
-        self._task = asyncio.get_running_loop().create_task(self._collect(), name=f"hpi-batcher-{self.name}")
+        """Accept items from the running event loop."""
+        self._loop = asyncio.get_running_loop()
+        self._accepting = True
 
     async def stop(self, drain_timeout_s: float = 0.0) -> None:
-        """Stop taking items, finish the queued ones for at most ``drain_timeout_s``, then stop collecting; items
-        still queued after that fail with :class:`ServiceStoppedError`."""
-        self._stopped = True
+        """Stop taking items, finish the queued ones for at most ``drain_timeout_s``, then answer what is still
+        queued or running with :class:`ServiceStoppedError`."""
+        self._accepting = False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + drain_timeout_s
-        while (self.running and self._queue is not None and (not self._queue.empty() or self._batches_running)
-               and loop.time() < deadline):
+        while (self._pending or self._in_flight) and not self.worker.closed and loop.time() < deadline:
             await asyncio.sleep(0.005)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._queue is not None:
-            while not self._queue.empty():
-                _, fut = self._queue.get_nowait()
-                if not fut.done():
-                    fut.set_exception(ServiceStoppedError(f"{self.name}: the server is shutting down"))
+        with self._cond:
+            left = list(self._pending)
+            self._pending.clear()
+        for batch in list(self._in_flight.values()):
+            left += batch
+        self._in_flight.clear()
+        for _, fut in left:
+            if not fut.done():
+                fut.set_exception(ServiceStoppedError(f"{self.name}: the server is shutting down"))
 
     async def submit(self, item: T) -> R:
         """Queue ``item`` and wait for its result.
@@ -235,23 +255,27 @@ class DynamicBatcher(Generic[T, R]):
             ServiceStoppedError: the batcher is not running.
             Exception: whatever ``run_batch`` returned or raised for this item.
         """
-        if self._stopped or self._queue is None or not self.running:
+        if not self._accepting or self._loop is None:
             raise ServiceStoppedError(f"{self.name}: not accepting requests (the server is not running)")
-        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait((item, fut))
-        except asyncio.QueueFull:
-            self._stats.rejected += 1
-            raise ServerBusyError(
-                f"{self.name}: {self.config.max_queue} requests are already waiting; retry later"
-            ) from None
-        self._stats.requests += 1
+        fut: asyncio.Future[R] = self._loop.create_future()
+        with self._cond:
+            if len(self._pending) >= self.config.max_queue:
+                self._stats.rejected += 1
+                raise ServerBusyError(
+                    f"{self.name}: {self.config.max_queue} requests are already waiting; retry later"
+                )
+            self._pending.append((item, fut))
+            self._stats.requests += 1
+            start_serving, self._serving = not self._serving, True
+            self._cond.notify()
+        if start_serving:  # after the other requests of this loop iteration queued theirs: they share the batch
+            self._loop.call_soon(self._start_serving)
         return await fut
 
     @property
     def queue_depth(self) -> int:
         """Items waiting for the engine now."""
-        return self._queue.qsize() if self._queue is not None else 0
+        return len(self._pending)
 
     def raw_stats(self) -> BatcherStats:
         """The live counters (read, do not change)."""
@@ -274,75 +298,96 @@ class DynamicBatcher(Generic[T, R]):
             "windowMs": self.config.window_ms,
         }
 
-    async def _next_batch(self, queue: asyncio.Queue[tuple[T, asyncio.Future[R]]]
-                          ) -> list[tuple[T, asyncio.Future[R]]]:
-        batch = [await queue.get()]
-        limit = self.config.max_batch
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.window_ms / 1000
-        while len(batch) < limit:
-            if not queue.empty():
-                batch.append(queue.get_nowait())
-                continue
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(queue.get(), remaining))
-            except TimeoutError:
-                break
-        return batch
+    # -- the worker thread's side -----------------------------------------------------------------------------
 
-    async def _collect(self) -> None:
-        queue = self._queue
-        if queue is None:
-            raise HpiInternalError(f"{self.name}: collector started without a queue")
-        while True:
-            batch = await self._next_batch(queue)
-            live = [(item, fut) for item, fut in batch if not fut.done()]  # a client that went away is skipped
-            if not live:
-                continue
-            self._batches_running += 1
-            try:
-                await self._run(live)
-            except asyncio.CancelledError:
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(ServiceStoppedError(f"{self.name}: the server is shutting down"))
-                raise
-            except BaseException as exc:  # noqa: BLE001 - the collector must outlive any failure
-                logger.exception("%s: batcher failure (the collector goes on)", self.name)
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(HpiInternalError(f"{self.name}: batching failed: {exc!r}"))
-            finally:
-                self._batches_running -= 1
-
-    def _timed(self, items: list[T]) -> Sequence[R | BaseException]:
-        start = time.perf_counter()
+    def _start_serving(self) -> None:
         try:
-            return self.run_batch(items)
-        finally:
-            self._stats.busy_s += time.perf_counter() - start
+            self.worker.submit(self._serve)
+        except RuntimeError:  # the worker was closed: nothing will run the queued items
+            with self._cond:
+                self._serving = False
+            logger.warning("%s: the engine worker is closed; queued requests are answered at stop", self.name)
 
-    async def _run(self, live: list[tuple[T, asyncio.Future[R]]]) -> None:
+    def _serve(self) -> None:
+        """On the worker thread: run batches while items wait, for at most ``SERVE_SLICE_S``."""
+        deadline = time.perf_counter() + SERVE_SLICE_S
+        try:
+            while (batch := self._take()) is not None:
+                live = [(item, fut) for item, fut in batch if not fut.done()]  # a client that went away is skipped
+                if live:
+                    self._run(live)
+                if time.perf_counter() > deadline:
+                    self._start_serving()  # behind the jobs queued meanwhile; _serving stays True
+                    return
+        except BaseException:
+            with self._cond:
+                self._serving = False
+            logger.exception("%s: batch worker failure", self.name)
+            raise
+
+    def _take(self) -> list[tuple[T, asyncio.Future[R]]] | None:
+        """The next batch: what is queued, plus what arrives within the window, up to ``max_batch`` items; None
+        (and no serving job any more) when nothing is queued."""
+        with self._cond:
+            if not self._pending:
+                self._serving = False
+                return None
+            batch = [self._pending.popleft()]
+            limit = self.config.max_batch
+            deadline = time.monotonic() + self.config.window_ms / 1000
+            while len(batch) < limit:
+                if self._pending:
+                    batch.append(self._pending.popleft())
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._accepting:
+                    break
+                self._cond.wait(remaining)
+            return batch
+
+    def _run(self, live: list[tuple[T, asyncio.Future[R]]]) -> None:
         items = [item for item, _ in live]
         stats = self._stats
         stats.batches += 1
         stats.batched_items += len(items)
         stats.largest_batch = max(stats.largest_batch, len(items))
         stats.batch_size_counts[min(len(items), len(stats.batch_size_counts) - 1)] += 1
+        key = id(live)
+        self._in_flight[key] = live
+        results: Sequence[R | BaseException] | None = None
+        error: BaseException | None = None
+        start = time.perf_counter()
         try:
-            results = await self.worker.call(self._timed, items)
+            results = self.run_batch(items)
+            if len(results) != len(items):
+                error = HpiInternalError(f"{self.name}: run_batch returned {len(results)} results for "
+                                         f"{len(items)} items")
         except Exception as exc:  # noqa: BLE001 - a batch-wide failure goes to every request of the batch
+            error = exc
+        finally:
+            stats.busy_s += time.perf_counter() - start
+        loop = self._loop
+        try:
+            if loop is not None:
+                loop.call_soon_threadsafe(self._answer, key, live, results, error)
+        except RuntimeError:  # the event loop is closed: nobody waits for these answers any more
+            self._in_flight.pop(key, None)
+
+    def _answer(self, key: int, live: list[tuple[T, asyncio.Future[R]]],
+                results: Sequence[R | BaseException] | None, error: BaseException | None) -> None:
+        """On the event loop: one call per batch gives every request of the batch its result or error."""
+        self._in_flight.pop(key, None)
+        stats = self._stats
+        if error is not None or results is None:
             stats.batch_errors += 1
-            logger.warning("%s: a batch of %d failed: %s", self.name, len(items), exc)
+            if isinstance(error, HpiInternalError):
+                logger.error("%s: %s", self.name, error)
+            else:
+                logger.warning("%s: a batch of %d failed: %s", self.name, len(live), error)
             for _, fut in live:
                 if not fut.done():
-                    fut.set_exception(exc)
+                    fut.set_exception(error or HpiInternalError(f"{self.name}: a batch gave no results"))
             return
-        if len(results) != len(items):
-            raise HpiInternalError(f"{self.name}: run_batch returned {len(results)} results for {len(items)} items")
         for (_, fut), result in zip(live, results):
             if fut.done():
                 continue

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 from fastapi import FastAPI, Request
 
-from hpi.errors import HpiInternalError, InvalidConfigError, PredictionError
+from hpi.errors import HpiError, HpiInternalError, InvalidConfigError, PredictionError
+from hpi.inputs import InputItem
 from hpi.serving.batching import DynamicBatcher, worker_for
 from hpi.serving.common import (
     ServeSettings,
@@ -21,7 +22,7 @@ from hpi.serving.common import (
     model_status,
     ok_body,
 )
-from hpi.serving.limits import RequestRejectedError, decode_image_bytes
+from hpi.serving.limits import decode_image_bytes
 from hpi.serving.protocol import (
     CLASSIFY_ENDPOINT,
     ClassifyRequest,
@@ -36,9 +37,9 @@ from hpi.serving.protocol import (
 class ClassifyItem:
     """One request's encoded image (its header already checked against the limits) and how many classes it wants.
 
-    The image is decoded on the engine thread, just before its batch runs, as offline prediction does: decoding on
-    other threads while the engine runs made its OpenMP threads wait for preempted peers, which cost more than the
-    decoding itself on a small machine (see benchmarks/results/load_test.md).
+    The bytes go to the model undecoded, as a file's bytes do offline: its preprocessing kernel decodes each batch
+    on its own threads, straight into the model's input. Decoding them one by one on the engine thread left a core
+    idle for that time on a 2-core machine (see benchmarks/results/load_test.md).
     """
 
     data: bytes
@@ -114,38 +115,42 @@ class ClassificationService(Service):
         return [model_status("classification", self.predictor)]
 
     def _run_batch(self, items: list[ClassifyItem]) -> list[Any]:
-        """On the engine thread: decode the images, one ``predict`` call for those that decoded; each item gets
-        ``(result, decoded image)`` or its own error."""
+        """On the engine thread: one ``predict`` call on the batch's encoded images; each item gets its result or
+        its own error (an image that does not decode fails its request only)."""
         out: list[Any] = [None] * len(items)
-        images, positions = [], []
-        for i, item in enumerate(items):
-            try:
-                images.append(decode_image_bytes(item.data, self.limits, "image"))
-                positions.append(i)
-            except RequestRejectedError as exc:
-                out[i] = exc
-        if not images:
-            return out
-        topk = max(items[i].topk for i in positions)
         results: list[Any] = []
         failed: set[int] = set()
         try:
-            for res in self.runner.predict(images, batch_size=len(images), topk=topk):
+            for res in self.runner.predict([item.data for item in items], batch_size=len(items),
+                                           topk=max(item.topk for item in items)):
                 results.append(res)
         except PredictionError as exc:
             for failure in exc.failures:
-                out[positions[failure.index]] = failure.error
+                out[failure.index] = self._item_error(items[failure.index].data, failure.index, failure.error)
                 failed.add(failure.index)
-        ok = [k for k in range(len(positions)) if k not in failed]
+        ok = [i for i in range(len(items)) if i not in failed]
         if len(ok) != len(results):
             raise HpiInternalError(f"predict returned {len(results)} results for {len(ok)} images")
-        for k, res in zip(ok, results):
-            out[positions[k]] = (res, images[k])
+        for i, res in zip(ok, results):
+            out[i] = res
         return out
 
-    def _render(self, res: Any, topk: int, canvas: np.ndarray, visualize: bool) -> dict[str, Any]:
-        """The protocol's ``result`` for one classification; the visualisation is drawn on ``canvas`` (the request's
-        BGR image, no longer needed by the model)."""
+    def _item_error(self, data: bytes, index: int, exc: HpiError) -> HpiError:
+        """The model's error about one request's image as the request's own: an image that does not decode gets
+        the serving decoder's message (what its header says and why it failed), any other error is named
+        ``image`` rather than by its place in the batch; the error's type (and so the HTTP status) stays."""
+        try:
+            decode_image_bytes(data, self.limits, "image")
+        except HpiError as decode_error:
+            return decode_error
+        label, message = InputItem(index, None, data).label, str(exc)
+        error = type(exc)("image" + message[len(label):] if message.startswith(label) else message)
+        error.__cause__ = exc
+        return error
+
+    def _render(self, res: Any, topk: int, data: bytes, visualize: bool) -> dict[str, Any]:
+        """The protocol's ``result`` for one classification; the visualisation is drawn on the request's image
+        (``data``, decoded again here: only a response that carries the drawing pays for it)."""
         for key in ("class_ids", "scores", "label_names"):
             if key in res:
                 res[key] = list(res[key])[:topk]
@@ -156,6 +161,7 @@ class ClassificationService(Service):
         if visualize:
             lines = [f"{name.split(',')[0]} {score:.2f}" for name, score in zip(names, scores)]
             if all(line.isascii() for line in lines):
+                canvas = decode_image_bytes(data, self.limits, "image")
                 image = draw_labels_jpeg(canvas, lines, self.settings.jpeg_quality)
             else:  # OpenCV's fonts are ASCII only: the result's own (Pillow) drawing handles any script
                 image = encode_jpeg_base64(res.img["res"], self.settings.jpeg_quality)
@@ -164,9 +170,11 @@ class ClassificationService(Service):
     async def classify(self, body: ClassifyRequest, request: Request) -> Any:
         data = await self.read_image(body.image, "image")
         topk = body.topk or self.default_topk
-        res, image = await self.submit(self.batcher, ClassifyItem(data, topk))
+        res = await self.submit(self.batcher, ClassifyItem(data, topk))
         log_id, visualize = log_id_of(request), self.visualize(body.visualize)
-        return json_response(await self.in_cpu_pool(lambda: ok_body(log_id, self._render(res, topk, image, visualize))))
+        if not visualize:  # a few categories: building them here costs less than a hand-off to the pool
+            return json_response(ok_body(log_id, self._render(res, topk, data, visualize)))
+        return json_response(await self.in_cpu_pool(lambda: ok_body(log_id, self._render(res, topk, data, visualize))))
 
     def register_routes(self, app: FastAPI) -> None:
         app.add_api_route(

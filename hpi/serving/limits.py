@@ -36,6 +36,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+try:  # SIMD Base64 (the serve extra): same bytes and the same refusals as the standard library, 20-40x faster;
+    # a 47 KB image took 16% of the event loop's CPU to decode with base64.b64decode under load
+    import pybase64 as _base64
+except ImportError:  # pragma: no cover - without it, the standard library's decoder
+    _base64 = base64
+
 from hpi.errors import InvalidConfigError, InvalidInputError
 from hpi.preprocess.decode import jpeg_header
 
@@ -197,11 +203,11 @@ def decode_base64_image(text: str, limits: ServingLimits, name: str) -> bytes:
             f"{limits.max_image_bytes / MiB:.1f} MiB"
         )
     try:
-        return base64.b64decode(text, validate=True)
+        return _base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         pass
     try:  # MIME encoders wrap lines; accept whitespace, nothing else
-        return base64.b64decode("".join(text.split()), validate=True)
+        return _base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise RequestRejectedError(
             f"{name}: neither an http(s) URL nor valid Base64 ({exc}); send the image file's bytes Base64-encoded"
