@@ -15,9 +15,10 @@ selection runs them (:func:`hpi.selection.measure.measure_candidate` in a fresh 
 overlap (k = min(5, classes)), probability drift (max and p99 over images of the largest absolute difference), and
 the default gate's verdict (:func:`hpi.selection.gate.compare_outputs`) on the varied set and on the 8 reference
 inputs selection itself judges. fp32 candidates are judged with the model's adaptive bound (reference vs its
-reordering variant). Two broken conversions show the gate rejecting on the same trained weights: one weight of the
-first convolution moved by 10% of that tensor's largest value (fp32: beyond reordering), and every weight tensor
-with seeded noise (run as the first reduced-precision candidate: a conversion whose answers change).
+reordering variant). Three broken conversions show the gate rejecting on the same trained weights: one weight of the
+first convolution moved by 10% of that tensor's largest value (fp32: beyond reordering), every weight tensor with
+seeded noise (run as the first reduced-precision candidate: a conversion whose answers change), and a naive int8
+quantisation (ONNX Runtime QDQ calibrated on random noise, no safeguards).
 
 Timing is not measured here: run it with ``/work/wt/heavy`` or plainly. Run:
 ``python benchmarks/precision_gate.py [--models doc_ori,ocr_cls] [--out benchmarks/results]``;
@@ -45,7 +46,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hpi.build.onnx import model_onnx  # noqa: E402
+from hpi.build.onnx import model_onnx, onnx_inputs  # noqa: E402
 from hpi.cache import EngineCache  # noqa: E402
 from hpi.config import HpiConfig  # noqa: E402
 from hpi.device import Device, cpu_info  # noqa: E402
@@ -72,6 +73,7 @@ ANGLES = (0, 90, 180, 270, -8, -3, 3, 8)  # counter-clockwise degrees: the four 
 LINE_ANGLES = (0, 180, -3, 3)
 ONE_WEIGHT = 0.10  # the fp32 broken conversion: one weight moved by this fraction of its tensor's largest value
 DECISIVE = 0.1  # an input is decisive when the reference's top-1 leads its top-2 by at least this probability
+NAIVE_CALIBRATION = 8  # random-noise inputs the naive int8 conversion calibrates on
 NOISE = 0.25  # the reduced-precision broken conversion: every weight tensor + N(0, NOISE x its std), seeded
 
 
@@ -211,6 +213,28 @@ def broken_copy(source: ModelSource, cache: EngineCache, out: Path, how: str) ->
     return perturbed_copy(model_onnx(source, cache).path, source.config_file, out, seed=SEED, **change)
 
 
+def naive_int8_copy(source: ModelSource, cache: EngineCache, out: Path, shape: tuple[int, ...]) -> ModelSource:
+    """``source`` quantised to int8 the naive way (what issue 14 warns against): ONNX Runtime ``quantize_static``,
+    QDQ, per-tensor, calibrated on NAIVE_CALIBRATION random-noise inputs of ``shape`` instead of images, no layer
+    kept in float."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    onnx_path = model_onnx(source, cache).path
+    name = onnx_inputs(str(onnx_path))[0][0]
+    rng = np.random.default_rng(SEED)
+    feeds = iter([{name: rng.normal(size=(1, *shape)).astype(np.float32)} for _ in range(NAIVE_CALIBRATION)])
+
+    class Noise(CalibrationDataReader):
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(feeds, None)
+
+    out.mkdir(parents=True)
+    quantize_static(str(onnx_path), str(out / "inference.onnx"), Noise(), quant_format=QuantFormat.QDQ,
+                    per_channel=False)
+    shutil.copy(source.config_file, out / "inference.yml")
+    return ModelSource.from_path(out)
+
+
 # -- running and comparing ----------------------------------------------------------------------------------------
 
 def run_outputs(source: ModelSource, cand: Candidate, inputs_path: Path, cache: EngineCache, tmp: Path) -> np.ndarray:
@@ -337,6 +361,12 @@ def model_report(model: TrainedModel, sets: dict[str, list[tuple[str, np.ndarray
         rows.append(judged(f"{reduced[0].label} of a copy with every weight + N(0, {NOISE:.0%} x std)",
                            "broken conversion", reduced[0].precision,
                            run_outputs(noisy, reduced[0], inputs_path, cache, tmp)))
+    naive = naive_int8_copy(source, cache, tmp / f"{model.key}-naive-int8", inputs.shape[1:])
+    progress(f"{model.key}: naive int8 (no calibration images, no safeguards)")
+    naive_cand = reference_candidate(naive, CPU, HpiConfig())
+    rows.append(judged(f"{naive_cand.label} of a naive int8 QDQ copy (calibrated on {NAIVE_CALIBRATION} random-noise "
+                       "inputs, per-tensor, no ignored scopes)", "broken conversion", "int8",
+                       run_outputs(naive, naive_cand, inputs_path, cache, tmp)))
     return {"model": model.key, "title": model.title, "model_name": source.name, "reference": ref_cand.label,
             "classes": int(reference.reshape(len(reference), -1).shape[1]),
             "images": {n: len(batches[n]) for n in names}, "fp32_spread": spread,
