@@ -135,15 +135,15 @@ def render_page(rng: np.random.Generator, index: int) -> np.ndarray:
     return np.array(page)
 
 
-def pages(count: int = 6) -> list[tuple[str, np.ndarray]]:
+def pages(count: int = 6, seed: int = SEED) -> list[tuple[str, np.ndarray]]:
     """``count`` rendered pages (fonts, sizes, columns vary), each at every angle of ANGLES."""
-    rng = np.random.default_rng(SEED)
+    rng = np.random.default_rng(seed)
     return [(f"page{i}@{a}", rotate(page, a)) for i in range(count) for page in [render_page(rng, i)] for a in ANGLES]
 
 
-def text_lines(count: int = 24) -> list[tuple[str, np.ndarray]]:
+def text_lines(count: int = 24, seed: int = SEED + 1) -> list[tuple[str, np.ndarray]]:
     """``count`` rendered text lines (a few words, fonts and sizes vary, dark on light), each at LINE_ANGLES."""
-    rng = np.random.default_rng(SEED + 1)
+    rng = np.random.default_rng(seed)
     out = []
     for i in range(count):
         size = int(rng.integers(18, 48))
@@ -156,6 +156,15 @@ def text_lines(count: int = 24) -> list[tuple[str, np.ndarray]]:
                                  font=font)
         line = np.array(img)
         out += [(f"line{i}@{a}", rotate(line, a)) for a in LINE_ANGLES]
+    return out
+
+
+def calibration_dir(out: Path) -> Path:
+    """In-domain int8 calibration images, other than the judged ones (other seeds): 2 rendered pages at every angle of
+    ANGLES and 4 text lines at every angle of LINE_ANGLES, as PNG files (32 images)."""
+    out.mkdir(parents=True)
+    for name, rgb in pages(2, seed=SEED + 100) + text_lines(4, seed=SEED + 101):
+        Image.fromarray(rgb).save(out / f"{name.replace('@', '_')}.png")
     return out
 
 
@@ -349,6 +358,19 @@ def model_report(model: TrainedModel, sets: dict[str, list[tuple[str, np.ndarray
         except HpiError as exc:
             rows.append({"candidate": cand.label, "kind": kind, "precision": cand.precision,
                          "failed": str(exc).splitlines()[-1][:300]})
+    if any(c.precision == "int8" for c in cands):  # int8 again, calibrated on images like the judged ones
+        calibration = calibration_dir(tmp / f"{model.key}-calibration")
+        for cand in candidates(source, CPU, HpiConfig(calibration_data=str(calibration)))[0]:
+            if cand.precision != "int8":
+                continue
+            progress(f"{model.key}: {cand.label} calibrated on rendered pages and lines")
+            label = f"{cand.label} calibrated on 32 rendered pages and text lines (not the judged ones)"
+            try:
+                rows.append(judged(label, "reduced precision", "int8",
+                                   run_outputs(source, cand, inputs_path, cache, tmp)))
+            except HpiError as exc:
+                rows.append({"candidate": label, "kind": "reduced precision", "precision": "int8",
+                             "failed": str(exc).splitlines()[-1][:300]})
     one = broken_copy(source, cache, tmp / f"{model.key}-one-weight", "one-weight")
     progress(f"{model.key}: broken fp32 conversion (one weight)")
     one_cand = reference_candidate(one, CPU, HpiConfig())  # ONNX Runtime: the copy is ONNX
