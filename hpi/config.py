@@ -7,6 +7,7 @@ What the values *mean* (which backend runs, with which threads) is decided in :m
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,13 @@ class AccuracyGate:
     max_rel_error_reduced: float | None = None  # bf16 / fp16 score bound; None: judged by ranking (and cosine)
     min_cosine_fp32: float = 0.9999  # embedding models: every output row's cosine to the reference
     min_cosine_reduced: float = 0.99
+    # int8 (calibrated post-training quantisation) is judged on its own: rounding to 256 levels moves scores much
+    # more than bf16 does, so it keeps the ranking checks and adds a cosine bound on every output row. Defaults are
+    # as strict as bf16's on the ranking (every top-1 kept), and never relaxed to let a model pass.
+    min_top1_agreement_int8: float = 1.0  # classification: fraction of inputs whose top-1 equals the reference's
+    min_top5_overlap_int8: float = 0.8  # classification: mean fraction of the reference's top-5 kept
+    max_rel_error_int8: float | None = None  # int8 score bound; None: judged by ranking and cosine
+    min_cosine_int8: float = 0.99  # every output row's cosine to the reference (classification and embedding)
 
 
 @dataclass(frozen=True)
@@ -55,11 +63,15 @@ class HpiConfig:
     auto_config: bool = True  # measure candidates and pick the fastest that passes the accuracy gate
     backend: str | None = None  # force a backend: paddle, onnxruntime, openvino, tensorrt
     backend_config: Mapping[str, Any] = field(default_factory=dict)  # that backend's settings (PaddleX names ok)
-    allow_reduced_precision: bool = True  # let selection consider bf16 / fp16 candidates
+    allow_reduced_precision: bool = True  # let selection consider bf16 / fp16 / int8 candidates
     threads: int | None = None  # CPU threads for every candidate; None: the machine's cores
     accuracy_gate: Mapping[str, Any] = field(default_factory=dict)  # overrides of AccuracyGate's fields
     fold_preprocess: bool = True  # high-performance mode: normalise inside the graph where the backend can
     spin_wait: bool = True  # engine threads may spin between runs; pipelines turn it off for their sub-models
+    # int8 candidates are calibrated on these images (a directory of photos); None: the built-in photos. The set's
+    # content hash is part of the int8 engines' cache keys and of the decision key (a changed set re-selects).
+    # Checked (exists, holds images that decode) where the choice is resolved (hpi.calibration).
+    calibration_data: str | None = None
 
     def gate(self) -> AccuracyGate:
         """The :class:`AccuracyGate` with this config's overrides."""
@@ -85,4 +97,6 @@ class HpiConfig:
             raise InvalidConfigError(f"hpi_config.backend: expected a backend name, got {cfg.backend!r}")
         if not isinstance(cfg.backend_config, Mapping):
             raise InvalidConfigError("hpi_config.backend_config: expected a mapping")
+        if cfg.calibration_data is not None and not isinstance(cfg.calibration_data, str | os.PathLike):
+            raise InvalidConfigError(f"hpi_config.calibration_data: expected a directory, got {cfg.calibration_data!r}")
         return cfg

@@ -116,17 +116,30 @@ def cpu_has_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot-product instructions (/proc/cpuinfo names)
+
+
+def cpu_has_int8_dot() -> bool:
+    """Whether the CPU has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8), where int8 pays."""
+    flags = set(cpu_info()["flags"])  # type: ignore[arg-type]
+    return bool(flags & set(INT8_DOT_FLAGS))
+
+
 def precision_reason(precision: str, device: Device) -> str | None:
     """Why ``device`` cannot run ``precision`` natively, or None when it can.
 
     fp32 runs everywhere. On a CPU, bf16 needs AMX-BF16 or AVX512-BF16: without them oneDNN and OpenVINO either
     emulate it slowly or quietly run fp32 under a bf16 label (seen on an AVX2-only AMD EPYC), so it is not offered.
+    int8 needs int8 dot products (VNNI, AVX-VNNI or AMX-INT8): with AVX2 alone an int8 multiply-add is emulated
+    with 16-bit intermediates (slower, and it can saturate), so it is not offered either.
     Reduced precision on a GPU is decided by the backend (its CUDA device and libraries), not here.
     """
     if precision == "fp32" or device.is_gpu:
         return None
     if precision == "bf16":
         return None if cpu_has_bf16() else "this CPU has neither AMX-BF16 nor AVX512-BF16"
+    if precision == "int8":
+        return None if cpu_has_int8_dot() else "no VNNI/AVX-VNNI/AMX-INT8: int8 would be emulated"
     return f"{precision} does not run natively on this CPU"
 
 

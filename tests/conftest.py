@@ -191,8 +191,33 @@ def _cpu_flags(monkeypatch, keep, add=()) -> None:  # noqa: ANN001
 
 @pytest.fixture
 def cpu_without_bf16(monkeypatch):
-    """The detected CPU flags with every AVX-512 and AMX flag masked: an AVX2-only CPU (AMD EPYC Zen 3) to hpi."""
-    _cpu_flags(monkeypatch, lambda f: not f.startswith(("avx512", "amx")))
+    """The detected CPU flags with every AVX-512, AMX and AVX-VNNI flag masked: an AVX2-only CPU (AMD EPYC Zen 3)
+    to hpi, without bf16 and without int8 dot products."""
+    _cpu_flags(monkeypatch, lambda f: not f.startswith(("avx512", "amx")) and f != "avx_vnni")
+
+
+@pytest.fixture
+def cpu_without_vnni(cpu_without_bf16):
+    """The same AVX2-only CPU, named for the int8 tests: no VNNI, AVX-VNNI or AMX-INT8."""
+    return cpu_without_bf16
+
+
+@pytest.fixture
+def cpu_with_vnni(monkeypatch):
+    """The detected CPU flags plus AVX512-VNNI, whatever this machine has."""
+    _cpu_flags(monkeypatch, lambda f: True, add=("avx512f", "avx512_vnni"))
+
+
+@pytest.fixture
+def calibration_dir(tmp_path) -> Path:
+    """A tiny calibration set: two of the built-in photos."""
+    from hpi.calibration import BUILTIN_IMAGES
+
+    out = tmp_path / "calib"
+    out.mkdir()
+    for name in ("chelsea.jpg", "coffee.jpg"):
+        shutil.copy(BUILTIN_IMAGES / name, out / name)
+    return out
 
 
 @pytest.fixture

@@ -112,3 +112,12 @@ def test_bf16_is_native_only_with_amx_or_avx512_bf16(cpu_without_bf16):
 
 def test_bf16_is_native_with_avx512_bf16(cpu_with_bf16):
     assert device.precision_reason("bf16", Device("cpu")) is None
+
+
+def test_int8_is_offered_only_with_int8_dot_products(cpu_without_vnni):
+    assert not device.cpu_has_int8_dot()
+    assert device.precision_reason("int8", Device("cpu")) == "no VNNI/AVX-VNNI/AMX-INT8: int8 would be emulated"
+
+
+def test_int8_is_native_with_vnni(cpu_with_vnni):
+    assert device.cpu_has_int8_dot() and device.precision_reason("int8", Device("cpu")) is None

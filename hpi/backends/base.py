@@ -33,7 +33,8 @@ from hpi.model import ModelSource
 
 logger = logging.getLogger(__name__)
 
-Precision = str  # "fp32" | "fp16" | "bf16"
+Precision = str  # one of PRECISIONS
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # int8: calibrated post-training quantisation (hpi.build.quantize)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class Capabilities:
     input_layouts: tuple[str, ...] = ("NCHW",)  # "NHWC_U8": can fold preprocessing into the graph
     tensorrt_subgraphs: bool = False  # on GPU, runs TensorRT subgraphs when its config says use_tensorrt=True
     batched_nms: bool = False  # a detection graph with NMS inside runs at any batch size
+    # Per device kind, precisions this backend does not offer there and why (reported, never a candidate).
+    declined: Mapping[str, Mapping[Precision, str]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,8 @@ class BackendConfig:
             raise InvalidConfigError(f"{cls.__name__}: {exc}") from exc
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "fp16", "bf16"):
-            raise InvalidConfigError(f"precision must be 'fp32', 'fp16' or 'bf16', got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise InvalidConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -220,9 +223,14 @@ class Backend(ABC):
         return tuple(p for p in self.capabilities.precisions.get(device.kind, ()) if precision_reason(p, device) is None)
 
     def absent_precisions(self, device: Device) -> dict[Precision, str]:
-        """The precisions this backend could run but ``device`` cannot, each with the reason."""
+        """The precisions this backend could run but ``device`` cannot, and those it declines on this kind of
+        device (:attr:`Capabilities.declined`), each with the reason (the hardware's first)."""
         reasons = {p: precision_reason(p, device) for p in self.capabilities.precisions.get(device.kind, ())}
-        return {p: reason for p, reason in reasons.items() if reason is not None}
+        out = {p: reason for p, reason in reasons.items() if reason is not None}
+        for precision, why in self.capabilities.declined.get(device.kind, {}).items():
+            hardware = precision_reason(precision, device)
+            out[precision] = f"{hardware}; and {why}" if hardware else why
+        return out
 
     def make_config(self, values: BackendConfig | Mapping[str, Any] | None) -> BackendConfig:
         if isinstance(values, self.config_class):

@@ -19,7 +19,9 @@ import numpy as np
 from hpi.backends.base import Backend, BackendConfig, Capabilities, Engine
 from hpi.build.artefact import Artefact
 from hpi.build.onnx import model_onnx, onnx_inputs
+from hpi.build.quantize import quantize_onnx
 from hpi.build.runtime_cache import ScratchCopy, warmed_copy
+from hpi.calibration import calibration_set
 from hpi.device import cuda_device_count, device_signature, gpu_facts, resolve_threads
 from hpi.errors import BackendUnavailableError, InvalidConfigError
 from hpi.trtlibs import TensorRtLibs, preload_tensorrt
@@ -49,6 +51,7 @@ class OrtConfig(BackendConfig):
     # Intra-op threads spin-wait after a run: lowest latency for one model called back to back (PP-LCNet 1.86 vs
     # 2.47 ms without), but two sessions called in turn (a pipeline) take the cores from each other.
     allow_spinning: bool = True
+    calibration_data: str | None = None  # int8 (CPU): the calibration images' directory; None: the built-in photos
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -56,6 +59,9 @@ class OrtConfig(BackendConfig):
             raise InvalidConfigError(f"OrtConfig.graph_optimization: unknown level {self.graph_optimization!r}")
         if self.precision == "bf16":
             raise InvalidConfigError("OrtConfig: bf16 is not supported; use fp32 (CPU) or fp16 (TensorRT EP)")
+        if self.precision == "int8" and self.use_tensorrt:
+            raise InvalidConfigError("OrtConfig: int8 is a CPU precision here (static QDQ quantisation); "
+                                     "the TensorRT provider takes fp32 or fp16")
         if self.precision == "fp16" and not self.use_tensorrt:
             raise InvalidConfigError("OrtConfig: fp16 needs use_tensorrt=True (the TensorRT execution provider)")
 
@@ -68,7 +74,9 @@ class OrtEngine(Engine):
 
         cfg = self.config
         self._scratch: ScratchCopy | None = None
-        model = model_onnx(self.source, self.cache, fold_preprocess=cfg.fold_preprocess)
+        base = quantize_onnx(self.source, self.cache, calibration_set(cfg.calibration_data)) \
+            if cfg.precision == "int8" else None
+        model = model_onnx(self.source, self.cache, fold_preprocess=cfg.fold_preprocess, base=base)
         options = self._options(ort)
         providers = self._providers(ort, model)
         # enable_fallback=0: a provider that fails to start raises instead of the session quietly dropping it.
@@ -191,7 +199,7 @@ class OrtBackend(Backend):
     name = "onnxruntime"
     capabilities = Capabilities(
         devices=frozenset({"cpu", "gpu"}),
-        precisions={"cpu": ("fp32",), "gpu": ("fp32", "fp16")},
+        precisions={"cpu": ("fp32", "int8"), "gpu": ("fp32", "fp16")},
         dynamic_batch=True,
         model_formats=frozenset({"onnx"}),
         input_layouts=("NCHW", "NHWC_U8"),

@@ -163,6 +163,8 @@ class PaddleBackend(Backend):
     capabilities = Capabilities(
         devices=frozenset({"cpu", "gpu"}),
         precisions={"cpu": ("fp32", "bf16"), "gpu": ("fp32", "fp16")},
+        declined={"cpu": {"int8": "Paddle Inference runs int8 on CPU only from a model quantised with PaddleSlim, "
+                                  "which hpi does not produce"}},
         dynamic_batch=True,
         model_formats=frozenset({"paddle"}),
         tensorrt_subgraphs=True,

@@ -146,14 +146,16 @@ def repair_shape_concats(model) -> int:  # noqa: ANN001 - onnx.ModelProto
     return changed
 
 
-def fold_onnx(source: ModelSource, cache: EngineCache, *, opset: int = DEFAULT_OPSET) -> Artefact:
-    """The ONNX model with its normalisation and layout folded in: input uint8 NHWC RGB (cached)."""
+def fold_onnx(source: ModelSource, cache: EngineCache, *, opset: int = DEFAULT_OPSET, base: Artefact | None = None
+              ) -> Artefact:
+    """The ONNX model (or ``base``, an ONNX artefact built from it, such as its int8 copy) with its normalisation
+    and layout folded in: input uint8 NHWC RGB (cached)."""
     from hpi.preprocess.graph import fold_into_onnx
 
     spec = source.spec.preprocess
     if spec is None:
         raise ExportError(f"{source.name}: no classification preprocessing to fold into the graph")
-    exported = export_onnx(source, cache, opset=opset)
+    exported = base or export_onnx(source, cache, opset=opset)
     onnx_file = exported.path
     parts = {"onnx": exported.key, "fold": repr(spec), "tool": "hpi.preprocess.graph", "version": 1}
 
@@ -171,9 +173,13 @@ def folded_onnx_path(source: ModelSource, cache: EngineCache, *, opset: int = DE
     return fold_onnx(source, cache, opset=opset).path
 
 
-def model_onnx(source: ModelSource, cache: EngineCache, *, fold_preprocess: bool = False) -> Artefact:
-    """The ONNX file a backend is fed: folded (uint8 NHWC input) or plain."""
-    return (fold_onnx if fold_preprocess else export_onnx)(source, cache)
+def model_onnx(source: ModelSource, cache: EngineCache, *, fold_preprocess: bool = False,
+               base: Artefact | None = None) -> Artefact:
+    """The ONNX file a backend is fed: the export, or ``base`` (an ONNX artefact built from it), folded (uint8
+    NHWC input) or plain."""
+    if fold_preprocess:
+        return fold_onnx(source, cache, base=base)
+    return base or export_onnx(source, cache)
 
 
 def onnx_inputs(model: Any) -> list[tuple[str, list[int | None]]]:

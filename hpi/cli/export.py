@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backends", help="only build these (comma-separated); no selection")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--fp32-only", action="store_true")
+    parser.add_argument("--calibrate", metavar="DIR",
+                        help="calibrate int8 candidates on these images (default: the built-in photos)")
     parser.add_argument("--cache-dir")
     add_triton_arguments(parser)
 
@@ -82,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     cache = EngineCache(args.cache_dir)
     show = progress_printer()
     source = locate_model(args.model, args.model_dir, build=True)
-    config = HpiConfig(threads=args.threads, allow_reduced_precision=not args.fp32_only)
+    config = HpiConfig.from_dict({"threads": args.threads, "allow_reduced_precision": not args.fp32_only,
+                                  "calibration_data": args.calibrate})
     backends = args.backends.split(",") if args.backends else None
     prepared = prepare_engines(source, device, config, cache, backends=backends, progress=show)
     for build in prepared.builds:
@@ -93,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{res.candidate.label:28} {res.status:11} {t:16} {res.reason}")
         print(f"high-performance mode for {source.name} on {device}: {prepared.record.winner.candidate.label} "
               f"({prepared.record.reason()})")
+        if prepared.record.calibration:
+            print(f"int8 calibrated on {prepared.record.calibration}")
     print(f"engine cache: {cache.root}")
     for e in prepared.entries:
         print(f"  {e.kind:16} {e.size_bytes / 1e6:9.2f} MB  {e.path}")

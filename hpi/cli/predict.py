@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, help="image file, directory, or URL")
     parser.add_argument("--device", default=None, help="cpu, gpu or gpu:N (default: gpu:0 if present, else cpu)")
     parser.add_argument("--backend", help="force a backend: paddle, onnxruntime, openvino, tensorrt")
-    parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="with --backend: the precision")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"], help="with --backend: the precision")
     parser.add_argument("--threads", type=int, help="CPU threads (default: the machine's cores)")
     parser.add_argument("--use-hpip", action="store_true", help="high-performance mode (measured backend selection)")
     parser.add_argument("--batch-size", type=int, default=1)

@@ -40,11 +40,14 @@ class Candidate:
 def config_values(backend: str, device: Device, hpi_config: HpiConfig, values: Mapping[str, Any] | None = None
                   ) -> dict[str, Any]:
     """``values`` for ``backend`` with the CPU thread count filled in (``hpi_config.threads``, else the machine's
-    cores) unless the values set it themselves (``threads``, or PaddleX's ``cpu_num_threads``)."""
+    cores) unless the values set it themselves (``threads``, or PaddleX's ``cpu_num_threads``), and, for int8,
+    ``hpi_config.calibration_data``."""
     out = dict(values or {})
     names = {f.name for f in dataclasses.fields(get_backend(backend).config_class)}
     if "threads" in names and not device.is_gpu and "threads" not in out and "cpu_num_threads" not in out:
         out["threads"] = resolve_threads(hpi_config.threads)
+    if out.get("precision") == "int8" and "calibration_data" in names and "calibration_data" not in out:
+        out["calibration_data"] = hpi_config.calibration_data
     return out
 
 

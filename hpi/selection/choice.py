@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from hpi.backends import get_backend, list_backends
 from hpi.backends.base import BackendConfig
 from hpi.cache import EngineCache
+from hpi.calibration import check_calibration_dir
 from hpi.config import HpiConfig
 from hpi.device import Device
 from hpi.errors import BackendUnavailableError, InvalidConfigError
@@ -57,6 +58,8 @@ def resolve_choice(source: ModelSource, device: Device, hpi_config: HpiConfig, *
     High-performance mode then folds preprocessing into the graph where it can (:func:`fold_preprocessing`), and
     ``hpi_config.spin_wait=False`` reaches backends whose threads spin (:func:`without_spinning`).
     """
+    if hpi_config.calibration_data is not None:
+        check_calibration_dir(hpi_config.calibration_data)  # a clear error now, not when int8 is built
     if hpi_config.backend is not None:
         choice = _explicit(source, device, hpi_config)
     elif not use_hpip:

@@ -8,7 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hpi.build import quantize
 from hpi.cache import EngineCache
+from hpi.calibration import calibration_set
 from hpi.config import AccuracyGate, HpiConfig
 from hpi.device import Device, device_signature, resolve_threads
 from hpi.model import ModelSource
@@ -31,7 +33,16 @@ def decision_key(source: ModelSource, device: Device, hpi_config: HpiConfig, bat
         "batch_size": batch_size,
         "gate": dataclasses.asdict(gate),
         "rule": measure.SELECTION_RULE,
+        "int8": int8_key(hpi_config),
     }
+
+
+def int8_key(hpi_config: HpiConfig) -> dict[str, Any] | None:
+    """What int8 candidates are built from: the calibration set's content and the quantisation recipe (None when
+    reduced precision is off). A changed calibration set or recipe measures the selection again."""
+    if not hpi_config.allow_reduced_precision:
+        return None
+    return {"calibration": calibration_set(hpi_config.calibration_data).key(), "recipe": quantize.recipe()}
 
 
 def cached_selection(source: ModelSource, device: Device, hpi_config: HpiConfig, *, cache: EngineCache,

@@ -23,6 +23,7 @@ import numpy as np
 from hpi.backends import get_backend
 from hpi.backends.base import Engine
 from hpi.cache import EngineCache
+from hpi.calibration import calibration_set
 from hpi.config import AccuracyGate, HpiConfig
 from hpi.device import Device, device_signature, parse_device, resolve_threads
 from hpi.errors import BackendUnavailableError, HpiError, InvalidConfigError
@@ -254,6 +255,8 @@ def select(
         fp32_spread=spread,
         fp32_bound=bound,
         fp32_spread_from=spread_note,
+        calibration=calibration_set(hpi_config.calibration_data).label
+        if any(r.candidate.precision == "int8" for r in results if r.status != "unavailable") else "",
     )
 
 

@@ -26,3 +26,18 @@ def test_export_cli_builds_named_backends(toy_dir, tmp_path, capsys):
     assert "onnxruntime[fp32]: built" in lines
     assert any(line.startswith("tensorrt: unavailable: ") for line in lines)  # no GPU here
     assert "high-performance mode" not in "\n".join(lines)  # building only: no selection
+
+
+def test_export_cli_calibrates_on_a_directory_and_names_a_bad_one(toy_dir, tmp_path, capsys, calibration_dir,
+                                                                   cpu_with_vnni):
+    cache = tmp_path / "cache"
+    assert main(["export", "--model", "ToyNet", "--model-dir", str(toy_dir), "--threads", "1",
+                 "--calibrate", str(calibration_dir), "--cache-dir", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert f"int8 calibrated on {calibration_dir} (2 images" in out
+    assert "openvino[int8]" in out and "onnxruntime[int8]" in out
+    assert {"openvino-int8", "onnx-int8"} <= {e.kind for e in EngineCache(cache).entries()}
+    missing = tmp_path / "no-such-dir"
+    assert main(["export", "--model", "ToyNet", "--model-dir", str(toy_dir), "--calibrate", str(missing),
+                 "--cache-dir", str(cache)]) == 2
+    assert f"calibration_data: directory {missing} does not exist" in capsys.readouterr().err

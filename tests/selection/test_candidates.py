@@ -53,3 +53,23 @@ def test_reduced_precision_is_a_candidate_on_a_cpu_with_it(toy_dir, cpu_with_bf1
     cands, skipped = candidates(ModelSource.from_path(toy_dir), CPU, HpiConfig(threads=1))
     assert {"paddle[bf16]", "openvino[bf16]"} <= {c.label for c in cands}
     assert "paddle[bf16]" not in skipped
+
+
+def test_int8_is_absent_with_a_reason_for_every_backend_on_a_cpu_without_vnni(toy_dir, cpu_without_vnni):
+    cands, skipped = candidates(ModelSource.from_path(toy_dir), CPU, HpiConfig(threads=1))
+    assert "int8" not in {c.precision for c in cands}
+    emulated = "no VNNI/AVX-VNNI/AMX-INT8: int8 would be emulated"
+    assert skipped["openvino[int8]"] == emulated and skipped["onnxruntime[int8]"] == emulated
+    assert skipped["paddle[int8]"].startswith(emulated) and "PaddleSlim" in skipped["paddle[int8]"]
+
+
+def test_int8_is_a_candidate_with_vnni_except_on_paddle_which_says_why(toy_dir, cpu_with_vnni, calibration_dir):
+    cfg = HpiConfig(threads=1, calibration_data=str(calibration_dir))
+    cands, skipped = candidates(ModelSource.from_path(toy_dir), CPU, cfg)
+    int8 = {c.label: c for c in cands if c.precision == "int8"}
+    assert set(int8) == {"onnxruntime[int8]", "openvino[int8]"}
+    assert all(c.config["calibration_data"] == str(calibration_dir) for c in int8.values())
+    assert skipped["paddle[int8]"] == ("Paddle Inference runs int8 on CPU only from a model quantised with "
+                                       "PaddleSlim, which hpi does not produce")
+    cands, _ = candidates(ModelSource.from_path(toy_dir), CPU, HpiConfig(threads=1, allow_reduced_precision=False))
+    assert "int8" not in {c.precision for c in cands}

@@ -61,3 +61,34 @@ def test_version_or_policy_change_measures_again(toy_dir, tmp_path, monkeypatch)
     decision.cached_selection(source, CPU, cfg, cache=cache)
     assert len(runs) == 3  # a library version changed
     assert sum(e.kind == "decision" for e in cache.entries()) == 3
+
+
+def test_a_changed_calibration_set_selects_again_and_the_record_names_it(toy_dir, tmp_path, monkeypatch,
+                                                                        calibration_dir, cpu_with_vnni):
+    source = ModelSource.from_path(toy_dir)
+    cache = EngineCache(tmp_path / "cache")
+    runs = []
+    real_select = measure.select
+
+    def counting_select(*args, **kwargs):
+        runs.append(1)
+        return real_select(*args, **{**kwargs, "isolate": False, "budget_s": 0.1, "rounds": 1})
+
+    monkeypatch.setattr(measure, "select", counting_select)
+    cfg = HpiConfig(threads=1, calibration_data=str(calibration_dir))
+    first = decision.cached_selection(source, CPU, cfg, cache=cache)
+    assert first.calibration.startswith(f"{calibration_dir} (2 images, ")
+    int8 = {r.candidate.backend: r for r in first.results if r.candidate.precision == "int8"}
+    assert set(int8) == {"onnxruntime", "openvino", "paddle"}
+    assert int8["paddle"].status == "unavailable" and "PaddleSlim" in int8["paddle"].reason
+    assert int8["openvino"].status != "unavailable" and int8["onnxruntime"].status != "unavailable"
+    assert record.SelectionRecord.from_dict(first.to_dict()).calibration == first.calibration
+    decision.cached_selection(source, CPU, cfg, cache=cache)
+    assert len(runs) == 1  # same set: cached
+    (calibration_dir / "coffee.jpg").unlink()
+    key = decision.decision_key(source, CPU, cfg, 1, cfg.gate())
+    assert key["int8"]["calibration"]["images"] == 1
+    again = decision.cached_selection(source, CPU, cfg, cache=cache)
+    assert len(runs) == 2 and again.calibration.startswith(f"{calibration_dir} (1 images, ")
+    off = HpiConfig(threads=1, calibration_data=str(calibration_dir), allow_reduced_precision=False)
+    assert decision.decision_key(source, CPU, off, 1, off.gate())["int8"] is None

@@ -1,0 +1,203 @@
+"""int8 models by calibrated post-training quantisation: OpenVINO IR through NNCF, ONNX through ONNX Runtime's QDQ.
+
+Both are built from the fp32 artefacts (:func:`hpi.build.openvino.convert_ir`, :func:`hpi.build.onnx.export_onnx`)
+on a :class:`~hpi.calibration.CalibrationSet` preprocessed the model's own way, and stored in the engine cache
+(kinds ``openvino-int8`` and ``onnx-int8``) under a key that holds the fp32 artefact's key, the calibration set's
+content hash, every quantisation setting, the tool's version and :data:`RECIPE`: a changed set or setting builds a
+new artefact, and a half-written one is never seen (the cache builds in a temporary directory and renames).
+
+The settings were chosen by measuring the alternatives (``benchmarks/int8_settings.py``; speed on the seeded
+PP-LCNet_x1_0 and PP-HGNetV2-B4, drift on the trained PP-LCNet document-orientation model; figures in
+benchmarks/results/int8_*.md). Weights are quantised per channel and symmetrically, activations per tensor.
+
+* NNCF: the ``performance`` preset (symmetric activations), 20-30% faster than ``mixed`` on both models and no
+  less accurate; the first convolution (it sees the raw image) and the classifier head stay fp32 (an ignored
+  scope), which kept every top-1 of the trained model (0.875 without) at a cost within the timing noise; fast bias
+  correction (the full one moved nothing).
+* ONNX Runtime: ``U8S8`` (``S8S8`` ran 3-6x slower on this AVX-512 VNNI CPU), min-max calibration (percentile and
+  entropy were no better), after ORT's own pre-processing (``quant_pre_process``). Keeping the first and last
+  nodes in fp32 made it slower (PP-HGNetV2-B4 16.2 against 12.8 ms) and no more accurate, so it is off. QDQ int8
+  is slower than fp32 on PP-LCNet_x1_0 (depthwise convolutions and HardSwish between quantise/dequantise pairs):
+  measured selection times it like every candidate, so it wins only where it is faster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpi.build.artefact import Artefact
+from hpi.build.onnx import _captured_stdout, export_onnx
+from hpi.build.openvino import OPENVINO_FILE, convert_ir
+from hpi.cache import EngineCache
+from hpi.calibration import CalibrationSet
+from hpi.errors import BackendUnavailableError, ExportError
+from hpi.model import ModelSource
+
+logger = logging.getLogger(__name__)
+
+RECIPE = 1  # bump when the way an int8 model is built changes: old artefacts then miss
+INT8_ONNX_FILE = "model_int8.onnx"
+NNCF_MISSING = "OpenVINO int8 is quantised with NNCF: pip install 'hpi[openvino]' (nncf)"
+
+
+@dataclass(frozen=True)
+class OpenVinoInt8Settings:
+    """How NNCF quantises an OpenVINO IR (part of the artefact's key)."""
+
+    preset: str = "performance"  # "performance": symmetric activations; "mixed": asymmetric activations
+    fast_bias_correction: bool = True  # correct each layer's bias shift from int8 rounding (cheap)
+    keep_first_conv: bool = True  # the first convolution stays fp32
+    keep_head: bool = True  # the classifier head (the last MatMul / Convolution) stays fp32
+
+
+@dataclass(frozen=True)
+class OrtInt8Settings:
+    """How ONNX Runtime's ``quantize_static`` quantises an ONNX model (part of the artefact's key)."""
+
+    activations: str = "uint8"  # "uint8" (U8S8) or "int8" (S8S8); weights are always int8
+    per_channel: bool = True  # one weight scale per output channel
+    method: str = "minmax"  # calibration: "minmax", "percentile" or "entropy"
+    keep_first_conv: bool = False  # the first Conv stays fp32 (slower, no more accurate here: off)
+    keep_head: bool = False  # the last Gemm / MatMul / Conv stays fp32 (likewise off)
+    pre_process: bool = True  # ORT's quant_pre_process (shape inference, graph optimisation) first
+
+
+OPENVINO_INT8 = OpenVinoInt8Settings()
+ORT_INT8 = OrtInt8Settings()
+
+
+def recipe() -> dict[str, Any]:
+    """How int8 models are built here (recipe and default settings): part of the selection's decision key."""
+    return {"recipe": RECIPE, "openvino": dataclasses.asdict(OPENVINO_INT8), "onnxruntime": dataclasses.asdict(ORT_INT8)}
+
+
+def first_and_last(ops: list[tuple[str, str]], first_types: tuple[str, ...], last_types: tuple[str, ...],
+                   settings: Any) -> list[str]:
+    """The names of the first op of ``first_types`` and the last of ``last_types`` in ``ops`` (name, type pairs in
+    execution order) that ``settings`` keeps in fp32."""
+    names = []
+    if settings.keep_first_conv:
+        names += [name for name, kind in ops if kind in first_types][:1]
+    if settings.keep_head:
+        names += [name for name, kind in ops if kind in last_types][-1:]
+    return list(dict.fromkeys(names))
+
+
+def _samples(source: ModelSource, calibration: CalibrationSet) -> np.ndarray:
+    data = calibration.tensors(source.spec.preprocess)
+    logger.info("calibrating %s on %s", source.name, calibration.label)
+    return data
+
+
+def _quietly(failure: str, step: Callable[[], Any]) -> Any:
+    """Run a quantisation tool's ``step`` with what it prints captured (logged at debug level: a library does not
+    print) and its errors, which are plain exceptions, raised as :class:`ExportError` starting with ``failure``."""
+    printed: list[str] = []
+    try:
+        with _captured_stdout() as lines:
+            printed = lines
+            return step()
+    except Exception as exc:  # NNCF, ONNX and ONNX Runtime raise plain exceptions with useful messages
+        raise ExportError(f"{failure}: {exc}") from exc
+    finally:
+        for line in printed:
+            logger.debug("%s", line)
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "missing"
+
+
+def quantize_openvino(source: ModelSource, cache: EngineCache, calibration: CalibrationSet,
+                      settings: OpenVinoInt8Settings = OPENVINO_INT8) -> Artefact:
+    """The model's OpenVINO IR quantised to int8 by NNCF on ``calibration`` (cached, kind ``openvino-int8``)."""
+    try:
+        import nncf
+    except ImportError as exc:
+        raise BackendUnavailableError(NNCF_MISSING) from exc
+    import openvino as ov
+
+    ir = convert_ir(source, cache)
+    parts = {"ir": ir.key, "calibration": calibration.key(), "settings": dataclasses.asdict(settings),
+             "nncf": nncf.__version__, "openvino": ov.get_version(), "recipe": RECIPE}
+
+    def build(out: Path) -> None:
+        model = ov.Core().read_model(str(ir.path))
+        data = _samples(source, calibration)
+        ops = [(op.get_friendly_name(), op.get_type_name()) for op in model.get_ordered_ops()]
+        keep = first_and_last(ops, ("Convolution",), ("MatMul", "Convolution"), settings)
+        dataset = nncf.Dataset([data[i:i + 1] for i in range(len(data))])
+        quantized = _quietly(f"NNCF could not quantise {source.name} to int8", lambda: nncf.quantize(
+            model, dataset, preset=nncf.QuantizationPreset(settings.preset), target_device=nncf.TargetDevice.CPU,
+            subset_size=len(data), fast_bias_correction=settings.fast_bias_correction,
+            ignored_scope=nncf.IgnoredScope(names=keep, validate=False) if keep else None))
+        ov.save_model(quantized, str(out / OPENVINO_FILE), compress_to_fp16=False)
+
+    return Artefact.cached("openvino-int8", parts, cache.get_or_build("openvino-int8", parts, build), OPENVINO_FILE)
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader protocol over preprocessed samples, one image per batch."""
+
+    def __init__(self, name: str, data: np.ndarray) -> None:
+        self._items = iter([{name: data[i:i + 1]} for i in range(len(data))])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._items, None)
+
+
+def quantize_onnx(source: ModelSource, cache: EngineCache, calibration: CalibrationSet,
+                  settings: OrtInt8Settings = ORT_INT8) -> Artefact:
+    """The model's ONNX export with QDQ int8 nodes from ONNX Runtime's ``quantize_static`` on ``calibration``
+    (cached, kind ``onnx-int8``)."""
+    try:
+        import onnx
+        from onnxruntime import quantization as q
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError as exc:
+        raise BackendUnavailableError("ONNX Runtime int8 needs onnxruntime and onnx: pip install 'hpi[onnxruntime]'") from exc
+
+    exported = export_onnx(source, cache)
+    parts = {"onnx": exported.key, "calibration": calibration.key(), "settings": dataclasses.asdict(settings),
+             "onnxruntime": _version("onnxruntime"), "recipe": RECIPE}
+    methods = {"minmax": q.CalibrationMethod.MinMax, "percentile": q.CalibrationMethod.Percentile,
+               "entropy": q.CalibrationMethod.Entropy}
+    types = {"uint8": q.QuantType.QUInt8, "int8": q.QuantType.QInt8}
+    if settings.method not in methods or settings.activations not in types:
+        raise ExportError(f"OrtInt8Settings: method {settings.method!r} (known {sorted(methods)}) or activations "
+                          f"{settings.activations!r} (known {sorted(types)}) not understood")
+
+    def build(out: Path) -> None:
+        data = _samples(source, calibration)
+        with tempfile.TemporaryDirectory(prefix="hpi-quant-") as tmp:
+            model_in = exported.path
+            if settings.pre_process:
+                model_in = Path(tmp) / "pre.onnx"
+                # ONNX's shape inference: ORT's symbolic one gives up on paddle2onnx's dynamic-batch Reshapes.
+                _quietly(f"ONNX Runtime's quantisation pre-processing failed on {source.name}",
+                         lambda: quant_pre_process(str(exported.path), str(model_in), skip_symbolic_shape=True))
+            model = onnx.load(str(model_in))
+            ops = [(node.name, node.op_type) for node in model.graph.node]
+            keep = first_and_last(ops, ("Conv",), ("Gemm", "MatMul", "Conv"), settings)
+            initializers = {t.name for t in model.graph.initializer}
+            input_name = next(i.name for i in model.graph.input if i.name not in initializers)
+            _quietly(f"ONNX Runtime could not quantise {source.name} to int8", lambda: q.quantize_static(
+                str(model_in), str(out / INT8_ONNX_FILE), _Reader(input_name, data),
+                quant_format=q.QuantFormat.QDQ, per_channel=settings.per_channel,
+                activation_type=types[settings.activations], weight_type=q.QuantType.QInt8,
+                calibrate_method=methods[settings.method], nodes_to_exclude=keep,
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": settings.activations == "int8"}))
+
+    return Artefact.cached("onnx-int8", parts, cache.get_or_build("onnx-int8", parts, build), INT8_ONNX_FILE)
