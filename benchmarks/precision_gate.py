@@ -304,6 +304,24 @@ def decisive_mask(ref: np.ndarray) -> np.ndarray:
     return sorted_p[:, -1] - sorted_p[:, -2] >= DECISIVE
 
 
+def candidate_row(judged: Callable[..., dict[str, Any]], label: str, precision: str, outputs: Callable[[], Any]
+                  ) -> dict[str, Any]:
+    """One candidate's row: ``judged(label, kind, precision, outputs())``, or the reason its build or run failed."""
+    kind = "fp32 backend" if precision == "fp32" else "reduced precision"
+    try:
+        return judged(label, kind, precision, outputs())
+    except HpiError as exc:
+        return {"candidate": label, "kind": kind, "precision": precision, "failed": str(exc).splitlines()[-1][:300]}
+
+
+def section_head(m: dict[str, Any], description: str) -> list[str]:
+    """A model's Markdown section title, ``description``, and the candidates not offered here."""
+    lines = ["", f"## {m['title']}", "", description]
+    if m["unavailable"]:
+        lines += ["", "Not offered here: " + "; ".join(f"{k}: {v}" for k, v in m["unavailable"].items()) + "."]
+    return lines
+
+
 def model_report(model: TrainedModel, sets: dict[str, list[tuple[str, np.ndarray]]], cache: EngineCache,
                  tmp: Path, progress: Callable[[str], None]) -> dict[str, Any]:
     """Every candidate of one trained model against its fp32 reference, on every image set."""
@@ -357,25 +375,17 @@ def model_report(model: TrainedModel, sets: dict[str, list[tuple[str, np.ndarray
         if cand == ref_cand:
             continue
         progress(f"{model.key}: {cand.label}")
-        kind = "fp32 backend" if cand.precision == "fp32" else "reduced precision"
-        try:
-            rows.append(judged(cand.label, kind, cand.precision, run_outputs(source, cand, inputs_path, cache, tmp)))
-        except HpiError as exc:
-            rows.append({"candidate": cand.label, "kind": kind, "precision": cand.precision,
-                         "failed": str(exc).splitlines()[-1][:300]})
+        rows.append(candidate_row(judged, cand.label, cand.precision,
+                                  lambda c=cand: run_outputs(source, c, inputs_path, cache, tmp)))
     if any(c.precision == "int8" for c in cands):  # int8 again, calibrated on images like the judged ones
         calibration = calibration_dir(tmp / f"{model.key}-calibration")
         for cand in candidates(source, CPU, HpiConfig(calibration_data=str(calibration)))[0]:
             if cand.precision != "int8":
                 continue
             progress(f"{model.key}: {cand.label} calibrated on rendered pages and lines")
-            label = f"{cand.label} calibrated on 32 rendered pages and text lines (not the judged ones)"
-            try:
-                rows.append(judged(label, "reduced precision", "int8",
-                                   run_outputs(source, cand, inputs_path, cache, tmp)))
-            except HpiError as exc:
-                rows.append({"candidate": label, "kind": "reduced precision", "precision": "int8",
-                             "failed": str(exc).splitlines()[-1][:300]})
+            rows.append(candidate_row(judged, f"{cand.label} calibrated on 32 rendered pages and text lines (not the "
+                                      "judged ones)", "int8", lambda c=cand: run_outputs(source, c, inputs_path,
+                                                                                        cache, tmp)))
     one = broken_copy(source, cache, tmp / f"{model.key}-one-weight", "one-weight")
     progress(f"{model.key}: broken fp32 conversion (one weight)")
     one_cand = reference_candidate(one, CPU, HpiConfig())  # ONNX Runtime: the copy is ONNX
@@ -469,12 +479,7 @@ def detector_report(sets: dict[str, list[tuple[str, np.ndarray]]], cache: Engine
         if cand == ref_cand:
             continue
         progress(f"layout: {cand.label}")
-        kind = "fp32 backend" if cand.precision == "fp32" else "reduced precision"
-        try:
-            rows.append(judged(cand.label, kind, cand.precision, boxes(source, cand)))
-        except HpiError as exc:
-            rows.append({"candidate": cand.label, "kind": kind, "precision": cand.precision,
-                         "failed": str(exc).splitlines()[-1][:300]})
+        rows.append(candidate_row(judged, cand.label, cand.precision, lambda c=cand: boxes(source, c)))
     one = broken_copy(source, cache, tmp / "layout-one-weight", "one-weight")
     rows.append(judged(f"{ref_cand.label} of a copy with one weight +{ONE_WEIGHT:.0%} of its tensor's max",
                        "broken conversion", "fp32", boxes(one, ref_cand)))
@@ -493,25 +498,21 @@ def detector_report(sets: dict[str, list[tuple[str, np.ndarray]]], cache: Engine
 
 def format_detector(m: dict[str, Any]) -> list[str]:
     """The detector's section of the Markdown report."""
-    lines = ["", f"## {m['title']}", "",
-             f"Reference {m['reference']}; judged on the {m['judged']} varied images where the reference's fp32 "
-             f"reordering reproduces its boxes ({sum(m['images'][n] for n in m['images'] if not n.startswith('sel'))}"
-             f" in all); the box gate counts boxes above the model's draw_threshold."]
-    if m["unavailable"]:
-        lines += ["", "Not offered here: " + "; ".join(f"{k}: {v}" for k, v in m["unavailable"].items()) + "."]
-    lines += ["", "| candidate | kind | images agreeing / judged | boxes compared | box recall / precision (worst "
-              "image) | min IoU | score drift | gate (varied images) | gate (selection's inputs) |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for r in m["rows"]:
-        if "failed" in r:
-            lines.append(f"| {r['candidate']} | {r['kind']} | - | - | - | - | - | failed: {r['failed']} | - |")
-            continue
+    varied = sum(c for n, c in m["images"].items() if not n.startswith("selection"))
+    lines = section_head(m, f"Reference {m['reference']}; judged on the {m['judged']} varied images where the "
+                         f"reference's fp32 reordering reproduces its boxes ({varied} in all); the box gate counts "
+                         "boxes above the model's draw_threshold.")
+    def cells(r: dict[str, Any]) -> list[str]:
         a, sel = r["all_varied"], r["sets"]["selection's 8 reference inputs"]
         verdict = "**pass**" if a["gate_passed"] else f"reject ({a['judged'] - a['images_agreeing']} images fail)"
         sel_verdict = "pass" if sel["gate_passed"] else f"reject ({sel['judged'] - sel['images_agreeing']} fail)"
-        lines.append(f"| {r['candidate']} | {r['kind']} | {a['images_agreeing']} / {a['judged']} "
-                     f"| {a['boxes_compared']} | {_f(a['box_recall'])} / {_f(a['box_precision'])} "
-                     f"| {_f(a['min_box_iou'])} | {_f(a['score_drift'], 4)} | {verdict} | {sel_verdict} |")
+        return [f"{a['images_agreeing']} / {a['judged']}", str(a["boxes_compared"]),
+                f"{_f(a['box_recall'])} / {_f(a['box_precision'])}", _f(a["min_box_iou"]), _f(a["score_drift"], 4),
+                verdict, sel_verdict]
+
+    lines += rows_table(["images agreeing / judged", "boxes compared", "box recall / precision (worst image)",
+                         "min IoU", "score drift", "gate (varied images)", "gate (selection's inputs)"],
+                        m["rows"], cells)
     return lines
 
 
@@ -527,6 +528,29 @@ def cpu_kind(info: dict[str, Any]) -> str:
 
 def _f(value: Any, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def rows_table(columns: list[str], rows: list[dict[str, Any]], cells: Callable[[dict[str, Any]], list[str]]
+               ) -> list[str]:
+    """A Markdown table of candidate rows: candidate, kind, then ``columns`` from ``cells(row)``; a row whose
+    candidate failed to build or run says why."""
+    lines = ["", "| candidate | kind | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    for r in rows:
+        values = cells(r) if "failed" not in r else ["-"] * (len(columns) - 3) + [f"failed: {r['failed']}", "-", "-"]
+        lines.append(f"| {r['candidate']} | {r['kind']} | " + " | ".join(values) + " |")
+    return lines
+
+
+def classifier_cells(r: dict[str, Any]) -> list[str]:
+    """A classifier row's cells (see :func:`format_markdown`)."""
+    a, sel = r["all_varied"], r["sets"]["selection's 8 reference inputs"]
+    verdict = "**pass**" if a["gate_passed"] else f"reject: {a['gate_why']}"
+    sel_verdict = "pass" if sel["gate_passed"] else f"reject: {sel['gate_why']}"
+    sure_verdict = "pass" if a["gate_decisive_passed"] else f"reject: {a['gate_decisive_why']}"
+    return [str(a["images"]), _f(a["top1_agreement"]), f"{_f(a['top1_agreement_decisive'])} ({a['decisive']})",
+            f"{_f(a['topk_overlap'])} (k={a['topk']})", f"{_f(a['drift_max'], 4)} / {_f(a['drift_p99'], 4)}",
+            f"{a['flips']} ({_f(a['largest_margin_flipped'])})", f"{a['rel_error']:.2e}", verdict, sure_verdict,
+            sel_verdict, f"{a['worst_image']} ({a['worst_reference']} -> {a['worst_candidate']})"]
 
 
 def format_markdown(report: dict[str, Any]) -> str:
@@ -554,30 +578,12 @@ def format_markdown(report: dict[str, Any]) -> str:
         if m.get("task") == "detection":
             lines += format_detector(m)
             continue
-        lines += ["", f"## {m['title']}", "",
-                  f"Reference {m['reference']}; {m['classes']} classes; fp32 reordering spread {m['fp32_spread']:.2e} "
-                  f"({m['fp32_spread_from']}), fp32 bound {m['fp32_bound']:.2e}."]
-        if m["unavailable"]:
-            lines += ["", "Not offered here: " + "; ".join(f"{k}: {v}" for k, v in m["unavailable"].items()) + "."]
-        lines += ["", "| candidate | kind | images | top-1 agree | top-1 agree, decisive inputs | top-k overlap | drift max / p99 | flips (largest "
-                  "margin flipped) | rel. error | gate (varied images) | gate (decisive varied images) "
-                  "| gate (selection's inputs) | largest drift at (fp32 -> candidate) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in m["rows"]:
-            if "failed" in r:
-                lines.append(f"| {r['candidate']} | {r['kind']} | - | - | - | - | - | - | - | failed: {r['failed']} | - | - | - |")
-                continue
-            a, sel = r["all_varied"], r["sets"]["selection's 8 reference inputs"]
-            verdict = "**pass**" if a["gate_passed"] else f"reject: {a['gate_why']}"
-            sel_verdict = "pass" if sel["gate_passed"] else f"reject: {sel['gate_why']}"
-            sure_verdict = "pass" if a["gate_decisive_passed"] else f"reject: {a['gate_decisive_why']}"
-            lines.append(
-                f"| {r['candidate']} | {r['kind']} | {a['images']} | {_f(a['top1_agreement'])} "
-                f"| {_f(a['top1_agreement_decisive'])} ({a['decisive']}) "
-                f"| {_f(a['topk_overlap'])} (k={a['topk']}) | {_f(a['drift_max'], 4)} / {_f(a['drift_p99'], 4)} "
-                f"| {a['flips']} ({_f(a['largest_margin_flipped'])}) | {a['rel_error']:.2e} | {verdict} "
-                f"| {sure_verdict} | {sel_verdict} | {a['worst_image']} ({a['worst_reference']} -> "
-                f"{a['worst_candidate']}) |")
+        lines += section_head(m, f"Reference {m['reference']}; {m['classes']} classes; fp32 reordering spread "
+                              f"{m['fp32_spread']:.2e} ({m['fp32_spread_from']}), fp32 bound {m['fp32_bound']:.2e}.")
+        lines += rows_table(["images", "top-1 agree", "top-1 agree, decisive inputs", "top-k overlap",
+                             "drift max / p99", "flips (largest margin flipped)", "rel. error", "gate (varied images)",
+                             "gate (decisive varied images)", "gate (selection's inputs)",
+                             "largest drift at (fp32 -> candidate)"], m["rows"], classifier_cells)
         lines += ["", "Per image set (top-1 agreement, drift max, flips):", "",
                   "| candidate | " + " | ".join(n for n in m["images"]) + " |",
                   "|---|" + "---|" * len(m["images"])]
