@@ -391,7 +391,8 @@ def model_report(model: TrainedModel, sets: dict[str, list[tuple[str, np.ndarray
     one_cand = reference_candidate(one, CPU, HpiConfig())  # ONNX Runtime: the copy is ONNX
     rows.append(judged(f"{one_cand.label} of a copy with one weight +{ONE_WEIGHT:.0%} of its tensor's max",
                        "broken conversion", "fp32", run_outputs(one, one_cand, inputs_path, cache, tmp)))
-    reduced = [c for c in cands if c.precision != "fp32"]
+    ran = {r["candidate"] for r in rows if "failed" not in r}
+    reduced = [c for c in cands if c.precision != "fp32" and c.label in ran]  # the noisy copy: one that ran
     if reduced:
         noisy = broken_copy(source, cache, tmp / f"{model.key}-noise", "noise")
         progress(f"{model.key}: broken {reduced[0].label} conversion (noisy weights)")
@@ -483,7 +484,8 @@ def detector_report(sets: dict[str, list[tuple[str, np.ndarray]]], cache: Engine
     one = broken_copy(source, cache, tmp / "layout-one-weight", "one-weight")
     rows.append(judged(f"{ref_cand.label} of a copy with one weight +{ONE_WEIGHT:.0%} of its tensor's max",
                        "broken conversion", "fp32", boxes(one, ref_cand)))
-    reduced = [c for c in cands if c.precision != "fp32"]
+    ran = {r["candidate"] for r in rows if "failed" not in r}
+    reduced = [c for c in cands if c.precision != "fp32" and c.label in ran]  # the noisy copy: one that ran
     if reduced:
         noisy = broken_copy(source, cache, tmp / "layout-noise", "noise")
         rows.append(judged(f"{reduced[0].label} of a copy with every weight + N(0, {NOISE:.0%} x std)",
