@@ -126,12 +126,11 @@ def _name_os_thread(name: str) -> None:
     ``/proc/<pid>/task/*/comm`` show which thread is the engine's (the load test reads CPU per thread from there)."""
     if sys.platform != "linux":
         return
+    import contextlib
     import ctypes
 
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # a libc without prctl: the name is cosmetic
         ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
-    except (OSError, AttributeError):  # pragma: no cover - a libc without prctl: the name is cosmetic
-        pass
 
 
 _WORKERS: weakref.WeakKeyDictionary[Any, EngineWorker] = weakref.WeakKeyDictionary()
