@@ -29,7 +29,7 @@ from hpi.cache import EngineCache
 from hpi.config import AccuracyGate, HpiConfig
 from hpi.device import Device, cpu_info
 from hpi.model import ModelSource
-from hpi.models.detection import DetectionSpec, detect_rows, prepare_image
+from hpi.models.detector_ops import DetectionSpec, detect_rows, prepare_image
 from hpi.selection.candidates import Candidate, candidates, reference_candidate, reordering_variant
 from hpi.selection.gate import Detections, compare_detections
 from hpi.selection.measure import reference_images, select

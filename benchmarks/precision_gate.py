@@ -12,7 +12,7 @@ rendered document pages and rendered text lines in several fonts, sizes and rota
 
 For every candidate hpi's own enumeration offers (:func:`hpi.selection.candidates.candidates`: bf16 where the CPU
 has AMX-BF16 / AVX512-BF16, int8 where hpi offers it) the outputs are compared with the fp32 reference's, the way
-selection runs them (:func:`hpi.selection.measure.measure_candidate` in a fresh process): top-1 agreement, top-k
+selection runs them (:func:`hpi.selection.worker.measure_candidate` in a fresh process): top-1 agreement, top-k
 overlap (k = min(5, classes)), probability drift (max and p99 over images of the largest absolute difference), and
 the default gate's verdict (:func:`hpi.selection.gate.compare_outputs`) on the varied set and on the 8 reference
 inputs selection itself judges. fp32 candidates are judged with the model's adaptive bound (reference vs its
@@ -57,6 +57,7 @@ from hpi.model import ModelSource  # noqa: E402
 from hpi.preprocess.reference import preprocess_batch  # noqa: E402
 from hpi.selection.candidates import Candidate, candidates, reference_candidate, reordering_variant  # noqa: E402
 from hpi.selection.gate import compare_outputs, fp32_bound, relative_error  # noqa: E402
+from hpi.selection.measure import WORKER  # noqa: E402
 from hpi.selection.measure import reference_inputs  # noqa: E402
 from tests.conftest import IMAGENET_NORM, package_file, write_yml  # noqa: E402
 from tests.models.conftest import make_layout_dir  # noqa: E402
@@ -254,7 +255,7 @@ def naive_int8_copy(source: ModelSource, cache: EngineCache, out: Path, shape: t
 def run_outputs(source: ModelSource, cand: Candidate, inputs_path: Path, cache: EngineCache, tmp: Path) -> np.ndarray:
     """``cand``'s outputs on the inputs, computed as selection computes them (its own process, chunks of 8)."""
     out = tmp / f"out-{time.perf_counter_ns()}.npy"
-    run_isolated("hpi.selection.measure:measure_candidate", {
+    run_isolated(WORKER, {
         "model_dir": str(source.directory), "device": str(CPU), "backend": cand.backend, "config": cand.config,
         "cache_dir": str(cache.root), "inputs": str(inputs_path), "outputs": str(out), "timed": False,
         "batch_size": 1})
@@ -458,7 +459,7 @@ def detector_report(sets: dict[str, list[tuple[str, np.ndarray]]], cache: Engine
 
     def boxes(src: ModelSource, cand: Candidate) -> Detections:
         out = tmp / f"boxes-{time.perf_counter_ns()}.npz"
-        run_isolated("hpi.selection.measure:measure_candidate", {
+        run_isolated(WORKER, {
             "model_dir": str(src.directory), "device": str(CPU), "backend": cand.backend, "config": cand.config,
             "cache_dir": str(cache.root), "inputs": str(inputs_path), "outputs": str(out), "timed": False,
             "batch_size": 1})

@@ -1,4 +1,4 @@
-"""Box geometry: the one IoU, shared by NMS (:mod:`hpi.models.detection`) and the box agreement gate
+"""Box geometry: the one IoU, shared by NMS (:mod:`hpi.models.detector_ops`) and the box agreement gate
 (:mod:`hpi.selection.gate`)."""
 
 from __future__ import annotations

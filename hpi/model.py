@@ -71,7 +71,7 @@ class ModelSpec:
         name = glob["model_name"]
 
         if "PreProcess" not in cfg and isinstance(cfg.get("Preprocess"), list):
-            # PaddleDetection layout (PicoDet and other detectors): parsed by hpi.models.detection.
+            # PaddleDetection layout (PicoDet and other detectors): parsed by hpi.models.detector_ops.
             return cls(model_name=name, task="detection", preprocess=None, topk=None, raw=cfg)
 
         pre = cfg.get("PreProcess")

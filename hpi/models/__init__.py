@@ -3,5 +3,6 @@
 * :mod:`hpi.models.classification`: :class:`~hpi.models.classification.Predictor` (classification, embedding)
   and ``create_model``.
 * :mod:`hpi.models.detection`: :class:`~hpi.models.detection.Detector` (PaddleDetection-format detectors) and
-  ``create_detector``.
+  ``create_detector``, over :mod:`hpi.models.detector_ops` (the export's ``inference.yml``, image preparation,
+  output decoding and NMS), which measured selection also uses.
 """

@@ -38,7 +38,8 @@ from hpi.inputs import InputItem, expand_inputs
 from hpi.loading import load_model, locate_model
 from hpi.models.base import ItemFailure, Payload, fail, finish_result, predict_loop, read_items
 from hpi.models.classification import Predictor
-from hpi.models.detection import Detector, nms
+from hpi.models.detection import Detector
+from hpi.models.detector_ops import nms
 from hpi.pipelines.config import ShiTuConfig
 from hpi.results import ShiTuResult
 from hpi.retrieval import FeatureIndex, Hit, IndexType, MetricType, read_gallery

@@ -106,3 +106,14 @@ def reordering_variant(reference: Candidate) -> Candidate:
     if int(values.get("threads") or 1) > 1:
         values["threads"] = 1
     return Candidate(reference.backend, "fp32", values)
+
+
+def folds_preprocessing(backend: str, config_folds: bool, source: ModelSource, hpi_config: HpiConfig) -> bool:
+    """Whether high-performance mode folds cast, mean/std and layout into ``backend``'s graph for ``source``: the
+    backend takes uint8 NHWC input (ONNX Runtime, OpenVINO), the model has a fixed, channels-first input, and
+    neither ``hpi_config.fold_preprocess=False`` nor an explicit ``backend_config.fold_preprocess`` keeps the config
+    as it is (``config_folds``: it folds already)."""
+    spec = source.spec.preprocess
+    return (hpi_config.fold_preprocess and "fold_preprocess" not in hpi_config.backend_config and not config_folds
+            and "NHWC_U8" in get_backend(backend).capabilities.input_layouts and spec is not None
+            and spec.output_size is not None and spec.channels_first)

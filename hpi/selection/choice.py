@@ -18,7 +18,7 @@ from hpi.config import HpiConfig
 from hpi.device import Device
 from hpi.errors import BackendUnavailableError, InvalidConfigError
 from hpi.model import ModelSource
-from hpi.selection.candidates import config_values, reference_backend
+from hpi.selection.candidates import config_values, folds_preprocessing, reference_backend
 from hpi.selection.decision import cached_selection
 from hpi.selection.measure import MEASURED_TASKS
 from hpi.selection.record import SelectionRecord
@@ -131,14 +131,10 @@ def choice_from_record(record: SelectionRecord) -> BackendChoice:
 
 def fold_preprocessing(choice: BackendChoice, source: ModelSource, hpi_config: HpiConfig) -> BackendChoice:
     """High-performance mode folds cast, mean/std and layout into the graph when the chosen backend can (ONNX
-    Runtime, OpenVINO) and the model has a fixed input size; the CPU then only decodes, resizes and crops. The
-    folded graph computes the same values (ONNX Runtime: identical; OpenVINO: within 1e-6 relative).
-    ``hpi_config.fold_preprocess=False`` or an explicit ``backend_config.fold_preprocess`` keeps the choice."""
-    spec = source.spec.preprocess
-    layouts = get_backend(choice.backend).capabilities.input_layouts
-    if (not hpi_config.fold_preprocess or "fold_preprocess" in hpi_config.backend_config
-            or choice.config.fold_preprocess or "NHWC_U8" not in layouts or spec is None
-            or spec.output_size is None or not spec.channels_first):
+    Runtime, OpenVINO) and the model has a fixed input size (:func:`~hpi.selection.candidates.folds_preprocessing`);
+    the CPU then only decodes, resizes and crops. The folded graph computes the same values (ONNX Runtime:
+    identical; OpenVINO: within 1e-6 relative)."""
+    if not folds_preprocessing(choice.backend, choice.config.fold_preprocess, source, hpi_config):
         return choice
     config = dataclasses.replace(choice.config, fold_preprocess=True)
     return dataclasses.replace(choice, config=config, reason=f"{choice.reason}; preprocessing folded into the graph")

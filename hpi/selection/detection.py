@@ -1,5 +1,5 @@
 """Detectors under measured selection: reference inputs prepared the detector's own way, and each candidate's
-post-NMS boxes, run and timed through the one detection path (:func:`hpi.models.detection.detect_rows`).
+post-NMS boxes, run and timed through the one detection path (:func:`hpi.models.detector_ops.detect_rows`).
 
 :mod:`hpi.selection.measure` hands detectors to this module (its parent process for the inputs and outputs, the
 measuring child for running a candidate); :func:`hpi.selection.gate.compare_detections` judges the boxes.
@@ -17,7 +17,7 @@ import numpy as np
 from hpi.backends.base import Engine
 from hpi.config import AccuracyGate
 from hpi.model import ModelSource
-from hpi.models.detection import DetectionSpec, PreparedImage, detect_rows, prepare_image
+from hpi.models.detector_ops import DetectionSpec, PreparedImage, detect_rows, prepare_image
 from hpi.selection.gate import Detections, reproducible_images
 
 _NAMES, _THRESHOLD, _IMAGE, _IM_SHAPE, _SCALE = "names", "draw_threshold", "image", "im_shape", "scale_factor"
@@ -44,7 +44,7 @@ def write_arrays(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
 
 
 def prepared_images(inputs: Mapping[str, np.ndarray]) -> list[PreparedImage]:
-    """The :class:`~hpi.models.detection.PreparedImage` list that :func:`reference_inputs` wrote."""
+    """The :class:`~hpi.models.detector_ops.PreparedImage` list that :func:`reference_inputs` wrote."""
     shapes, scales = inputs[_IM_SHAPE], inputs[_SCALE]
     return [PreparedImage(inputs[f"{_IMAGE}{i}"], (float(shapes[i][0]), float(shapes[i][1])),
                           (float(scales[i][0]), float(scales[i][1]))) for i in range(len(shapes))]

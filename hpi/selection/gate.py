@@ -34,7 +34,7 @@ class Accuracy:
 
 @dataclass(frozen=True, eq=False)
 class Detections:
-    """A detector's post-NMS output on the reference images (:func:`hpi.models.detection.detect_rows`)."""
+    """A detector's post-NMS output on the reference images (:func:`hpi.models.detector_ops.detect_rows`)."""
 
     rows: tuple[np.ndarray, ...]  # per image [K, 6] rows (class_id, score, x1, y1, x2, y2), original-image pixels
     names: tuple[str, ...]  # the reference images, as the verdict names them

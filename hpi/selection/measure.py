@@ -12,34 +12,38 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 from numpy.lib.npyio import NpzFile
 
-from hpi.backends import get_backend
-from hpi.backends.base import Engine
 from hpi.cache import EngineCache
 from hpi.calibration import calibration_set
 from hpi.config import AccuracyGate, HpiConfig
-from hpi.device import Device, device_signature, parse_device, resolve_threads
+from hpi.device import Device, device_signature, resolve_threads
 from hpi.errors import BackendUnavailableError, HpiError, InvalidConfigError
-from hpi.harness import CpuWatch, IsolatedWorker, Timing, run_isolated, time_callable, wait_until_quiet
+from hpi.harness import CpuWatch, IsolatedWorker, Timing, call_in_process, run_isolated, wait_until_quiet
 from hpi.model import ModelSource
 from hpi.preprocess.decode import decode_image
 from hpi.preprocess.reference import preprocess_batch
-from hpi.selection.candidates import Candidate, candidates, reference_candidate, reordering_variant
+from hpi.selection import detection
+from hpi.selection.candidates import (
+    Candidate,
+    candidates,
+    folds_preprocessing,
+    reference_candidate,
+    reordering_variant,
+)
 from hpi.selection.gate import Detections, compare_outputs, fp32_bound, relative_error, trusted_reference
 from hpi.selection.record import CandidateResult, SelectionRecord, library_versions
 
+WORKER = "hpi.selection.worker:measure_candidate"  # what each candidate's process runs, named, never imported
 SAMPLE_IMAGES = Path(__file__).resolve().parent.parent / "data" / "images"
 MEASURED_TASKS = ("classification", "embedding", "detection")  # what the accuracy gate can judge
 ROUNDS = 3  # interleaved timing rounds per candidate
@@ -58,7 +62,7 @@ def reference_inputs(source: ModelSource) -> np.ndarray | dict[str, np.ndarray]:
     """The built-in photos and their mirror images, preprocessed the reference way: real inputs for the gate. A
     detector's are prepared its own way, with their extra inputs (:func:`hpi.selection.detection.reference_inputs`)."""
     if source.spec.task == "detection":
-        return _detection().reference_inputs(source, reference_images())
+        return detection.reference_inputs(source, reference_images())
     if source.spec.task not in MEASURED_TASKS or source.spec.preprocess is None:
         raise InvalidConfigError(
             f"{source.name} is a {source.spec.task} model; measured selection judges "
@@ -76,113 +80,10 @@ def reference_images() -> list[tuple[str, np.ndarray]]:
     return images
 
 
-def _detection() -> ModuleType:
-    """:mod:`hpi.selection.detection`, imported when first used: it imports the detector model, which imports the
-    backend choice, which imports this module."""
-    from hpi.selection import detection
-
-    return detection
-
-
 def load_outputs(path: Path) -> np.ndarray | Detections:
     """A candidate's outputs as its process wrote them: an array, or a detector's boxes (an ``.npz`` archive)."""
     loaded = np.load(path)
-    return _detection().read_detections(loaded) if isinstance(loaded, NpzFile) else loaded
-
-
-def engine_from_request(request: dict[str, Any]) -> tuple[ModelSource, Engine, float]:
-    """The loaded engine an isolated measurement asks for (keys model_dir, device, backend, config, cache_dir),
-    and the seconds its build and load took (cache hits included)."""
-    source = ModelSource.from_path(request["model_dir"])
-    backend = get_backend(request["backend"])
-    t0 = time.perf_counter()
-    engine = backend.engine(source, parse_device(request["device"]), request["config"],
-                            EngineCache(request["cache_dir"])).load()
-    return source, engine, time.perf_counter() - t0
-
-
-_KEPT: dict[str, tuple[ModelSource, Engine, float]] = {}  # engines kept loaded between rounds (``keep``)
-
-
-def _engine(request: dict[str, Any], config: dict[str, Any], keep: bool) -> tuple[ModelSource, Engine, float]:
-    """The engine ``request`` names with backend config ``config``: the kept one, or a new one (kept when
-    ``keep``)."""
-    key = json.dumps({**{k: request[k] for k in ("model_dir", "device", "backend", "cache_dir")}, "config": config},
-                     sort_keys=True)
-    if key in _KEPT:
-        return _KEPT[key]
-    loaded = engine_from_request({**request, "config": config})
-    if keep:
-        _KEPT[key] = loaded
-    return loaded
-
-
-def measure_candidate(request: dict[str, Any]) -> dict[str, Any]:
-    """Build, run and time one candidate (in its own process: an :class:`~hpi.harness.IsolatedWorker` that keeps
-    it for the next round, or :func:`~hpi.harness.run_isolated`).
-
-    Request keys: model_dir, device, backend, config, cache_dir, inputs (an .npy path), outputs (an .npy path to
-    write, or None), batch_size, budget_s, warmup; ``timed=False`` writes the outputs only (timing None);
-    ``e2e_image`` (a JPEG path) also times the path ``create_model(...).predict`` runs for this candidate, from the
-    decoded image to the top-k result, on backend config ``e2e_config`` (the candidate's, with preprocessing folded
-    where high-performance mode folds it); ``keep=True`` keeps the engines loaded in this process for the next
-    request naming the same candidate; ``{"close": True}`` closes every kept engine.
-    """
-    if request.get("close"):
-        for _, engine, _ in _KEPT.values():
-            engine.close()
-        _KEPT.clear()
-        return {}
-    keep = bool(request.get("keep"))
-    source, engine, build_s = _engine(request, request["config"], keep)
-    inputs = np.load(request["inputs"])
-    detector = isinstance(inputs, NpzFile)  # a detector's inputs (hpi.selection.detection.reference_inputs)
-    if request.get("outputs") and detector:
-        _detection().write_detections(engine, inputs, request["outputs"])
-    elif request.get("outputs"):
-        chunk = max(1, int(request.get("chunk", 8)))
-        outputs = np.concatenate([engine.run(inputs[i:i + chunk])[0] for i in range(0, len(inputs), chunk)])
-        np.save(request["outputs"], outputs)
-    timing = e2e = None
-    engines = [engine]
-    if request.get("timed", True):
-        bs = int(request["batch_size"])
-        if detector:
-            call = _detection().timed_call(engine, inputs, bs)
-        else:
-            batch = np.ascontiguousarray(np.resize(inputs, (bs, *inputs.shape[1:])))
-            call = functools.partial(engine.run, batch)
-        sync = getattr(engine, "synchronize", None)
-        # Fewer warm-up calls and a smaller floor for big batches: 10 warm-up calls of a large model at batch 8
-        # take longer than the timing itself.
-        options = {"warmup": int(request.get("warmup", max(3, 10 // bs))), "items_per_call": bs,
-                   "budget_s": float(request.get("budget_s", 3.0)), "min_iterations": max(10, 20 // bs)}
-        timing = time_callable(call, synchronize=sync, **options).to_dict()
-        if request.get("e2e_image") and not detector:  # a detector is timed from prepared tensors to boxes
-            e2e_config = request.get("e2e_config") or request["config"]
-            if e2e_config != request["config"]:
-                _, e2e_engine, _ = _engine(request, e2e_config, keep)
-                engines.append(e2e_engine)
-            e2e = time_end_to_end(source, engines[-1], request["e2e_image"], options).to_dict()
-    if not keep:
-        for e in engines:
-            e.close()
-    return {"timing": timing, "e2e_timing": e2e, "build_s": build_s, "describe": engine.describe()}
-
-
-def time_end_to_end(source: ModelSource, engine: Engine, image: str, options: dict[str, Any]) -> Timing:
-    """Time ``predict()`` of a :class:`~hpi.models.classification.Predictor` on ``engine`` (what
-    ``create_model`` builds around it: hpi's preprocessing, or the folded graph's uint8 input) from a decoded
-    image (BGR, as PaddleX takes arrays) to its top-k result, ``options["items_per_call"]`` images per call."""
-    from hpi.models.classification import Predictor  # imports hpi.selection.choice, which imports this module
-    from hpi.selection.choice import BackendChoice
-
-    choice = BackendChoice(engine.name, engine.config, "timed by the selection", "measured")
-    predictor = Predictor(source, engine, choice)  # not closed: the engine belongs to the caller
-    bs = int(options["items_per_call"])
-    bgr = np.ascontiguousarray(decode_image(Path(image).read_bytes(), image)[:, :, ::-1])
-    images = [bgr] * bs
-    return time_callable(lambda: list(predictor.predict(images, batch_size=bs)), **options)
+    return detection.read_detections(loaded) if isinstance(loaded, NpzFile) else loaded
 
 
 def select(
@@ -227,11 +128,11 @@ def select(
     with tempfile.TemporaryDirectory(prefix="hpi-select-") as tmp, contextlib.ExitStack() as stack:
         inputs_path = Path(tmp) / "inputs.npy"
         if detector:
-            _detection().write_arrays(inputs_path, inputs)
+            detection.write_arrays(inputs_path, inputs)
         else:
             np.save(inputs_path, inputs)
         stack.callback(lambda: [w.close() for w in workers.values()] if isolate
-                       else measure_candidate({"close": True}))
+                       else call_in_process(WORKER, {"close": True}))
 
         def run(cand: Candidate, out_path: Path | None, timed: bool = True, keep: bool = True) -> dict[str, Any]:
             request = {"model_dir": str(source.directory), "device": str(device), "backend": cand.backend,
@@ -240,16 +141,15 @@ def select(
                        "budget_s": round_budget_s / 2, "timed": timed, "keep": keep,  # ... inference and e2e
                        **({} if detector else {"e2e_image": e2e_image,
                                                "e2e_config": end_to_end_config(cand, source, hpi_config)})}
-            function = f"{__name__}:measure_candidate"
             if not isolate:
                 with CpuWatch([]) as watch:
-                    answer = measure_candidate(request)
+                    answer = call_in_process(WORKER, request)
                 return {**answer, "other_cores": watch.other_cores}  # read after the block: measured then
             if not keep:
-                return run_isolated(function, request)
+                return run_isolated(WORKER, request)
             key = json.dumps(dataclasses.asdict(cand), sort_keys=True)
             if key not in workers:
-                workers[key] = IsolatedWorker(function)
+                workers[key] = IsolatedWorker(WORKER)
             worker = workers[key]
             best: dict[str, Any] | None = None
             for _ in range(1 + RETRIES):  # a round a noisy neighbour disturbed is timed again
@@ -287,7 +187,7 @@ def select(
             variant_out = load_outputs(Path(tmp) / "variant.npy")
             spread_note = describe_variant(variant)
             if isinstance(variant_out, Detections):  # boxes: judged where fp32 reordering reproduces them
-                measured, left_out = _detection().judge_reproducible(measured, variant_out, gate)
+                measured, left_out = detection.judge_reproducible(measured, variant_out, gate)
                 spread, spread_note = None, f"{spread_note}; {left_out}"
             else:
                 spread = relative_error(measured[0][1], variant_out)
@@ -380,13 +280,9 @@ class Round:
 
 def end_to_end_config(cand: Candidate, source: ModelSource, hpi_config: HpiConfig) -> dict[str, Any]:
     """The backend config ``create_model`` would run ``cand`` with: in high-performance mode, preprocessing folded
-    into the graph where the backend can fold it (:func:`hpi.selection.choice.fold_preprocessing`)."""
-    from hpi.selection.choice import BackendChoice, fold_preprocessing  # that module imports this one
-
-    backend = get_backend(cand.backend)
-    choice = fold_preprocessing(BackendChoice(cand.backend, backend.make_config(cand.config), "", "measured"),
-                                source, hpi_config)
-    return {**cand.config, "fold_preprocess": True} if choice.config.fold_preprocess else cand.config
+    into the graph where the backend can fold it (:func:`~hpi.selection.candidates.folds_preprocessing`)."""
+    folds = folds_preprocessing(cand.backend, bool(cand.config.get("fold_preprocess")), source, hpi_config)
+    return {**cand.config, "fold_preprocess": True} if folds else cand.config
 
 
 def with_rounds(result: CandidateResult, rounds: list[Round]) -> CandidateResult:

@@ -15,7 +15,7 @@ models with ``export.post_process`` and ``export.nms`` on:
   ``fetch_name_1``; PaddleX takes them by position.
 * the decoding, the division by ``scale_factor`` and ``multiclass_nms3`` (score > 0.025, 1000 candidates,
   IoU 0.6, 100 kept) are inside the graph. paddle2onnx 2.1 converts the NMS at opset 17, but the ONNX graph it
-  writes is valid for batch 1 only. :func:`hpi.models.detection.multiclass_nms` reproduces the op in numpy for
+  writes is valid for batch 1 only. :func:`hpi.models.detector_ops.multiclass_nms` reproduces the op in numpy for
   the NMS-free network
   (:func:`hpi.zoo.catalogue.pp_shituv2.build_detector` with ``nms=False``), which takes any batch.
 

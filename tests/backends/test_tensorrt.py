@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hpi.build import tensorrt as trt_build
 
 from hpi import cuda, trtlibs
 from hpi.backends import get_backend, list_backends
 from hpi.backends import tensorrt as trt_backend
 from hpi.backends.tensorrt import TensorRtBackend, TensorRtConfig
+from hpi.build import tensorrt as trt_build
 from hpi.cache import EngineCache
 from hpi.device import Device, cuda_device_count
 from hpi.errors import BackendUnavailableError, InvalidInputError

@@ -16,10 +16,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from hpi.errors import InvalidConfigError, InvalidInputError, ModelSourceError, PredictionError
 from hpi.model import ModelSource
-from hpi.models.detection import (
+from hpi.models.detection import create_detector
+from hpi.models.detector_ops import (
     DetectionSpec,
     NmsSettings,
-    create_detector,
     decode_picodet_heads,
     detect_rows,
     multiclass_nms,

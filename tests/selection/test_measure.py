@@ -14,7 +14,7 @@ from hpi.device import Device
 from hpi.errors import HpiInternalError
 from hpi.harness import Timing
 from hpi.model import ModelSource
-from hpi.selection import measure
+from hpi.selection import measure, worker
 from hpi.selection.candidates import Candidate
 from hpi.selection.choice import choice_from_record
 from hpi.selection.gate import fp32_bound
@@ -81,7 +81,7 @@ def crash_on_openvino(request):
     """Run in the measuring child process: a bug (not an HpiError) while measuring the OpenVINO candidate."""
     if request["backend"] == "openvino":
         raise KeyError("simulated bug in the openvino candidate")
-    return measure.measure_candidate(request)
+    return worker.measure_candidate(request)
 
 
 def test_a_bug_in_a_candidate_process_surfaces_with_its_traceback(toy_dir, tmp_path, monkeypatch):
@@ -178,7 +178,7 @@ def test_the_choice_compares_end_to_end_rounds_where_they_were_timed():
 
 def test_candidates_are_timed_in_interleaved_rounds_within_the_budget(toy_dir, tmp_path, monkeypatch):
     calls = []
-    real = measure.measure_candidate
+    real = worker.measure_candidate
 
     def logged(request):  # noqa: ANN001, ANN202
         if not request.get("close"):
@@ -186,14 +186,14 @@ def test_candidates_are_timed_in_interleaved_rounds_within_the_budget(toy_dir, t
         return real(request)
 
     loads = []
-    real_load = measure.engine_from_request
-    monkeypatch.setattr(measure, "measure_candidate", logged)
-    monkeypatch.setattr(measure, "engine_from_request", lambda request: loads.append(1) or real_load(request))
+    real_load = worker.engine_from_request
+    monkeypatch.setattr(worker, "measure_candidate", logged)
+    monkeypatch.setattr(worker, "engine_from_request", lambda request: loads.append(1) or real_load(request))
     record = measure.select(ModelSource.from_path(toy_dir), CPU, HpiConfig(threads=1, allow_reduced_precision=False),
                             cache=EngineCache(tmp_path), budget_s=0.3, rounds=3, isolate=False)
     # Each engine loaded once and kept through the rounds, then closed: three candidates, the reordering variant,
     # and the folded graphs that ONNX Runtime and OpenVINO run end to end in high-performance mode.
-    assert len(loads) == 6 and not measure._KEPT
+    assert len(loads) == 6 and not worker._KEPT
     timed = [backend for backend, is_timed, _, _ in calls if is_timed]
     first = timed[:3]
     # reference, A, B, then B, A, reference, then reference, A, B: no candidate always follows the same one

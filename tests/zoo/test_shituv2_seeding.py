@@ -289,7 +289,7 @@ def test_nms_free_variant_with_numpy_nms_gives_the_graph_result(exported_det):
         boxes, scores = raw(image, scale)
     from dataclasses import asdict
 
-    from hpi.models.detection import NmsSettings, multiclass_nms
+    from hpi.models.detector_ops import NmsSettings, multiclass_nms
 
     settings = NmsSettings(**asdict(pp_shituv2.DEFAULT_NMS))  # the graph's multiclass_nms3 settings
     got, got_num = multiclass_nms(boxes.numpy(), scores.numpy(), settings)

@@ -38,7 +38,7 @@ DEFAULT_NMS = NmsConfig()
 def build_detector(*, nms: bool = True) -> Any:
     """PicoDet-LCNet x2.5 as PP-ShiTuV2_det, unseeded, in eval mode.
 
-    ``nms=False`` leaves NMS out of the graph (any batch size; see :func:`hpi.models.detection.multiclass_nms`).
+    ``nms=False`` leaves NMS out of the graph (any batch size; see :func:`hpi.models.detector_ops.multiclass_nms`).
     """
     from hpi.zoo.nets.picodet import PicoDet
 
