@@ -57,8 +57,10 @@ from hpi.model import ModelSource  # noqa: E402
 from hpi.preprocess.reference import preprocess_batch  # noqa: E402
 from hpi.selection.candidates import Candidate, candidates, reference_candidate, reordering_variant  # noqa: E402
 from hpi.selection.gate import compare_outputs, fp32_bound, relative_error  # noqa: E402
-from hpi.selection.measure import WORKER  # noqa: E402
-from hpi.selection.measure import reference_inputs  # noqa: E402
+from hpi.selection.measure import (
+    WORKER,  # noqa: E402
+    reference_inputs,  # noqa: E402
+)
 from tests.conftest import IMAGENET_NORM, package_file, write_yml  # noqa: E402
 from tests.models.conftest import make_layout_dir  # noqa: E402
 from tests.perturb import perturbed_copy  # noqa: E402
