@@ -10,7 +10,7 @@ Two commands, each printing Markdown (and writing JSON with ``--json``):
   and the verdict of the default gate.
 * ``select MODEL_DIR``: :func:`hpi.selection.measure.select` at batch 1 (the ranking, verdicts and winner).
 
-Run timing figures under ``/work/wt/measure`` on a quiet machine; the load average is printed with them.
+Run timing figures on a quiet machine (nothing else heavy running); the load average is printed with them.
 """
 
 from __future__ import annotations

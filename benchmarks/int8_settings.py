@@ -1,9 +1,9 @@
 """Compare int8 quantisation settings (NNCF for OpenVINO, quantize_static for ONNX Runtime) on zoo models.
 
-Two phases, so that building (CPU-heavy) and timing (needs a quiet machine) run under different wrappers:
+Two phases, so that building (CPU-heavy) can run beside other work and timing on a quiet machine:
 
-    HPI_CACHE_DIR=/tmp/c /work/wt/heavy python benchmarks/int8_settings.py build --models PP-LCNet_x1_0
-    HPI_CACHE_DIR=/tmp/c /work/wt/measure python benchmarks/int8_settings.py time --models PP-LCNet_x1_0
+    HPI_CACHE_DIR=/tmp/c python benchmarks/int8_settings.py build --models PP-LCNet_x1_0
+    HPI_CACHE_DIR=/tmp/c python benchmarks/int8_settings.py time --models PP-LCNet_x1_0
 
 ``build`` quantises every variant into the engine cache and writes each one's drift against the Paddle fp32
 reference (top-1 agreement, top-5 overlap, cosine, relative error on the built-in photos and their mirrors);

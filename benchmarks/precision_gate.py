@@ -21,7 +21,7 @@ first convolution moved by 10% of that tensor's largest value (fp32: beyond reor
 seeded noise (run as the first reduced-precision candidate: a conversion whose answers change), and a naive int8
 quantisation (ONNX Runtime QDQ calibrated on random noise, no safeguards).
 
-Timing is not measured here: run it with ``/work/wt/heavy`` or plainly. Run:
+Timing is not measured here, so it may run beside other work. Run:
 ``python benchmarks/precision_gate.py [--models doc_ori,ocr_cls,layout] [--out benchmarks/results]``;
 writes ``precision_gate_<cpu-kind>.md`` and ``.json``.
 """
