@@ -3,8 +3,9 @@
 1. **Offline scan.** The image_classification pipeline (same model, backend and threads as the server) classifies the
    test image from its file (read, decode, preprocess, infer, top-k) at batch sizes 1..8, ``--offline-seconds``
    each; the fastest batch size is the offline reference's.
-2. **Rounds.** ``python -m hpi.serving`` is started on 127.0.0.1 with the same settings. ``--rounds`` times: the
-   offline pipeline runs ``--offline-slice-seconds`` at that batch size while the server idles, then ``--clients``
+2. **Rounds.** ``python -m hpi.serving`` is started on 127.0.0.1 with the same settings (``--max-batch auto``:
+   the server's max batch is the scan's best batch size, both sides then run batches of one size). ``--rounds``
+   times: the offline pipeline runs ``--offline-slice-seconds`` at that batch size while the server idles, then ``--clients``
    keep-alive connections each send the seeds' request (``{"image": <Base64 JPEG>}``, plus ``"visualize": false``
    with ``--no-image``) in a loop for ``--duration / --rounds`` seconds (after ``--warmup`` seconds in the first
    round, 1 s in the others). Alternating slices make other work on a shared machine weigh on both sides alike.
@@ -112,6 +113,15 @@ class OfflineBench:
 
 
 # --------------------------------------------------------------------------------------------------- server
+
+
+def max_batch_arg(value: str) -> int | str:
+    """``--max-batch``: a positive integer, or ``auto``."""
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {value!r}")
+    return int(value)
 
 
 def free_port() -> int:
@@ -355,7 +365,8 @@ def conditions(args: argparse.Namespace) -> dict[str, Any]:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "threads": args.threads, "clients": args.clients, "duration_s": args.duration, "warmup_s": args.warmup,
-            "max_requests": args.max_requests, "max_batch": args.max_batch, "window_ms": args.window_ms,
+            "max_requests": args.max_requests, "max_batch": args.max_batch,
+            "max_batch_from": getattr(args, "max_batch_from", "given"), "window_ms": args.window_ms,
             "rounds": args.rounds, "offline_slice_seconds": args.offline_slice_seconds,
             "use_hpip": args.use_hpip, "visualize": not (args.no_visualize or args.no_image),
             "image": str(args.image),
@@ -373,7 +384,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"({c['cores']} cores, shared with the load generator and with other work: see the load average), "
         f"{c['clients']} clients, {c['duration_s']:g} s measured in {c['rounds']} slices, each after "
         f"{c['offline_slice_seconds']:g} s of offline prediction at batch {o['batch_size']}; max batch "
-        f"{c['max_batch']}, window {c['window_ms']:g} ms, visualisation {'on' if c['visualize'] else 'off'}, image "
+        f"{c['max_batch']} ({c.get('max_batch_from', 'given')}), window {c['window_ms']:g} ms, visualisation {'on' if c['visualize'] else 'off'}, image "
         f"{Path(c['image']).name}.",
         "",
         "| | value |",
@@ -419,7 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=60.0, help="measured seconds (default: 60)")
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first (default: 3)")
     parser.add_argument("--max-requests", type=int, default=200_000, help="bound on requests sent (default: 200000)")
-    parser.add_argument("--max-batch", type=int, default=8, help="server max batch (default: 8)")
+    parser.add_argument("--max-batch", type=max_batch_arg, default=8,
+                        help="server max batch (default: 8), or 'auto': the batch size the offline scan found "
+                             "fastest, so that both sides run the same batch size")
     parser.add_argument("--window-ms", type=float, default=2.0, help="server batching window (default: 2)")
     parser.add_argument("--no-visualize", action="store_true", help="server sends result.image as null")
     parser.add_argument("--loop-niceness", type=int, default=None,
@@ -450,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
         bench = OfflineBench(config, args)
         scan = bench.scan(args.offline_seconds)
         batch = max(scan, key=lambda r: r["images_per_s"])["batch_size"]
+        args.max_batch_from = "the offline scan's best" if args.max_batch == "auto" else "given"
+        args.max_batch = batch if args.max_batch == "auto" else args.max_batch
         load_before = os.getloadavg()
         port = free_port()
         proc = start_server(config, port, args)
