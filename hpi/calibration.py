@@ -42,6 +42,10 @@ class CalibrationSet:
         """What the set contributes to cache and decision keys."""
         return {"content": self.content_hash, "images": len(self.files)}
 
+    def images(self) -> list[np.ndarray]:
+        """The images decoded, RGB uint8 HWC, in file-name order."""
+        return [_decode(path) for path in self.files]
+
     def tensors(self, spec: object) -> np.ndarray:
         """The images decoded and preprocessed the model's own way (``spec``: its
         :class:`~hpi.preprocess.spec.PreprocessSpec`), as one float32 batch."""
@@ -49,7 +53,7 @@ class CalibrationSet:
 
         if spec is None:
             raise InvalidConfigError("int8 calibration needs the model's image preprocessing (inference.yml)")
-        return preprocess_batch(spec, [_decode(path) for path in self.files])  # type: ignore[arg-type]
+        return preprocess_batch(spec, self.images())  # type: ignore[arg-type]
 
 
 def _decode(path: Path) -> np.ndarray:

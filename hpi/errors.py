@@ -32,6 +32,11 @@ class ExportError(HpiError):
     """Converting a model (Paddle to ONNX, ONNX to OpenVINO IR or TensorRT) failed."""
 
 
+class EngineBuildError(HpiError):
+    """A backend's library refused to build or load an engine for this model (an operator or precision it does
+    not support for this graph): that candidate cannot run, the others can."""
+
+
 class EngineCacheError(HpiError):
     """The engine cache is unusable (unwritable directory, corrupted entry that cannot be rebuilt)."""
 

@@ -9,12 +9,13 @@ A :class:`Backend` says what it can do (:class:`Capabilities`) and, for a device
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -24,6 +25,8 @@ from hpi.cache import EngineCache
 from hpi.device import Device, precision_reason
 from hpi.errors import (
     BackendUnavailableError,
+    EngineBuildError,
+    HpiError,
     HpiInternalError,
     InferenceError,
     InvalidConfigError,
@@ -263,6 +266,20 @@ class Backend(ABC):
             if spec is None or spec.output_size is None:
                 raise InvalidConfigError(f"{source.name}: folding preprocessing needs a fixed input size (a crop)")
         return self.engine_class(self, source, device, cfg, cache or EngineCache())
+
+
+@contextlib.contextmanager
+def library_refusal(what: str) -> Iterator[None]:
+    """Turn an exception of a backend's own library while building or loading an engine (Paddle's
+    ``create_predictor``, ONNX Runtime's ``InferenceSession``, OpenVINO's ``compile_model``) into an
+    :class:`~hpi.errors.EngineBuildError` that starts with ``what``; hpi's own errors pass through unchanged."""
+    try:
+        yield
+    except (HpiError, HpiInternalError):
+        raise
+    except Exception as exc:  # the libraries raise ValueError, RuntimeError or their own types for a graph they refuse
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EngineBuildError(f"{what}: {type(exc).__name__}: {first}") from exc
 
 
 def check_batch(array: np.ndarray, expected: Sequence[int | None], name: str) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hpi.backends.base import Backend, BackendConfig, Capabilities, Engine
+from hpi.backends.base import Backend, BackendConfig, Capabilities, Engine, library_refusal
 from hpi.build.artefact import Artefact
 from hpi.build.onnx import model_onnx, onnx_inputs
 from hpi.build.quantize import quantize_onnx
@@ -80,8 +80,9 @@ class OrtEngine(Engine):
         options = self._options(ort)
         providers = self._providers(ort, model)
         # enable_fallback=0: a provider that fails to start raises instead of the session quietly dropping it.
-        self._session = ort.InferenceSession(str(model.path), sess_options=options, providers=providers,
-                                             enable_fallback=0)
+        with library_refusal(f"ONNX Runtime cannot load the {cfg.precision} model of {self.source.name}"):
+            self._session = ort.InferenceSession(str(model.path), sess_options=options, providers=providers,
+                                                 enable_fallback=0)
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
         for info in self._session.get_inputs():

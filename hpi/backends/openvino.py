@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hpi.backends.base import Backend, BackendConfig, Capabilities, Engine
+from hpi.backends.base import Backend, BackendConfig, Capabilities, Engine, library_refusal
 from hpi.build.openvino import compile_cached, convert_ir
 from hpi.build.quantize import quantize_openvino
 from hpi.calibration import calibration_set
@@ -98,7 +98,8 @@ class OpenVinoEngine(Engine):
 
     def _compile(self, model, batch: int | None):  # noqa: ANN001, ANN202
         def compile_model():  # noqa: ANN202
-            return self._core.compile_model(model, "CPU", self._properties)
+            with library_refusal(f"OpenVINO cannot compile the {self.config.precision} model of {self.source.name}"):
+                return self._core.compile_model(model, "CPU", self._properties)
 
         if not self.config.compile_cache:
             return compile_model()

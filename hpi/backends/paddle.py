@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hpi.backends.base import Backend, BackendConfig, Capabilities, Engine
+from hpi.backends.base import Backend, BackendConfig, Capabilities, Engine, library_refusal
 from hpi.build.paddle_trt import convert_pir, image_profile, input_names, tensorrt_reason
 from hpi.build.runtime_cache import ScratchCopy, warmed_copy
 from hpi.cache import EngineCache
@@ -72,7 +72,8 @@ class PaddleEngine(Engine):
                                             lambda d: self._warm_up(pi, d),
                                             "Paddle-TensorRT optimisation cache, built by a warm-up")
                 optim_dir = self._scratch.path
-        self._predictor = pi.create_predictor(self._config(pi, model_file, params_file, optim_dir))
+        with library_refusal(f"Paddle Inference cannot build a {cfg.precision} predictor for {src.name}"):
+            self._predictor = pi.create_predictor(self._config(pi, model_file, params_file, optim_dir))
         self.input_names = list(self._predictor.get_input_names())
         self.output_names = list(self._predictor.get_output_names())
         spec = src.spec.preprocess

@@ -41,6 +41,13 @@ from hpi.cache import EngineCache
 from hpi.calibration import CalibrationSet
 from hpi.errors import BackendUnavailableError, ExportError
 from hpi.model import ModelSource
+from hpi.models.detector_ops import (
+    IM_SHAPE_INPUT,
+    IMAGE_INPUT,
+    SCALE_FACTOR_INPUT,
+    DetectionSpec,
+    prepare_image,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -92,10 +99,24 @@ def first_and_last(ops: list[tuple[str, str]], first_types: tuple[str, ...], las
     return list(dict.fromkeys(names))
 
 
-def _samples(source: ModelSource, calibration: CalibrationSet) -> np.ndarray:
-    data = calibration.tensors(source.spec.preprocess)
+def calibration_samples(source: ModelSource, calibration: CalibrationSet, input_names: list[str]
+                        ) -> list[dict[str, np.ndarray]]:
+    """One feed per calibration image, keyed by the graph's ``input_names``, prepared the model's own way: a
+    classifier's preprocessed image (its one input), or a detector's image with the ``scale_factor`` and
+    ``im_shape`` its graph takes (:func:`hpi.models.detector_ops.prepare_image`)."""
     logger.info("calibrating %s on %s", source.name, calibration.label)
-    return data
+    if source.spec.task != "detection":
+        data = calibration.tensors(source.spec.preprocess)
+        return [{input_names[0]: data[i:i + 1]} for i in range(len(data))]
+    spec = DetectionSpec.from_source(source)
+    feeds = []
+    for rgb in calibration.images():
+        prepared = prepare_image(spec, rgb)
+        feed = {IMAGE_INPUT: prepared.image[None],
+                SCALE_FACTOR_INPUT: np.asarray([prepared.scale_factor], np.float32),
+                IM_SHAPE_INPUT: np.asarray([prepared.im_shape], np.float32)}
+        feeds.append({name: feed[name] for name in input_names})
+    return feeds
 
 
 def _quietly(failure: str, step: Callable[[], Any]) -> Any:
@@ -135,13 +156,13 @@ def quantize_openvino(source: ModelSource, cache: EngineCache, calibration: Cali
 
     def build(out: Path) -> None:
         model = ov.Core().read_model(str(ir.path))
-        data = _samples(source, calibration)
+        feeds = calibration_samples(source, calibration, [i.get_any_name() for i in model.inputs])
         ops = [(op.get_friendly_name(), op.get_type_name()) for op in model.get_ordered_ops()]
         keep = first_and_last(ops, ("Convolution",), ("MatMul", "Convolution"), settings)
-        dataset = nncf.Dataset([data[i:i + 1] for i in range(len(data))])
+        dataset = nncf.Dataset(feeds)
         quantized = _quietly(f"NNCF could not quantise {source.name} to int8", lambda: nncf.quantize(
             model, dataset, preset=nncf.QuantizationPreset(settings.preset), target_device=nncf.TargetDevice.CPU,
-            subset_size=len(data), fast_bias_correction=settings.fast_bias_correction,
+            subset_size=len(feeds), fast_bias_correction=settings.fast_bias_correction,
             ignored_scope=nncf.IgnoredScope(names=keep, validate=False) if keep else None))
         ov.save_model(quantized, str(out / OPENVINO_FILE), compress_to_fp16=False)
 
@@ -149,10 +170,10 @@ def quantize_openvino(source: ModelSource, cache: EngineCache, calibration: Cali
 
 
 class _Reader:
-    """ONNX Runtime's CalibrationDataReader protocol over preprocessed samples, one image per batch."""
+    """ONNX Runtime's CalibrationDataReader protocol over prepared feeds, one image per batch."""
 
-    def __init__(self, name: str, data: np.ndarray) -> None:
-        self._items = iter([{name: data[i:i + 1]} for i in range(len(data))])
+    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+        self._items = iter(feeds)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._items, None)
@@ -180,7 +201,6 @@ def quantize_onnx(source: ModelSource, cache: EngineCache, calibration: Calibrat
                           f"{settings.activations!r} (known {sorted(types)}) not understood")
 
     def build(out: Path) -> None:
-        data = _samples(source, calibration)
         with tempfile.TemporaryDirectory(prefix="hpi-quant-") as tmp:
             model_in = exported.path
             if settings.pre_process:
@@ -192,9 +212,10 @@ def quantize_onnx(source: ModelSource, cache: EngineCache, calibration: Calibrat
             ops = [(node.name, node.op_type) for node in model.graph.node]
             keep = first_and_last(ops, ("Conv",), ("Gemm", "MatMul", "Conv"), settings)
             initializers = {t.name for t in model.graph.initializer}
-            input_name = next(i.name for i in model.graph.input if i.name not in initializers)
+            feeds = calibration_samples(source, calibration,
+                                        [i.name for i in model.graph.input if i.name not in initializers])
             _quietly(f"ONNX Runtime could not quantise {source.name} to int8", lambda: q.quantize_static(
-                str(model_in), str(out / INT8_ONNX_FILE), _Reader(input_name, data),
+                str(model_in), str(out / INT8_ONNX_FILE), _Reader(feeds),
                 quant_format=q.QuantFormat.QDQ, per_channel=settings.per_channel,
                 activation_type=types[settings.activations], weight_type=q.QuantType.QInt8,
                 calibrate_method=methods[settings.method], nodes_to_exclude=keep,
