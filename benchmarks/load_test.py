@@ -148,7 +148,10 @@ def start_server(config: Path, port: int, args: argparse.Namespace) -> subproces
     if args.profile:  # py-spy samples the server's Python stacks (folded, one line per stack) while it runs
         cmd = ["py-spy", "record", "--rate", "200", "--format", "raw", "--threads", "--output", str(args.profile),
                "--", *cmd]
-    return subprocess.Popen(cmd, cwd=ROOT)
+    env = dict(os.environ)
+    if args.server_kmp_blocktime is not None:  # the server's Intel OpenMP spin time, the offline side's unchanged
+        env["KMP_BLOCKTIME"] = args.server_kmp_blocktime
+    return subprocess.Popen(cmd, cwd=ROOT, env=env)
 
 
 def http_get_json(port: int, path: str) -> tuple[int, dict[str, Any]]:
@@ -439,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=max_batch_arg, default=8,
                         help="server max batch (default: 8), or 'auto': the batch size the offline scan found "
                              "fastest, so that both sides run the same batch size")
+    parser.add_argument("--server-kmp-blocktime", default=None,
+                        help="KMP_BLOCKTIME (ms) for the server only (default: as the offline side, 1)")
     parser.add_argument("--window-ms", type=float, default=2.0, help="server batching window (default: 2)")
     parser.add_argument("--no-visualize", action="store_true", help="server sends result.image as null")
     parser.add_argument("--loop-niceness", type=int, default=None,
@@ -539,6 +544,8 @@ def main(argv: list[str] | None = None) -> int:
                                           "load_average_during_load": [round(load_before[0], 2),
                                                                        round(load_after[0], 2)],
                                           "kmp_blocktime": os.environ.get("KMP_BLOCKTIME"),
+                                          "server_kmp_blocktime": args.server_kmp_blocktime
+                                          or os.environ.get("KMP_BLOCKTIME"),
                                           "loop_niceness": args.loop_niceness},
         "engine": bench.engine,
         "server_engine": {k: server_model[k] for k in ("name", "backend", "precision", "mode")},
