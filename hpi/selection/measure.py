@@ -6,6 +6,10 @@ real reference inputs (the built-in photos and their mirrors), checked against t
 Inference, or ONNX Runtime for ONNX-only models) and timed. Detectors are prepared, run and timed through
 :mod:`hpi.selection.detection` and judged on their post-NMS boxes. :func:`select` returns the
 :class:`~hpi.selection.record.SelectionRecord`; :mod:`hpi.selection.decision` caches it.
+
+This module is the deciding side; each candidate's process runs :mod:`hpi.selection.worker` (named by
+:data:`WORKER`, never imported here: the worker imports the model layer, which imports this module through the
+backend choice).
 """
 
 from __future__ import annotations
