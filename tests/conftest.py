@@ -7,7 +7,9 @@ one is an error here, not a skip, so CI cannot pass without them.
 from __future__ import annotations
 
 import importlib.util
+import random
 import shutil
+import socket
 import textwrap
 from pathlib import Path
 
@@ -224,3 +226,27 @@ def calibration_dir(tmp_path) -> Path:
 def cpu_with_bf16(monkeypatch):
     """The detected CPU flags plus AVX512-BF16, whatever this machine has."""
     _cpu_flags(monkeypatch, lambda f: True, add=("avx512f", "avx512_bf16"))
+
+
+def free_port() -> int:
+    """A free loopback port below the kernel's ephemeral range, for a server a test starts.
+
+    A port from ``bind(port 0)`` lies in the ephemeral range, from which any process's outgoing connection may take
+    it before the server binds it (Ray Serve's proxy once failed so: "Failed to bind to address 127.0.0.1:44265").
+    Ports below the range are never handed out that way.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port found below {low}")
+

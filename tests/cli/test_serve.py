@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 import yaml
 
 from hpi.cli.serve import register, settings_from_args
+from tests.conftest import free_port
 from tests.serving.conftest import b64, jpeg_bytes
 from tests.serving.test_app_classification import CLIENT
 
@@ -74,12 +74,6 @@ def test_building_the_parser_needs_no_web_framework():
     code = "import sys, hpi.cli; hpi.cli.build_parser(); print('fastapi' in sys.modules, 'uvicorn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.stdout.split() == ["False", "False"], out.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_serve_command_answers_the_seeds_client(toy_dir, tmp_path):

@@ -19,6 +19,7 @@ from hpi.scaleout.ray_batch import HpiClassifier, expand_input, run_batch
 from hpi.scaleout.ray_serve import REPLICA_HEADER, SharedIndexStore
 from hpi.selection.measure import SAMPLE_IMAGES
 from hpi.serving.common import ServeSettings
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -121,10 +122,6 @@ def _serve(app, port: int):
     return f"http://127.0.0.1:{port}"
 
 
-def _free_port() -> int:
-    from tests.scaleout.tritonserver import free_port
-
-    return free_port()
 
 
 def _classification_config(toy_dir) -> dict:
@@ -143,7 +140,7 @@ def test_serve_replicas_answer_the_seeds_client_like_hpi_serve(ray_cluster, toy_
     settings = ServeSettings(device="cpu", cache_dir=str(tmp_path / "cache"), index_dir=str(tmp_path / "idx"))
     config = _classification_config(toy_dir)
     url = _serve(build_application("image_classification", settings, config=config, replicas=2,
-                                   cpus_per_replica=1), _free_port())
+                                   cpus_per_replica=1), free_port())
     try:
         shutil.copy(SAMPLE_IMAGES / "chelsea.jpg", tmp_path / "demo.jpg")
         (tmp_path / "client.py").write_text(CLIENT.format(url=url), encoding="utf-8")
@@ -213,7 +210,7 @@ def test_shitu_add_on_one_replica_is_answered_by_another(ray_cluster, shitu_conf
     settings = ServeSettings(device="cpu", cache_dir=str(tmp_path / "cache"), index_dir=str(tmp_path / "idx"),
                              visualize=False)
     url = _serve(build_application("PP-ShiTuV2", settings, config=shitu_config, replicas=2, cpus_per_replica=1),
-                 _free_port())
+                 free_port())
     try:
         with httpx.Client(base_url=url, timeout=300) as client:
             built = client.post("/shitu-index-build", json={"imageLabelPairs": [

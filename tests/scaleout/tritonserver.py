@@ -13,13 +13,14 @@ import hashlib
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
 from pathlib import Path
+
+from tests.conftest import free_port
 
 # What the repository's Python models need inside Triton, besides the server itself.
 REQUIREMENTS = ("nvidia-pytriton>=0.7,<0.8", "numpy<2", "onnxruntime>=1.18", "opencv-python-headless>=4.8,<4.12")
@@ -68,12 +69,6 @@ def ensure_venv(timeout_s: float = 1500) -> Path:
             raise RuntimeError(f"creating the pytriton test venv at {path} failed ({' '.join(cmd[:4])} ...):\n{tail}")
     stamp.write_text(wanted)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class TritonServer:
