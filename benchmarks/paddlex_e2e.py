@@ -331,10 +331,11 @@ def render_md(rep: dict[str, Any], argv: list[str]) -> str:
     }
     m = rep["machine"]
     v = rep["versions"]
+    nice = ["nice", "-n", str(m["niceness"])] if m["niceness"] else []  # the command as it was run
     lines = [
         "# End to end: PaddleX normal mode vs hpi (JPEG path to top-5, batch 1)",
         "",
-        f"`{shlex.join(['nice', '-n', '19', '/tmp/pdxvenv/bin/python', 'benchmarks/paddlex_e2e.py', *argv])}`",
+        f"`{shlex.join([*nice, sys.executable, 'benchmarks/paddlex_e2e.py', *argv])}`",
         "",
         f"{rep['model']} ({rep['weights']} weights, {rep['model_dir']}), 500x375 JPEG (quality 90, "
         f"{rep['image']['bytes']} bytes, from {rep['image']['source']}), `predict(path, batch_size=1, topk=5)`; "
