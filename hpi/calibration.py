@@ -56,22 +56,23 @@ class CalibrationSet:
         return preprocess_batch(spec, self.images())  # type: ignore[arg-type]
 
 
-def _decode(path: Path) -> np.ndarray:
+def _decode(path: Path, option: str = "calibration_data") -> np.ndarray:
     from hpi.preprocess.decode import decode_image
 
     try:
         return decode_image(path.read_bytes(), str(path))
     except (InvalidInputError, OSError) as exc:
-        raise InvalidConfigError(f"calibration_data: cannot decode image {path}: {exc}") from exc
+        raise InvalidConfigError(f"{option}: cannot decode image {path}: {exc}") from exc
 
 
 def _image_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def check_calibration_dir(directory: str | os.PathLike[str]) -> Path:
+def check_calibration_dir(directory: str | os.PathLike[str], option: str = "calibration_data") -> Path:
     """``directory`` as an absolute path, after checking that it exists and holds images that all decode (each
-    image is decoded once per process while its size and modification time stay the same).
+    image is decoded once per process while its size and modification time stay the same). ``option`` is the
+    ``hpi_config`` key the directory came from (``calibration_data``, ``gate_data``), for the messages.
 
     Raises:
         InvalidConfigError: naming the directory when it is missing, not a directory or holds no images, and
@@ -79,29 +80,31 @@ def check_calibration_dir(directory: str | os.PathLike[str]) -> Path:
     """
     path = Path(directory).expanduser()
     if not path.exists():
-        raise InvalidConfigError(f"calibration_data: directory {path} does not exist")
+        raise InvalidConfigError(f"{option}: directory {path} does not exist")
     if not path.is_dir():
-        raise InvalidConfigError(f"calibration_data: {path} is not a directory of images")
+        raise InvalidConfigError(f"{option}: {path} is not a directory of images")
     files = _image_files(path)
     if not files:
         raise InvalidConfigError(
-            f"calibration_data: directory {path} holds no images (expected files ending in {', '.join(IMAGE_SUFFIXES)})")
+            f"{option}: directory {path} holds no images (expected files ending in {', '.join(IMAGE_SUFFIXES)})")
     for file in files[:MAX_IMAGES]:
         stat = file.stat()
-        _check_decodes(file.resolve(), stat.st_size, stat.st_mtime_ns)
+        _check_decodes(file.resolve(), stat.st_size, stat.st_mtime_ns, option)
     return path.resolve()
 
 
 @functools.lru_cache(maxsize=4096)
-def _check_decodes(path: Path, size: int, mtime_ns: int) -> None:
+def _check_decodes(path: Path, size: int, mtime_ns: int, option: str) -> None:
     """Decode ``path`` once per (size, modification time): raises if it does not decode."""
-    _decode(path)
+    _decode(path, option)
 
 
-def calibration_set(directory: str | os.PathLike[str] | None = None) -> CalibrationSet:
-    """The calibration set of ``directory`` (checked by :func:`check_calibration_dir`), or the built-in photos."""
+def calibration_set(directory: str | os.PathLike[str] | None = None, option: str = "calibration_data"
+                    ) -> CalibrationSet:
+    """The image set of ``directory`` (checked by :func:`check_calibration_dir`), or the built-in photos. The
+    accuracy gate's own images (``hpi_config.gate_data``) are a set of the same kind (``option="gate_data"``)."""
     builtin = directory is None
-    path = BUILTIN_IMAGES if builtin else check_calibration_dir(directory)  # type: ignore[arg-type]
+    path = BUILTIN_IMAGES if builtin else check_calibration_dir(directory, option)  # type: ignore[arg-type]
     files = tuple(_image_files(path)[:MAX_IMAGES])
     digest = hashlib.sha256()
     for file in files:

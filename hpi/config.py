@@ -84,6 +84,10 @@ class HpiConfig:
     # content hash is part of the int8 engines' cache keys and of the decision key (a changed set re-selects).
     # Checked (exists, holds images that decode) where the choice is resolved (hpi.calibration).
     calibration_data: str | None = None
+    # The accuracy gate also judges every candidate on these images (a directory of images from the model's own
+    # domain: pages for a layout detector, text lines for a text classifier), besides the built-in photos and their
+    # mirrors, which are out of domain for such models. The set's content hash is part of the decision key.
+    gate_data: str | None = None
 
     def gate(self) -> AccuracyGate:
         """The :class:`AccuracyGate` with this config's overrides."""
@@ -111,4 +115,6 @@ class HpiConfig:
             raise InvalidConfigError("hpi_config.backend_config: expected a mapping")
         if cfg.calibration_data is not None and not isinstance(cfg.calibration_data, str | os.PathLike):
             raise InvalidConfigError(f"hpi_config.calibration_data: expected a directory, got {cfg.calibration_data!r}")
+        if cfg.gate_data is not None and not isinstance(cfg.gate_data, str | os.PathLike):
+            raise InvalidConfigError(f"hpi_config.gate_data: expected a directory, got {cfg.gate_data!r}")
         return cfg

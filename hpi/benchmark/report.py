@@ -242,11 +242,13 @@ def not_passing_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def fp32_bound_line(rec: SelectionRecord) -> str:
-    """The fp32 relative-error bound a selection used and the reordering spread it came from."""
+    """The fp32 relative-error bound a selection used, the reordering spread it came from, and the images the gate
+    judged."""
     if rec.fp32_bound is None:
         return "fp32 bound: not recorded (a decision made before the bound was measured)"
     spread = "-" if rec.fp32_spread is None else f"{rec.fp32_spread:.2e}"
-    return f"fp32 bound: {rec.fp32_bound:.2e} (reference's reordering spread {spread}: {rec.fp32_spread_from})"
+    line = f"fp32 bound: {rec.fp32_bound:.2e} (reference's reordering spread {spread}: {rec.fp32_spread_from})"
+    return f"{line}; the gate judged {rec.judged_on}" if rec.judged_on else line
 
 
 def format_csv(benches: Sequence[ModelBench]) -> str:

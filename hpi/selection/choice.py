@@ -60,6 +60,8 @@ def resolve_choice(source: ModelSource, device: Device, hpi_config: HpiConfig, *
     """
     if hpi_config.calibration_data is not None:
         check_calibration_dir(hpi_config.calibration_data)  # a clear error now, not when int8 is built
+    if hpi_config.gate_data is not None:
+        check_calibration_dir(hpi_config.gate_data, "gate_data")  # a clear error now, not in the measurement
     if hpi_config.backend is not None:
         choice = _explicit(source, device, hpi_config)
     elif not use_hpip:

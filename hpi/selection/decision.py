@@ -34,6 +34,8 @@ def decision_key(source: ModelSource, device: Device, hpi_config: HpiConfig, bat
         "gate": dataclasses.asdict(gate),
         "rule": measure.SELECTION_RULE,
         "int8": int8_key(hpi_config),
+        # Only when given, so that decisions cached without gate_data keep their keys.
+        **({"gate_data": calibration_set(hpi_config.gate_data, "gate_data").key()} if hpi_config.gate_data else {}),
     }
 
 

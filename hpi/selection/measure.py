@@ -62,26 +62,36 @@ SELECTION_RULE = (f"interleaved rounds, end to end; normal mode unless {MIN_GAIN
                   "rounds")
 
 
-def reference_inputs(source: ModelSource) -> np.ndarray | dict[str, np.ndarray]:
-    """The built-in photos and their mirror images, preprocessed the reference way: real inputs for the gate. A
+def reference_inputs(source: ModelSource, gate_data: str | None = None) -> np.ndarray | dict[str, np.ndarray]:
+    """The gate's images (:func:`reference_images`), preprocessed the reference way: real inputs for the gate. A
     detector's are prepared its own way, with their extra inputs (:func:`hpi.selection.detection.reference_inputs`)."""
     if source.spec.task == "detection":
-        return detection.reference_inputs(source, reference_images())
+        return detection.reference_inputs(source, reference_images(gate_data))
     if source.spec.task not in MEASURED_TASKS or source.spec.preprocess is None:
         raise InvalidConfigError(
             f"{source.name} is a {source.spec.task} model; measured selection judges "
             f"{', '.join(MEASURED_TASKS)} outputs only"
         )
-    return preprocess_batch(source.spec.preprocess, [rgb for _, rgb in reference_images()])
+    return preprocess_batch(source.spec.preprocess, [rgb for _, rgb in reference_images(gate_data)])
 
 
-def reference_images() -> list[tuple[str, np.ndarray]]:
-    """The built-in photos, each followed by its mirror image, named, as RGB uint8."""
+def reference_images(gate_data: str | None = None) -> list[tuple[str, np.ndarray]]:
+    """The built-in photos, each followed by its mirror image, then the images of ``gate_data`` (the user's own,
+    in file-name order, named ``<directory>/<file>``), named, as RGB uint8."""
     images = []
     for path in sorted(SAMPLE_IMAGES.glob("*.jpg")):
         rgb = decode_image(path.read_bytes(), str(path))
         images += [(path.name, rgb), (f"{path.name} mirrored", np.ascontiguousarray(rgb[:, ::-1]))]
+    if gate_data is not None:
+        own = calibration_set(gate_data, "gate_data")
+        images += [(f"{own.directory.name}/{file.name}", rgb) for file, rgb in zip(own.files, own.images())]
     return images
+
+
+def judged_on(gate_data: str | None) -> str:
+    """What the gate judged, for the record: the built-in photos and mirrors, plus the user's set if given."""
+    builtin = f"built-in photos and their mirrors ({2 * len(list(SAMPLE_IMAGES.glob('*.jpg')))} images)"
+    return builtin if gate_data is None else f"{builtin} + gate_data {calibration_set(gate_data, 'gate_data').label}"
 
 
 def load_outputs(path: Path) -> np.ndarray | Detections:
@@ -115,7 +125,8 @@ def select(
     bug (:class:`~hpi.errors.HpiInternalError`, also from the measuring child process) is raised.
     """
     gate = gate or hpi_config.gate()
-    inputs = reference_inputs(source)  # before anything is built: a model the gate cannot judge fails here
+    inputs = reference_inputs(source, hpi_config.gate_data)  # before anything is built: a model the gate
+    # cannot judge fails here
     cands, skipped = candidates(source, device, hpi_config)
     ref_cand = reference_candidate(source, device, hpi_config)
     if ref_cand not in cands:
@@ -258,6 +269,7 @@ def select(
         fp32_spread=spread,
         fp32_bound=bound,
         fp32_spread_from=spread_note,
+        judged_on=judged_on(hpi_config.gate_data),
         calibration=calibration_set(hpi_config.calibration_data).label
         if any(r.candidate.precision == "int8" for r in results if r.status != "unavailable") else "",
     )

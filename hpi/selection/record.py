@@ -86,6 +86,7 @@ class SelectionRecord:
     fp32_bound: float | None = None  # the fp32 relative-error bound used (hpi.selection.gate.fp32_bound)
     fp32_spread_from: str = ""  # the variant that measured the spread, or why none did
     calibration: str = ""  # int8 candidates' calibration set (CalibrationSet.label), "" when none was a candidate
+    judged_on: str = ""  # the images the accuracy gate judged (hpi.selection.measure.judged_on)
 
     @property
     def winner(self) -> CandidateResult:
