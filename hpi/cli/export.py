@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fp32-only", action="store_true")
     parser.add_argument("--calibrate", metavar="DIR",
                         help="calibrate int8 candidates on these images (default: the built-in photos)")
+    parser.add_argument("--gate-data", metavar="DIR",
+                        help="images from the model's own domain that the accuracy gate also judges every candidate "
+                             "on, besides the built-in photos")
     parser.add_argument("--cache-dir")
     add_triton_arguments(parser)
 
@@ -85,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     show = progress_printer()
     source = locate_model(args.model, args.model_dir, build=True)
     config = HpiConfig.from_dict({"threads": args.threads, "allow_reduced_precision": not args.fp32_only,
-                                  "calibration_data": args.calibrate})
+                                  "calibration_data": args.calibrate, "gate_data": args.gate_data})
     backends = args.backends.split(",") if args.backends else None
     prepared = prepare_engines(source, device, config, cache, backends=backends, progress=show)
     for build in prepared.builds:
@@ -98,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
               f"({prepared.record.reason()})")
         if prepared.record.calibration:
             print(f"int8 calibrated on {prepared.record.calibration}")
+        if prepared.record.judged_on:
+            print(f"the accuracy gate judged {prepared.record.judged_on}")
     print(f"engine cache: {cache.root}")
     for e in prepared.entries:
         print(f"  {e.kind:16} {e.size_bytes / 1e6:9.2f} MB  {e.path}")

@@ -44,3 +44,16 @@ def test_export_cli_calibrates_on_a_directory_and_names_a_bad_one(toy_dir, tmp_p
     assert main(["export", "--model", "ToyNet", "--model-dir", str(toy_dir), "--calibrate", str(missing),
                  "--cache-dir", str(cache)]) == 2
     assert f"calibration_data: directory {missing} does not exist" in capsys.readouterr().err
+
+
+def test_export_cli_judges_gate_data_and_names_a_bad_directory(toy_dir, tmp_path, capsys, calibration_dir):
+    cache = tmp_path / "cache"
+    assert main(["export", "--model", "ToyNet", "--model-dir", str(toy_dir), "--threads", "1", "--fp32-only",
+                 "--gate-data", str(calibration_dir), "--cache-dir", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert f"the accuracy gate judged built-in photos and their mirrors (8 images) + gate_data {calibration_dir}" in out
+    missing = tmp_path / "no-such-dir"
+    assert main(["export", "--model", "ToyNet", "--model-dir", str(toy_dir), "--gate-data", str(missing),
+                 "--cache-dir", str(cache)]) == 2
+    assert f"gate_data: directory {missing} does not exist" in capsys.readouterr().err
+
