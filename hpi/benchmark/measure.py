@@ -111,16 +111,18 @@ def bench_model(
     stages: bool = True,
     cache: EngineCache | None = None,
     progress: Callable[[str], None] | None = None,
+    gate_data: str | None = None,
 ) -> ModelBench:
     """Measure every candidate for each (threads, batch size), and the stage split of normal vs high-performance
-    mode. Each configuration runs in its own process."""
+    mode. Each configuration runs in its own process. ``gate_data``: a directory of images the accuracy gate also
+    judges (``hpi_config.gate_data``)."""
     cache = cache or EngineCache()
     result = ModelBench(source.name, weights_label(source), str(device))
     start_load = load_average()
     with tempfile.TemporaryDirectory(prefix="hpi-bench-") as tmp:
         image = stage_image(Path(tmp))
         for t in threads:
-            cfg = HpiConfig(threads=t, allow_reduced_precision=allow_reduced_precision)
+            cfg = HpiConfig(threads=t, allow_reduced_precision=allow_reduced_precision, gate_data=gate_data)
             for bs in batch_sizes:
                 label = f"{source.name} threads={resolve_threads(t) if not device.is_gpu else '-'} batch={bs}"
                 record = select(source, device, cfg, cache=cache, batch_size=bs, budget_s=budget_s,

@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", help="write a latency and throughput chart (PNG)")
     parser.add_argument("--budget", type=float, default=3.0, help="seconds of timing per candidate (after warm-up)")
     parser.add_argument("--fp32-only", action="store_true", help="no reduced-precision candidates")
+    parser.add_argument("--gate-data", metavar="DIR",
+                        help="images from the model's own domain that the accuracy gate also judges every candidate "
+                             "on, besides the built-in photos")
     parser.add_argument("--no-stages", action="store_true", help="skip the decode/preprocess/inference split")
     parser.add_argument("--no-roofs", action="store_true",
                         help="skip measuring this CPU's matrix-multiply and memory roofs (the bound of a missed target)")
@@ -82,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     benches = list(bench_models(model_names(args), parse_device(args.device), model_dir=args.model_dir,
                                 progress=show, batch_sizes=args.batch_sizes, threads=args.threads or [None],
                                 allow_reduced_precision=not args.fp32_only, budget_s=args.budget,
-                                stages=not args.no_stages, cache=EngineCache(args.cache_dir)))
+                                stages=not args.no_stages, cache=EngineCache(args.cache_dir),
+                                gate_data=args.gate_data))
     device = parse_device(args.device)
     peaks = None if args.no_roofs or device.is_gpu or args.format == "csv" else measure_peaks()
     text = format_csv(benches) if args.format == "csv" else FORMATS[args.format](benches, peaks=peaks)

@@ -37,3 +37,12 @@ def test_model_options():
 def test_model_dir_goes_with_one_model(toy_dir, capsys):
     assert main(["bench", "--models", "ToyNet,Other", "--model-dir", str(toy_dir)]) == 2
     assert "goes with a single model" in capsys.readouterr().err
+
+
+def test_bench_cli_gate_data_is_judged_and_said(toy_dir, tmp_path, capsys, calibration_dir):
+    code = main(["bench", "--model", "ToyNet", "--model-dir", str(toy_dir), "--threads", "1", "--budget", "0.2",
+                 "--fp32-only", "--no-stages", "--no-roofs", "--gate-data", str(calibration_dir),
+                 "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"the gate judged built-in photos and their mirrors (8 images) + gate_data {calibration_dir} (2 images" in out
