@@ -340,11 +340,12 @@ def test_a_corrupted_index_is_a_clear_error(shitu: ShiTuPipeline, gallery_index:
 
 
 def test_default_pipeline_builds_missing_models_from_the_zoo(model_dirs, tmp_path: Path, monkeypatch, caplog,
-                                                             photos_bgr, gallery_index: FeatureIndex) -> None:
+                                                             photos_bgr, gallery_index: FeatureIndex, store) -> None:
+    """With an empty local model store (a private HPI_HOME: the user's store may hold these models already), the
+    pipeline's models are built from the zoo, each with the seeded-weights warning."""
     import hpi.zoo
 
     built: list[str] = []
-    monkeypatch.setattr(hpi.zoo, "locate", lambda name: None, raising=False)
     monkeypatch.setattr(hpi.zoo, "build", lambda name: built.append(name) or model_dirs[name], raising=False)
     monkeypatch.setenv("HPI_CACHE_DIR", str(tmp_path / "cache"))
     with caplog.at_level(logging.WARNING, logger="hpi.pipelines"):
