@@ -80,11 +80,10 @@ def test_device_and_hpip_arguments_apply(toy_dir: Path, engine_cache: Path, phot
 
 
 def test_missing_model_is_built_from_the_zoo_and_logged(toy_dir: Path, tmp_path: Path, engine_cache: Path,
-                                                        monkeypatch, caplog) -> None:
+                                                        monkeypatch, caplog, store) -> None:
     import hpi.zoo
 
-    built = tmp_path / "store" / "ToyNet"
-    monkeypatch.setattr(hpi.zoo, "locate", lambda name: None, raising=False)
+    built = tmp_path / "store" / "ToyNet"  # the empty private store (fixture ``store``) has no ToyNet
     monkeypatch.setattr(hpi.zoo, "build", lambda name: shutil.copytree(toy_dir, built), raising=False)
     cfg = {"Pipeline": {"model": "ToyNet", "device": "cpu"}}
     with caplog.at_level(logging.WARNING, logger="hpi.pipelines"), \
