@@ -6,6 +6,7 @@ Every timing comes from :mod:`hpi.harness`, each configuration in its own proces
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -141,11 +142,10 @@ def bench_model(
 
 
 def load_average() -> str:
-    """The machine's 1-minute load average (``/proc/loadavg``), or "-" where it cannot be read."""
+    """The machine's 1-minute load average, or "-" where the platform has none."""
     try:
-        with open("/proc/loadavg", encoding="ascii") as fh:
-            return fh.read().split()[0]
-    except (OSError, IndexError):
+        return f"{os.getloadavg()[0]:.2f}"
+    except (OSError, AttributeError):
         return "-"
 
 

@@ -23,6 +23,7 @@ DECISION_FILE = "decision.json"
 def decision_key(source: ModelSource, device: Device, hpi_config: HpiConfig, batch_size: int, gate: AccuracyGate
                  ) -> dict[str, Any]:
     """What a cached decision depends on: model bytes, hardware, every library version, policy and gate."""
+    gate_images = measure.gate_image_set(hpi_config.gate_data)
     return {
         "model": source.content_hash,
         "device": str(device),
@@ -35,7 +36,7 @@ def decision_key(source: ModelSource, device: Device, hpi_config: HpiConfig, bat
         "rule": measure.SELECTION_RULE,
         "int8": int8_key(hpi_config),
         # Only when given, so that decisions cached without gate_data keep their keys.
-        **({"gate_data": calibration_set(hpi_config.gate_data, "gate_data").key()} if hpi_config.gate_data else {}),
+        **({"gate_data": gate_images.key()} if gate_images else {}),
     }
 
 

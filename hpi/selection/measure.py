@@ -28,7 +28,7 @@ import numpy as np
 from numpy.lib.npyio import NpzFile
 
 from hpi.cache import EngineCache
-from hpi.calibration import calibration_set
+from hpi.calibration import CalibrationSet, calibration_set
 from hpi.config import AccuracyGate, HpiConfig
 from hpi.device import Device, device_signature, resolve_threads
 from hpi.errors import BackendUnavailableError, HpiError, InvalidConfigError
@@ -62,36 +62,43 @@ SELECTION_RULE = (f"interleaved rounds, end to end; normal mode unless {MIN_GAIN
                   "rounds")
 
 
-def reference_inputs(source: ModelSource, gate_data: str | None = None) -> np.ndarray | dict[str, np.ndarray]:
+def reference_inputs(source: ModelSource, gate_images: CalibrationSet | None = None
+                     ) -> np.ndarray | dict[str, np.ndarray]:
     """The gate's images (:func:`reference_images`), preprocessed the reference way: real inputs for the gate. A
     detector's are prepared its own way, with their extra inputs (:func:`hpi.selection.detection.reference_inputs`)."""
     if source.spec.task == "detection":
-        return detection.reference_inputs(source, reference_images(gate_data))
+        return detection.reference_inputs(source, reference_images(gate_images))
     if source.spec.task not in MEASURED_TASKS or source.spec.preprocess is None:
         raise InvalidConfigError(
             f"{source.name} is a {source.spec.task} model; measured selection judges "
             f"{', '.join(MEASURED_TASKS)} outputs only"
         )
-    return preprocess_batch(source.spec.preprocess, [rgb for _, rgb in reference_images(gate_data)])
+    return preprocess_batch(source.spec.preprocess, [rgb for _, rgb in reference_images(gate_images)])
 
 
-def reference_images(gate_data: str | None = None) -> list[tuple[str, np.ndarray]]:
-    """The built-in photos, each followed by its mirror image, then the images of ``gate_data`` (the user's own,
-    in file-name order, named ``<directory>/<file>``), named, as RGB uint8."""
+def gate_image_set(gate_data: str | None) -> CalibrationSet | None:
+    """``hpi_config.gate_data`` as a checked, hashed image set (None when not given)."""
+    return None if gate_data is None else calibration_set(gate_data, "gate_data")
+
+
+def reference_images(gate_images: CalibrationSet | None = None) -> list[tuple[str, np.ndarray]]:
+    """The built-in photos, each followed by its mirror image, then ``gate_images`` (the user's own, from
+    ``hpi_config.gate_data`` through :func:`gate_image_set`, in file-name order, named ``<directory>/<file>``),
+    named, as RGB uint8."""
     images = []
     for path in sorted(SAMPLE_IMAGES.glob("*.jpg")):
         rgb = decode_image(path.read_bytes(), str(path))
         images += [(path.name, rgb), (f"{path.name} mirrored", np.ascontiguousarray(rgb[:, ::-1]))]
-    if gate_data is not None:
-        own = calibration_set(gate_data, "gate_data")
-        images += [(f"{own.directory.name}/{file.name}", rgb) for file, rgb in zip(own.files, own.images())]
+    if gate_images is not None:
+        images += [(f"{gate_images.directory.name}/{file.name}", rgb)
+                   for file, rgb in zip(gate_images.files, gate_images.images())]
     return images
 
 
-def judged_on(gate_data: str | None) -> str:
+def judged_on(gate_images: CalibrationSet | None) -> str:
     """What the gate judged, for the record: the built-in photos and mirrors, plus the user's set if given."""
     builtin = f"built-in photos and their mirrors ({2 * len(list(SAMPLE_IMAGES.glob('*.jpg')))} images)"
-    return builtin if gate_data is None else f"{builtin} + gate_data {calibration_set(gate_data, 'gate_data').label}"
+    return builtin if gate_images is None else f"{builtin} + gate_data {gate_images.label}"
 
 
 def load_outputs(path: Path) -> np.ndarray | Detections:
@@ -125,8 +132,8 @@ def select(
     bug (:class:`~hpi.errors.HpiInternalError`, also from the measuring child process) is raised.
     """
     gate = gate or hpi_config.gate()
-    inputs = reference_inputs(source, hpi_config.gate_data)  # before anything is built: a model the gate
-    # cannot judge fails here
+    gate_images = gate_image_set(hpi_config.gate_data)  # read and hashed once: inputs and record
+    inputs = reference_inputs(source, gate_images)  # before anything is built: a model the gate cannot judge fails here
     cands, skipped = candidates(source, device, hpi_config)
     ref_cand = reference_candidate(source, device, hpi_config)
     if ref_cand not in cands:
@@ -269,7 +276,7 @@ def select(
         fp32_spread=spread,
         fp32_bound=bound,
         fp32_spread_from=spread_note,
-        judged_on=judged_on(hpi_config.gate_data),
+        judged_on=judged_on(gate_images),
         calibration=calibration_set(hpi_config.calibration_data).label
         if any(r.candidate.precision == "int8" for r in results if r.status != "unavailable") else "",
     )

@@ -35,11 +35,12 @@ def gate_dir(tmp_path):
 
 def test_the_gate_images_follow_the_built_in_photos_named_by_directory(toy_dir, seeded_detector_dir, gate_dir):
     builtin = measure.reference_images()
-    images = measure.reference_images(str(gate_dir))
+    images = measure.reference_images(measure.gate_image_set(str(gate_dir)))
     assert [n for n, _ in images] == [n for n, _ in builtin] + ["pages/a_line.png", "pages/b_coffee.jpg"]
     assert images[-1][1].shape[2] == 3 and images[-1][1].dtype == np.uint8
-    assert len(measure.reference_inputs(ModelSource.from_path(toy_dir), str(gate_dir))) == len(builtin) + 2
-    det = measure.reference_inputs(ModelSource.from_path(seeded_detector_dir), str(gate_dir))
+    assert len(measure.reference_inputs(ModelSource.from_path(toy_dir), measure.gate_image_set(str(gate_dir)))) == len(builtin) + 2
+    det = measure.reference_inputs(ModelSource.from_path(seeded_detector_dir),
+                                   measure.gate_image_set(str(gate_dir)))
     assert list(det["names"][-2:]) == ["pages/a_line.png", "pages/b_coffee.jpg"]
 
 
@@ -127,6 +128,6 @@ def test_in_domain_gate_images_catch_what_the_photos_miss(tmp_path, engine_cache
     gate = HpiConfig().gate()
     photos = measure.reference_images()
     assert compare_detections(boxes(source, photos), boxes(broken, photos), "fp32", gate).passed
-    judged = measure.reference_images(str(pages))
+    judged = measure.reference_images(measure.gate_image_set(str(pages)))
     verdict = compare_detections(boxes(source, judged), boxes(broken, judged), "fp32", gate)
     assert not verdict.passed and "pages/page" in verdict.why, verdict.why
