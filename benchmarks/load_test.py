@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import platform
@@ -115,6 +116,45 @@ class OfflineBench:
         self.pipeline.close()
 
 
+def offline_processes(config: Path, args: argparse.Namespace, batch: int, seconds: float) -> dict[str, Any]:
+    """Offline throughput of ``--workers`` processes at once, each with ``--threads / --workers`` threads: the offline
+    counterpart of ``hpi serve --workers`` (the processes start together once every one has loaded its engine)."""
+    spec = {"config": str(config), "threads": max(1, args.threads // args.workers), "backend": args.backend,
+            "use_hpip": args.use_hpip, "image": str(args.image), "batch": batch, "seconds": seconds}
+    procs = [subprocess.Popen([sys.executable, __file__, "--offline-child", json.dumps(spec)], cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for _ in range(args.workers)]
+    try:
+        for proc in procs:  # each says "ready" once loaded and warm; then all are told to go at once
+            if proc.stdout.readline().strip() != "ready":
+                raise SystemExit("an offline process failed to start")
+        for proc in procs:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        results = [json.loads(proc.communicate(timeout=seconds + 120)[0]) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    return {"processes": args.workers, "threads_each": spec["threads"], "batch_size": batch,
+            "images_per_s": round(sum(r["images"] / r["seconds"] for r in results), 2)}
+
+
+def offline_child(spec_json: str) -> int:
+    """One process of :func:`offline_processes`."""
+    spec = json.loads(spec_json)
+    ns = argparse.Namespace(threads=spec["threads"], backend=spec["backend"], use_hpip=spec["use_hpip"],
+                            image=spec["image"])
+    bench = OfflineBench(Path(spec["config"]), ns)
+    bench.measure(spec["batch"], 0.5)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    m = bench.measure(spec["batch"], spec["seconds"])
+    bench.close()
+    print(json.dumps({"images": m["images"], "seconds": m["seconds"]}), flush=True)
+    return 0
+
+
 # --------------------------------------------------------------------------------------------------- server
 
 
@@ -135,8 +175,8 @@ def free_port() -> int:
 
 def start_server(config: Path, port: int, args: argparse.Namespace) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "hpi.serving", "--pipeline", str(config), "--host", "127.0.0.1", "--port", str(port),
-           "--threads", str(args.threads), "--max-batch", str(args.max_batch), "--batch-window-ms",
-           str(args.window_ms), "--log-level", "warning"]
+           "--threads", str(max(1, args.threads // args.workers)), "--workers", str(args.workers), "--max-batch",
+           str(args.max_batch), "--batch-window-ms", str(args.window_ms), "--log-level", "warning"]
     if args.use_hpip:
         cmd.append("--use-hpip")
     if args.backend:
@@ -164,6 +204,29 @@ def http_get_json(port: int, path: str) -> tuple[int, dict[str, Any]]:
     return int(head.split()[1]), json.loads(body)
 
 
+def http_get_text(port: int, path: str) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data.partition(b"\r\n\r\n")[2].decode()
+
+
+ENGINE_COUNTERS = {"hpi_engine_busy_seconds_total": "busy_s", "hpi_batches_total": "batches",
+                   "hpi_batch_items_total": "items"}
+
+
+def engine_counters(port: int) -> dict[str, float]:
+    """The server's engine busy seconds, batches and batched items, added up over its workers (``GET /metrics``)."""
+    out = dict.fromkeys(ENGINE_COUNTERS.values(), 0.0)
+    for line in http_get_text(port, "/metrics").splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in ENGINE_COUNTERS:
+            out[ENGINE_COUNTERS[name]] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process and its threads so far (Linux ``/proc``; 0 elsewhere)."""
     try:
@@ -173,7 +236,35 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (``hpi serve --workers``: the supervisor and its worker processes)."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        try:
+            tasks = os.listdir(f"/proc/{pids[i]}/task")
+        except OSError:
+            tasks = []
+        for tid in tasks:
+            with contextlib.suppress(OSError):
+                pids += [int(c) for c in Path(f"/proc/{pids[i]}/task/{tid}/children").read_text().split()]
+        i += 1
+    return pids
+
+
+def tree_cpu_seconds(pids: list[int]) -> float:
+    return sum(process_cpu_seconds(p) for p in pids)
+
+
 THREAD_GROUPS = ("event loop", "engine thread", "other threads")
+
+
+def tree_thread_cpu_seconds(pids: list[int]) -> dict[str, float]:
+    """:func:`thread_cpu_seconds` added up over processes (the workers of ``hpi serve --workers``)."""
+    out = dict.fromkeys(THREAD_GROUPS, 0.0)
+    for pid in pids:
+        for group, seconds in thread_cpu_seconds(pid).items():
+            out[group] += seconds
+    return out
 
 
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
@@ -370,7 +461,7 @@ def conditions(args: argparse.Namespace) -> dict[str, Any]:
     except OSError:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "threads": args.threads, "clients": args.clients, "duration_s": args.duration, "warmup_s": args.warmup,
+            "threads": args.threads, "workers": args.workers, "clients": args.clients, "duration_s": args.duration, "warmup_s": args.warmup,
             "max_requests": args.max_requests, "max_batch": args.max_batch,
             "max_batch_from": getattr(args, "max_batch_from", "given"), "window_ms": args.window_ms,
             "rounds": args.rounds, "offline_slice_seconds": args.offline_slice_seconds,
@@ -386,7 +477,9 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"`{c['command']}`",
         "",
-        f"{e['model']} on {e['backend']} ({e['precision']}, {e['mode']} mode), {c['threads']} threads, {c['cpu']} "
+        f"{e['model']} on {e['backend']} ({e['precision']}, {e['mode']} mode), {c['threads']} threads"
+        + (f" (server: {c['workers']} worker processes of {max(1, c['threads'] // c['workers'])})"
+           if c.get("workers", 1) > 1 else "") + f", {c['cpu']} "
         f"({c['cores']} cores, shared with the load generator and with other work: see the load average), "
         f"{c['clients']} clients, {c['duration_s']:g} s measured in {c['rounds']} slices, each after "
         f"{c['offline_slice_seconds']:g} s of offline prediction at batch {o['batch_size']}; max batch "
@@ -401,6 +494,11 @@ def markdown(report: dict[str, Any]) -> str:
         f"| offline throughput, interleaved slices (batch {o['batch_size']}) | {o['images_per_s']:.1f} img/s |",
         f"| **served / offline** | **{100 * report['served_over_offline']:.1f}%** |",
         f"| served / best of the offline scan before the load | {100 * report['served_over_best_scan']:.1f}% |",
+        *([f"| offline throughput of the server's split ({sp[0]['processes']} processes x {sp[0]['threads_each']} "
+           f"threads at once, batch {sp[0]['batch_size']}; before / after the load) | "
+           + " / ".join(f"{m['images_per_s']:.1f}" for m in sp) + " img/s |",
+           f"| served / offline of the same split | {100 * report['served_over_offline_split']:.1f}% |"]
+          if (sp := report.get("offline_split")) else []),
         f"| offline CPU per image / server CPU per request | {100 * report['cpu_efficiency_ratio']:.1f}% |",
         f"| latency p50 / p90 / p99 / max | {s['p50_ms']} / {s['p90_ms']} / {s['p99_ms']} / {s['max_ms']} ms |",
         f"| server mean batch size | {s['mean_batch_size']} |",
@@ -428,6 +526,9 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--offline-child"]:
+        return offline_child(argv[1])
     load_at_start = os.getloadavg()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="PP-LCNet_x1_0", help="classification model (default: PP-LCNet_x1_0)")
@@ -435,6 +536,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="inference threads (default: 2)")
     parser.add_argument("--backend", default=None, help="force a backend (default: normal mode, or --use-hpip)")
     parser.add_argument("--use-hpip", action="store_true", help="high-performance mode on both sides")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="hpi serve --workers: server processes, each with --threads / --workers engine threads; "
+                             "the offline reference stays one process of --threads threads, and the same split "
+                             "offline (that many processes at once) is measured too (default: 1)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent connections (default: 16)")
     parser.add_argument("--duration", type=float, default=60.0, help="measured seconds (default: 60)")
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first (default: 3)")
@@ -463,9 +568,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "load_test.json", help="JSON report (and .md beside)")
     args = parser.parse_args(argv)
     if (not 0 < args.duration <= MAX_DURATION_S or not 1 <= args.clients <= MAX_CLIENTS or args.max_requests < 1
-            or not 1 <= args.rounds <= 60 or not 0 < args.offline_slice_seconds <= 60):
+            or not 1 <= args.rounds <= 60 or not 0 < args.offline_slice_seconds <= 60 or not 1 <= args.workers <= 64):
         parser.error(f"--duration must be in (0, {MAX_DURATION_S:g}], --clients in [1, {MAX_CLIENTS}], "
-                     "--max-requests positive, --rounds in [1, 60], --offline-slice-seconds in (0, 60]")
+                     "--max-requests positive, --rounds in [1, 60], --offline-slice-seconds in (0, 60], "
+                     "--workers in [1, 64]")
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("KMP_BLOCKTIME", "1")  # as hpi serve sets it: both sides run OpenMP alike
 
@@ -488,8 +594,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.no_image:
                 payload["visualize"] = False
             request = build_request(port, json.dumps(payload).encode())
-            pid = server_pid(proc, args.profile is not None)
-            _, before = http_get_json(port, "/health")
+            pids = process_tree(server_pid(proc, args.profile is not None))
+            split = [offline_processes(config, args, batch, args.offline_slice_seconds)] if args.workers > 1 else []
+            before = engine_counters(port)
             budget = Budget(args.max_requests)
             # Rounds: offline at the scan's best batch size while the server idles, then the served load. The other
             # processes on a shared machine then weigh on both sides alike, which a reference measured only before
@@ -497,12 +604,12 @@ def main(argv: list[str] | None = None) -> int:
             for round_ in range(args.rounds):
                 offline_slices.append(bench.measure(batch, args.offline_slice_seconds))
                 warmup = args.warmup if round_ == 0 else min(args.warmup, 1.0)
-                cpu0, ccpu0, t0 = process_cpu_seconds(pid), time.process_time(), time.perf_counter()
-                threads0 = thread_cpu_seconds(pid)
+                cpu0, ccpu0, t0 = tree_cpu_seconds(pids), time.process_time(), time.perf_counter()
+                threads0 = tree_thread_cpu_seconds(pids)
                 part, part_s = asyncio.run(run_load(port, request, args.clients, warmup, args.duration / args.rounds,
                                                     budget))
-                server_cpu += process_cpu_seconds(pid) - cpu0
-                for group, seconds in thread_cpu_seconds(pid).items():
+                server_cpu += tree_cpu_seconds(pids) - cpu0
+                for group, seconds in tree_thread_cpu_seconds(pids).items():
                     thread_cpu[group] += seconds - threads0.get(group, 0.0)
                 client_cpu += time.process_time() - ccpu0
                 load_s += time.perf_counter() - t0
@@ -510,7 +617,9 @@ def main(argv: list[str] | None = None) -> int:
                 measured_s += part_s
                 print(f"round {round_ + 1}: offline {offline_slices[-1]['images'] / offline_slices[-1]['seconds']:.1f}"
                       f" img/s, served {len(part.latencies_ms) / part_s:.1f} req/s", file=sys.stderr)
-            _, after = http_get_json(port, "/health")
+            after = engine_counters(port)
+            if args.workers > 1:
+                split.append(offline_processes(config, args, batch, args.offline_slice_seconds))
         finally:
             if args.profile is not None:  # end the server; py-spy then writes its profile and exits
                 os.kill(server_pid(proc, True), signal.SIGTERM)
@@ -536,9 +645,8 @@ def main(argv: list[str] | None = None) -> int:
     errors = sum(stats.errors.values())
     served_rps = ok / measured_s
     server_model = health["models"][0]
-    batching_before = before["result"]["batching"][server_model["name"]]
-    batching_after = after["result"]["batching"][server_model["name"]]
-    busy_s = batching_after["busySeconds"] - batching_before["busySeconds"]
+    busy_s = after["busy_s"] - before["busy_s"]
+    batches = after["batches"] - before["batches"]
     report = {
         "conditions": conditions(args) | {"load_average_at_start": [round(x, 2) for x in load_at_start],
                                           "load_average_during_load": [round(load_before[0], 2),
@@ -557,10 +665,10 @@ def main(argv: list[str] | None = None) -> int:
             "p50_ms": percentile(stats.latencies_ms, 50), "p90_ms": percentile(stats.latencies_ms, 90),
             "p99_ms": percentile(stats.latencies_ms, 99),
             "max_ms": round(max(stats.latencies_ms), 2) if stats.latencies_ms else None,
-            "mean_batch_size": batching_after["meanBatchSize"],
+            "mean_batch_size": round((after["items"] - before["items"]) / max(1.0, batches), 2),
             # share of the load phases (warm-ups included) the engine thread spent running batches: near 1, the
             # engine is the bottleneck; well below 1, requests do not reach it fast enough
-            "engine_busy_share": round(busy_s / max(1e-9, load_s), 3),
+            "engine_busy_share": round(busy_s / max(1e-9, load_s * args.workers), 3),
             # CPU cost per request, warm-ups included: robust to other load on the machine, unlike throughput.
             "server_cpu_ms_per_request": round(1000 * server_cpu / max(1, stats.total), 3),
             # the same, by thread (threads that ended during a slice are missing from it)
@@ -570,6 +678,9 @@ def main(argv: list[str] | None = None) -> int:
             "client_cpu_share_of_one_core": round(client_cpu / max(1e-9, load_s), 3),
         },
         "served_over_offline": round(served_rps / offline["images_per_s"], 4),
+        **({"offline_split": split,
+            "served_over_offline_split": round(
+                served_rps / (sum(m["images_per_s"] for m in split) / len(split)), 4)} if split else {}),
         "served_over_best_scan": round(served_rps / best_scan, 4),
         # requests per server CPU-second over images per offline CPU-second: what the ratio would be if both sides
         # had the machine's CPU to themselves (the scheduler shares a busy machine per thread, not per process)

@@ -10,12 +10,11 @@ import argparse
 import ipaddress
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 from hpi.cli.common import add_command, hpi_config_from_args
-from hpi.errors import BackendUnavailableError, HpiError
+from hpi.errors import BackendUnavailableError, HpiError, InvalidConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +125,11 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     """``--engine ray``: the same app in Ray Serve replicas (:mod:`hpi.scaleout.ray_serve`)."""
     g = parser.add_argument_group("engine")
     g.add_argument("--engine", choices=["uvicorn", "ray"], default="uvicorn",
-                   help="uvicorn: one process (default); ray: Ray Serve replicas of the same app (RAY_ADDRESS, or "
-                        "a local cluster on 127.0.0.1)")
+                   help="uvicorn: this machine's processes (default); ray: Ray Serve replicas of the same app "
+                        "(RAY_ADDRESS, or a local cluster on 127.0.0.1)")
+    g.add_argument("--workers", type=int, default=1,
+                   help="with --engine uvicorn: server processes sharing the port, each with its own engine of "
+                        "--threads threads (default: the cores / workers); image_classification only (default: 1)")
     g.add_argument("--replicas", type=int, default=2, help="with --engine ray: replicas (default: 2)")
     g.add_argument("--cpus-per-replica", type=float, help="with --engine ray: CPUs (and engine threads) per "
                                                           "replica (default: the cluster's CPUs / replicas)")
@@ -190,17 +192,6 @@ def warn_if_exposed(host: str, settings: Any) -> bool:
     return True
 
 
-def configure_access_log(level: str) -> None:
-    """Send the access log (one JSON line per request) to stdout, unless logging was configured for it already."""
-    access = logging.getLogger("hpi.serving.access")
-    access.setLevel(level.upper())
-    if not access.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        access.addHandler(handler)
-        access.propagate = False
-
-
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted."""
     # Intel OpenMP (Paddle Inference's runtime) spins 200 ms after every parallel region by default; a server runs a
@@ -218,13 +209,23 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     warn_if_exposed(args.host, settings)
     if settings.access_log:
+        from hpi.serving.observability import configure_access_log
+
         configure_access_log(args.log_level)
     if args.engine == "ray":
+        if args.workers != 1:
+            raise InvalidConfigError("--workers is for --engine uvicorn; with --engine ray use --replicas")
         from hpi.scaleout.ray_serve import serve_forever
 
         serve_forever(args.pipeline, settings, host=args.host, port=args.port, replicas=args.replicas,
                       cpus_per_replica=args.cpus_per_replica)
         return 0
+    if args.workers != 1:
+        from hpi.serving.workers import WorkerOptions, serve_workers
+
+        return serve_workers(args.pipeline, settings, host=args.host, port=args.port, workers=args.workers,
+                             options=WorkerOptions(log_level=args.log_level, max_connections=args.max_connections,
+                                                   graceful_timeout_s=args.graceful_timeout))
     app = create_app(args.pipeline, settings)
     # uvicorn's own access log is off: hpi's carries the logId. On SIGTERM uvicorn stops accepting connections,
     # waits for accepted requests (at most --graceful-timeout), then the app drains its queues and stops.

@@ -18,6 +18,7 @@ metrics, access log), :class:`~hpi.serving.auth.AuthMiddleware` (keys, before th
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -80,7 +81,8 @@ def build_service(pipeline: Any, settings: ServeSettings) -> Service:
     )
 
 
-def create_app(pipeline: Any, settings: ServeSettings | None = None) -> FastAPI:
+def create_app(pipeline: Any, settings: ServeSettings | None = None, *, worker: int | None = None,
+               metrics_dir: str | None = None) -> FastAPI:
     """An ASGI app serving ``pipeline`` with PaddleX's protocol.
 
     Args:
@@ -88,6 +90,8 @@ def create_app(pipeline: Any, settings: ServeSettings | None = None) -> FastAPI:
             :func:`hpi.create_pipeline`, or a classification predictor made by :func:`hpi.create_model`. Models are
             loaded here, so a missing model fails now rather than at the first request.
         settings: limits, batching, persistence; default :class:`ServeSettings`.
+        worker, metrics_dir: for one of several worker processes (:mod:`hpi.serving.workers`): its index, and the
+            directory where the workers add up their metrics.
 
     Returns:
         The FastAPI app; its model workers start and stop with the app's lifespan.
@@ -103,9 +107,12 @@ def create_app(pipeline: Any, settings: ServeSettings | None = None) -> FastAPI:
         # all (the collector took about 10% of the event loop's CPU under load). Freezing exempts what exists now.
         gc.collect()
         gc.freeze()
+        sharing = asyncio.create_task(_share_batcher_metrics(metrics)) if metrics and metrics.shared_dir else None
         try:
             yield
         finally:
+            if sharing is not None:
+                sharing.cancel()
             await service.stop()
 
     app = FastAPI(
@@ -117,7 +124,7 @@ def create_app(pipeline: Any, settings: ServeSettings | None = None) -> FastAPI:
     app.state.service = service
     service.register_routes(app)
     _register_health(app, service, settings)
-    metrics = ServerMetrics(service.batchers) if settings.metrics else None
+    metrics = ServerMetrics(service.batchers, shared_dir=metrics_dir, worker=worker) if settings.metrics else None
     if metrics is not None:
         _register_metrics(app, metrics)
     app.state.metrics = metrics
@@ -129,6 +136,16 @@ def create_app(pipeline: Any, settings: ServeSettings | None = None) -> FastAPI:
     endpoints = {route.path for route in app.routes if hasattr(route, "path")}
     app.add_middleware(ObserveMiddleware, metrics=metrics, endpoints=endpoints, access_log=settings.access_log)
     return app
+
+
+async def _share_batcher_metrics(metrics: ServerMetrics, every_s: float = 1.0) -> None:
+    """Write this worker's batcher counters where the other workers' scrapes read them, once a second."""
+    while True:
+        try:
+            metrics.write_batchers()
+        except OSError as exc:
+            logger.warning("could not write the batcher metrics to %s: %s", metrics.shared_dir, exc)
+        await asyncio.sleep(every_s)
 
 
 class ErrorGuardMiddleware:

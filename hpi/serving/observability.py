@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from hpi.serving.limits import Receive, Scope, Send
@@ -42,18 +45,29 @@ class ServerMetrics:
 
     Args:
         batchers: the service's :class:`hpi.serving.batching.DynamicBatcher` objects.
+        shared_dir: for one of several worker processes (:mod:`hpi.serving.workers`): the directory where every
+            worker keeps its counters (prometheus_client's multiprocess files, and each worker's batcher counters,
+            written by :meth:`write_batchers`); the exposition then adds up all the workers'. The process must have
+            started with ``PROMETHEUS_MULTIPROC_DIR`` set to it.
+        worker: this worker's index (the ``worker`` label of its batcher metrics), with ``shared_dir``.
     """
 
-    def __init__(self, batchers: Iterable[Any]) -> None:
+    def __init__(self, batchers: Iterable[Any], shared_dir: str | None = None, worker: int | None = None) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+        if shared_dir is not None:
+            _check_multiprocess_mode(shared_dir)
+        self.batchers = list(batchers)
+        self.shared_dir, self.worker = shared_dir, worker
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("hpi_requests", "HTTP requests answered, by endpoint, method and status",
                                 ["endpoint", "method", "status"], registry=self.registry)
         self.latency = Histogram("hpi_request_duration_seconds", "Time from request start to the last response byte",
                                  ["endpoint"], buckets=LATENCY_BUCKETS_S, registry=self.registry)
-        self.in_flight = Gauge("hpi_requests_in_flight", "Requests being answered", registry=self.registry)
-        self.registry.register(_BatcherCollector(list(batchers)))
+        self.in_flight = Gauge("hpi_requests_in_flight", "Requests being answered", registry=self.registry,
+                               multiprocess_mode="livesum")
+        if shared_dir is None:
+            self.registry.register(_BatcherCollector(self._live_rows, labels=("model",)))
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, method, str(status)).inc()
@@ -61,16 +75,84 @@ class ServerMetrics:
 
     def exposition(self) -> tuple[bytes, str]:
         """The metrics as Prometheus text, and its content type."""
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if self.shared_dir is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        self.write_batchers()  # this worker's counters as of now; the others' are at most a second old
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.shared_dir)
+        registry.register(_BatcherCollector(self._shared_rows, labels=("model", "worker")))
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+
+    def _live_rows(self) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+        return [((b.name,), _batcher_row(b)) for b in self.batchers]
+
+    def write_batchers(self) -> None:
+        """Write this worker's batcher counters to the shared directory (atomically: a scrape never reads half)."""
+        if self.shared_dir is None:
+            return
+        path = os.path.join(self.shared_dir, f"batchers_worker{self.worker}.json")
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump([{"name": b.name, **_batcher_row(b)} for b in self.batchers], f)
+        os.replace(tmp, path)
+
+    def _shared_rows(self) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+        rows = []
+        for name in sorted(os.listdir(self.shared_dir)):
+            match = re.fullmatch(r"batchers_worker(\d+)\.json", name)
+            if not match:
+                continue
+            try:
+                with open(os.path.join(self.shared_dir, name), encoding="utf-8") as f:
+                    entries = json.load(f)
+            except (OSError, ValueError):  # a worker being replaced; its successor writes the file again
+                continue
+            rows.extend(((e.pop("name"), match.group(1)), e) for e in entries)
+        return rows
+
+
+def _check_multiprocess_mode(shared_dir: str) -> None:
+    from prometheus_client import values
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") != shared_dir or not getattr(values.ValueClass, "_multiprocess",
+                                                                                   False):
+        raise RuntimeError(
+            "shared metrics need PROMETHEUS_MULTIPROC_DIR set to the shared directory before prometheus_client is "
+            "imported (hpi.serving.workers starts its workers so)")
+
+
+def _batcher_row(batcher: Any) -> dict[str, Any]:
+    stats = batcher.raw_stats()
+    return {"batch_size_counts": list(stats.batch_size_counts), "batched_items": stats.batched_items,
+            "queue_depth": batcher.queue_depth,
+            **{attr: getattr(stats, attr) for attr in BATCHER_COUNTERS}}
+
+
+BATCHER_COUNTERS = {
+    "busy_s": ("hpi_engine_busy_seconds", "Wall time the engine thread spent in batches"),
+    "batches": ("hpi_batches", "Engine calls"),
+    "batched_items": ("hpi_batch_items", "Items that went into engine calls"),
+    "rejected": ("hpi_rejected_requests", "Requests refused with 503 (queue full)"),
+    "item_errors": ("hpi_item_errors", "Items answered with an error"),
+    "batch_errors": ("hpi_batch_errors", "Engine calls that failed as a whole"),
+}
 
 
 class _BatcherCollector:
-    """Reads each batcher's counters when Prometheus scrapes, so the batching hot path stays free of metric calls."""
+    """Renders batcher counters when Prometheus scrapes, so the batching hot path stays free of metric calls.
 
-    def __init__(self, batchers: list[Any]) -> None:
-        self.batchers = batchers
+    Args:
+        rows: called at each scrape; label values and a :func:`_batcher_row` per batcher.
+        labels: the label names.
+    """
+
+    def __init__(self, rows: Callable[[], list[tuple[tuple[str, ...], dict[str, Any]]]],
+                 labels: tuple[str, ...]) -> None:
+        self.rows, self.labels = rows, list(labels)
 
     def describe(self) -> list[Any]:
         return []
@@ -78,36 +160,35 @@ class _BatcherCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-        sizes = HistogramMetricFamily("hpi_batch_size", "Images per engine call", labels=["model"])
-        depth = GaugeMetricFamily("hpi_queue_depth", "Requests waiting for the engine", labels=["model"])
-        counters = {
-            "busy_s": CounterMetricFamily("hpi_engine_busy_seconds", "Wall time the engine thread spent in batches",
-                                          labels=["model"]),
-            "batches": CounterMetricFamily("hpi_batches", "Engine calls", labels=["model"]),
-            "batched_items": CounterMetricFamily("hpi_batch_items", "Items that went into engine calls",
-                                                 labels=["model"]),
-            "rejected": CounterMetricFamily("hpi_rejected_requests", "Requests refused with 503 (queue full)",
-                                            labels=["model"]),
-            "item_errors": CounterMetricFamily("hpi_item_errors", "Items answered with an error", labels=["model"]),
-            "batch_errors": CounterMetricFamily("hpi_batch_errors", "Engine calls that failed as a whole",
-                                                labels=["model"]),
-        }
-        for batcher in self.batchers:
-            stats = batcher.raw_stats()
+        sizes = HistogramMetricFamily("hpi_batch_size", "Images per engine call", labels=self.labels)
+        depth = GaugeMetricFamily("hpi_queue_depth", "Requests waiting for the engine", labels=self.labels)
+        counters = {attr: CounterMetricFamily(name, doc, labels=self.labels)
+                    for attr, (name, doc) in BATCHER_COUNTERS.items()}
+        for labels, row in self.rows():
             cumulative, buckets = 0, []
-            for size, count in enumerate(stats.batch_size_counts):
+            for size, count in enumerate(row["batch_size_counts"]):
                 if size == 0:
                     continue
                 cumulative += count
                 buckets.append((str(float(size)), cumulative))
             buckets.append(("+Inf", cumulative))
-            sizes.add_metric([batcher.name], buckets, float(stats.batched_items))
-            depth.add_metric([batcher.name], batcher.queue_depth)
+            sizes.add_metric(list(labels), buckets, float(row["batched_items"]))
+            depth.add_metric(list(labels), row["queue_depth"])
             for attr, family in counters.items():
-                family.add_metric([batcher.name], float(getattr(stats, attr)))
+                family.add_metric(list(labels), float(row[attr]))
         yield sizes
         yield depth
         yield from counters.values()
+
+
+def configure_access_log(level: str) -> None:
+    """Send the access log (one JSON line per request) to stdout, unless logging was configured for it already."""
+    access_logger.setLevel(level.upper())
+    if not access_logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_logger.addHandler(handler)
+        access_logger.propagate = False
 
 
 class ObserveMiddleware:

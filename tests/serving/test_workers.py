@@ -1,0 +1,147 @@
+"""hpi/serving/workers.py: ``hpi serve --workers N``, several processes on one port adding up their metrics."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+import yaml
+
+from hpi.errors import InvalidConfigError
+from hpi.serving import workers
+from hpi.serving.common import ServeSettings
+from hpi.serving.workers import WorkerOptions, worker_settings
+from tests.conftest import free_port
+from tests.serving.conftest import b64, jpeg_bytes
+
+pytestmark = pytest.mark.serving
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_workers_share_the_cores_unless_told():
+    s = worker_settings(ServeSettings(), workers=2, cores=4)
+    assert s.hpi_config == {"threads": 2} and s.cpu_workers == 3
+    s = worker_settings(ServeSettings(hpi_config={"threads": 3, "backend": "openvino"}, cpu_workers=1), 2, cores=4)
+    assert s.hpi_config == {"threads": 3, "backend": "openvino"} and s.cpu_workers == 1
+    assert worker_settings(ServeSettings(), workers=8, cores=2).hpi_config == {"threads": 1}
+    with pytest.raises(InvalidConfigError, match="at least 1"):
+        worker_settings(ServeSettings(), workers=0)
+
+
+def test_shitu_is_served_by_one_process(monkeypatch):
+    closed = []
+    shitu = SimpleNamespace(build_index=lambda *a: None, close=lambda: closed.append(True))
+    monkeypatch.setattr("hpi.pipelines.create_pipeline", lambda *a, **k: shitu)
+    with pytest.raises(InvalidConfigError, match="--workers 1"):
+        workers.prepare("PP-ShiTuV2", ServeSettings())
+    assert closed == [True]  # what was built to check is closed again
+
+
+class FakeProcess:
+    def __init__(self, alive: bool = True, exitcode: int | None = None) -> None:
+        self.alive, self.exitcode, self.pid, self.sentinel = alive, exitcode, 12345, -1
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+
+def supervisor_with(procs: list[FakeProcess], started_ago_s: list[float], monkeypatch) -> workers._Supervisor:
+    sup = workers._Supervisor("p.yaml", ServeSettings(), WorkerOptions(), sock=None, workers=len(procs))
+    sup.procs = list(procs)
+    sup.started = [time.monotonic() - ago for ago in started_ago_s]
+    monkeypatch.setattr(workers, "wait", lambda sentinels, timeout: None)
+    return sup
+
+
+def test_a_worker_that_dies_is_started_again(monkeypatch):
+    sup = supervisor_with([FakeProcess(), FakeProcess(alive=False, exitcode=-9)], [60.0, 60.0], monkeypatch)
+    restarted = []
+
+    def start(index):
+        restarted.append(index)
+        sup.procs[index] = FakeProcess()
+        sup.stopping = True  # end the watch after one restart
+
+    sup.start = start
+    assert sup.watch() == 0 and restarted == [1]
+
+
+def test_a_worker_that_dies_right_after_its_start_stops_the_server(monkeypatch):
+    sup = supervisor_with([FakeProcess(), FakeProcess(alive=False, exitcode=1)], [60.0, 1.0], monkeypatch)
+    sup.start = lambda index: pytest.fail("a crash-looping worker must not be restarted")
+    assert sup.watch() == 1
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        out += [int(c) for c in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+    return out
+
+
+def metric_lines(text: str, name: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(name + "{") or line.startswith(name + " ")]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads worker processes from /proc")
+def test_two_workers_answer_on_one_port_and_add_up_their_metrics(toy_dir, tmp_path):
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(yaml.safe_dump({"pipeline_name": "image_classification",
+                                      "Pipeline": {"model": "ToyNet", "model_dir": str(toy_dir), "topk": 3}}))
+    port = free_port()
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "HPI_CACHE_DIR": str(tmp_path / "cache"), "TMPDIR": str(tmp_path / "tmp"),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    server = subprocess.Popen([sys.executable, "-m", "hpi.serving", "--pipeline", str(config), "--port", str(port),
+                               "--device", "cpu", "--workers", "2", "--log-level", "warning", "--no-access-log"],
+                              cwd=tmp_path, env=env)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, "the server exited"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not come up"
+            time.sleep(0.3)
+        assert len(os.listdir(tmp_path / "tmp")) == 1  # the metrics directory the workers share
+        body = {"image": b64(jpeg_bytes("coffee")), "visualize": False}
+
+        def classify(_):
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+                return [client.post("/image-classification", json=body).json()["errorCode"] for _ in range(4)]
+
+        with ThreadPoolExecutor(6) as pool:
+            codes = sum(pool.map(classify, range(6)), [])
+        assert codes == [0] * 24
+        time.sleep(1.5)  # every worker writes its batcher counters once a second
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        requests = metric_lines(text, "hpi_requests_total")
+        assert [r for r in requests if 'endpoint="/image-classification"' in r and 'status="200"' in r] == [
+            'hpi_requests_total{endpoint="/image-classification",method="POST",status="200"} 24.0']
+        items = metric_lines(text, "hpi_batch_items_total")
+        assert {re.search(r'worker="(\d+)"', line).group(1) for line in items} == {"0", "1"}
+        assert sum(float(line.rsplit(" ", 1)[1]) for line in items) == 24
+        assert metric_lines(text, "hpi_requests_in_flight") == ["hpi_requests_in_flight 1.0"]  # this scrape
+        worker_pids = [p for p in children_of(server.pid)
+                       if "hpi-serve-worker" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
+                       or "multiprocessing.spawn" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+        assert len(worker_pids) >= 2
+    finally:
+        server.send_signal(signal.SIGTERM)
+        code = server.wait(timeout=90)
+    assert code == 0
+    assert not any(Path(f"/proc/{p}").exists() for p in worker_pids)
+    assert os.listdir(tmp_path / "tmp") == []  # the metrics directory is removed
