@@ -1,20 +1,25 @@
-"""``hpi serve --workers N``: N server processes sharing one listening socket, each with its own engine.
+"""``hpi serve --workers N``: N server processes behind one port, each with its own engine.
 
 One process's event loop, engine threads and the interpreter's lock share the CPU; on a small machine the engine's
 OpenMP threads then wait for each other whenever the loop takes one of their cores (load_test.md: the same engine
 work cost 10-20% more CPU in the server than offline). N processes with ``cores / N`` engine threads each keep their
-work apart: the kernel hands each accepted connection to one of them.
+work apart.
 
 How it runs:
 
 1. The supervisor (this process) builds the pipeline once, so that measured selection, export and engine builds
    happen once, into the caches every worker then reads, and closes it again.
-2. It binds the socket, then starts the workers with ``spawn`` (a fresh interpreter each: no forked OpenMP or
-   library state). Each builds its app with :func:`hpi.serving.app.create_app` and runs uvicorn on the shared socket.
-3. Metrics: every worker records its request counters in `prometheus_client`'s multiprocess files in one directory
+2. It starts the workers with ``spawn`` (a fresh interpreter each: no forked OpenMP or library state). Each builds
+   its app with :func:`hpi.serving.app.create_app`, loads its model, and says it is ready.
+3. The supervisor accepts every connection itself and hands it to the next ready worker in turn, over a Unix socket
+   (the file descriptor travels, the bytes never pass through the supervisor), as Node.js's cluster module does.
+   Workers accepting from one shared socket split connections unevenly: asyncio accepts everything waiting when it
+   wakes, so one worker took most of 16 clients' connections, and with keep-alive connections that lasts (measured:
+   the engines were busy 62% of a load test, against 86% with an even split).
+4. Metrics: every worker records its request counters in `prometheus_client`'s multiprocess files in one directory
    and writes its batchers' counters there once a second; ``GET /metrics`` on any worker adds them all up (request
    metrics summed; batcher metrics with a ``worker`` label).
-4. On SIGTERM or SIGINT it asks every worker to stop (each finishes its accepted requests, as a single server does),
+5. On SIGTERM or SIGINT it stops accepting and asks every worker to stop (each finishes its accepted requests, as a single server does),
    waits, and removes the metrics directory. A worker that dies is started again; one that dies within
    :data:`CRASH_WINDOW_S` of its start stops the server, since it would only die again.
 
@@ -23,6 +28,7 @@ PP-ShiTuV2 is served by one process: the indexes its requests build live in that
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import multiprocessing
@@ -31,9 +37,12 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
 import time
 from multiprocessing.connection import wait
 from typing import Any
+
+import uvicorn
 
 from hpi.errors import InvalidConfigError
 from hpi.serving.common import ServeSettings
@@ -86,7 +95,7 @@ def prepare(pipeline: str | os.PathLike[str], settings: ServeSettings) -> None:
 
 
 def bind(host: str, port: int, backlog: int = 2048) -> socket.socket:
-    """The listening socket every worker accepts on."""
+    """The listening socket the supervisor accepts on."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -96,7 +105,6 @@ def bind(host: str, port: int, backlog: int = 2048) -> socket.socket:
     except OSError:
         sock.close()
         raise
-    sock.set_inheritable(True)
     return sock
 
 
@@ -119,32 +127,47 @@ def serve_workers(pipeline: str | os.PathLike[str], settings: ServeSettings, *, 
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-class _Supervisor:
-    """Starts the workers, restarts one that dies, and stops them all on a signal."""
+@dataclasses.dataclass
+class _Worker:
+    """One worker process as the supervisor sees it: the process, its end of the connection channel, its readiness."""
 
-    def __init__(self, pipeline: str, settings: ServeSettings, options: WorkerOptions, sock: socket.socket,
+    process: Any
+    channel: socket.socket
+    ready: Any  # multiprocessing Event, set once the worker serves
+    started: float
+
+
+class _Supervisor:
+    """Starts the workers, hands them connections in turn, restarts one that dies, and stops them all on a signal."""
+
+    def __init__(self, pipeline: str, settings: ServeSettings, options: WorkerOptions, sock: socket.socket | None,
                  workers: int) -> None:
         self.pipeline, self.settings, self.options, self.sock = pipeline, settings, options, sock
         self.context = multiprocessing.get_context("spawn")
-        self.procs: list[Any] = [None] * workers
-        self.started: list[float] = [0.0] * workers
+        self.workers: list[_Worker | None] = [None] * workers
+        self.lock = threading.Lock()  # self.workers is replaced by the main thread, read by the accepting thread
+        self.next = 0
         self.stopping = False
 
     def start(self, index: int) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ready = self.context.Event()
         # Set while the worker's interpreter starts, so prometheus_client is in multiprocess mode from its import on.
         saved = os.environ.get(METRICS_ENV)
         if self.options.metrics_dir:
             os.environ[METRICS_ENV] = self.options.metrics_dir
         try:
             proc = self.context.Process(target=worker_main, name=f"hpi-serve-worker-{index}",
-                                        args=(self.pipeline, self.settings, self.options, self.sock, index))
+                                        args=(self.pipeline, self.settings, self.options, theirs, ready, index))
             proc.start()
         finally:
             if saved is None:
                 os.environ.pop(METRICS_ENV, None)
             else:
                 os.environ[METRICS_ENV] = saved
-        self.procs[index], self.started[index] = proc, time.monotonic()
+            theirs.close()  # the worker has its own copy; once it dies, handing it a connection fails at once
+        with self.lock:
+            self.workers[index] = _Worker(proc, ours, ready, time.monotonic())
         logger.info("worker %d started (pid %d)", index, proc.pid)
 
     def run(self) -> int:
@@ -152,11 +175,16 @@ class _Supervisor:
             self.stopping = True
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        acceptor = threading.Thread(target=self.accept_forever, name="hpi-serve-accept", daemon=True)
         try:
-            for index in range(len(self.procs)):
+            for index in range(len(self.workers)):
                 self.start(index)
+            acceptor.start()
             code = self.watch()
         finally:
+            self.stopping = True
+            if acceptor.is_alive():
+                acceptor.join(5.0)
             self.stop()
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -164,46 +192,80 @@ class _Supervisor:
 
     def watch(self) -> int:
         while not self.stopping:
-            wait([p.sentinel for p in self.procs], timeout=0.5)
-            for index, proc in enumerate(self.procs):
-                if proc.is_alive() or self.stopping:
+            wait([w.process.sentinel for w in self.workers if w is not None], timeout=0.5)
+            for index, worker in enumerate(self.workers):
+                if worker is None or worker.process.is_alive() or self.stopping:
                     continue
-                self._forget(proc)
-                if time.monotonic() - self.started[index] < CRASH_WINDOW_S:
+                self._forget(worker)
+                if time.monotonic() - worker.started < CRASH_WINDOW_S:
                     logger.error("worker %d exited with code %s within %.0f s of its start; stopping the server",
-                                 index, proc.exitcode, CRASH_WINDOW_S)
+                                 index, worker.process.exitcode, CRASH_WINDOW_S)
                     return 1
-                logger.warning("worker %d exited with code %s; starting it again", index, proc.exitcode)
+                logger.warning("worker %d exited with code %s; starting it again", index, worker.process.exitcode)
                 self.start(index)
         return 0
 
+    def accept_forever(self) -> None:
+        """Accept connections and hand each to the next ready worker (round robin), until stopping."""
+        self.sock.settimeout(0.25)
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                if not self.stopping:
+                    logger.warning("accept failed: %s", exc)
+                    time.sleep(0.05)
+                continue
+            with conn:
+                self.hand(conn)
+
+    def hand(self, conn: socket.socket) -> bool:
+        """Pass ``conn`` to a ready worker; while none is ready (all starting), wait. False if stopping first."""
+        while not self.stopping:
+            with self.lock:
+                for _ in range(len(self.workers)):
+                    worker = self.workers[self.next]
+                    self.next = (self.next + 1) % len(self.workers)
+                    if worker is None or not worker.ready.is_set():
+                        continue
+                    try:
+                        socket.send_fds(worker.channel, [b"c"], [conn.fileno()])
+                        return True
+                    except OSError:  # the worker died; the main thread restarts it
+                        continue
+            time.sleep(0.05)
+        return False
+
     def stop(self) -> None:
         """SIGTERM every worker (uvicorn's graceful shutdown, then the app drains its queues), wait, then kill."""
-        live = [p for p in self.procs if p is not None and p.is_alive()]
-        for proc in live:
-            proc.terminate()
+        live = [w for w in self.workers if w is not None and w.process.is_alive()]
+        for worker in live:
+            worker.process.terminate()
         deadline = time.monotonic() + self.options.graceful_timeout_s + self.settings.drain_timeout_s + 10.0
-        for proc in live:
-            proc.join(max(0.0, deadline - time.monotonic()))
-            if proc.is_alive():
-                logger.error("worker pid %d did not stop in time; killing it", proc.pid)
-                proc.kill()
-                proc.join(5.0)
-        for proc in self.procs:
-            if proc is not None:
-                self._forget(proc)
+        for worker in live:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                logger.error("worker pid %d did not stop in time; killing it", worker.process.pid)
+                worker.process.kill()
+                worker.process.join(5.0)
+        for worker in self.workers:
+            if worker is not None:
+                self._forget(worker)
 
-    def _forget(self, proc: Any) -> None:
-        """A dead worker's live gauges (requests in flight) no longer count."""
-        if self.options.metrics_dir and proc.pid is not None:
+    def _forget(self, worker: _Worker) -> None:
+        """A dead worker gets no more connections, and its live gauges (requests in flight) no longer count."""
+        worker.channel.close()
+        if self.options.metrics_dir and worker.process.pid is not None:
             from prometheus_client import multiprocess
 
-            multiprocess.mark_process_dead(proc.pid, self.options.metrics_dir)
+            multiprocess.mark_process_dead(worker.process.pid, self.options.metrics_dir)
 
 
-def worker_main(pipeline: str, settings: ServeSettings, options: WorkerOptions, sock: socket.socket,
+def worker_main(pipeline: str, settings: ServeSettings, options: WorkerOptions, channel: socket.socket, ready: Any,
                 index: int) -> None:
-    """One worker process: its own app and engine on the shared socket."""
+    """One worker process: its own app and engine, serving the connections the supervisor hands it."""
     os.setpgrp()  # a terminal's Ctrl-C reaches only the supervisor, which stops the workers once
     logging.basicConfig(level=options.log_level.upper(), format=f"%(levelname)s worker {index} %(name)s: %(message)s")
     import uvicorn
@@ -217,4 +279,54 @@ def worker_main(pipeline: str, settings: ServeSettings, options: WorkerOptions, 
     config = uvicorn.Config(app, log_level=options.log_level, limit_concurrency=options.max_connections,
                             timeout_keep_alive=5, access_log=False,
                             timeout_graceful_shutdown=options.graceful_timeout_s)
-    uvicorn.Server(config).run(sockets=[sock])
+    _HandedConnectionsServer(config, channel, ready).run()
+
+
+class _HandedConnectionsServer(uvicorn.Server):
+    """uvicorn serving the connections that arrive over ``channel`` instead of listening itself.
+
+    Each connection gets uvicorn's own HTTP protocol object, made as uvicorn makes it for a connection it accepted, so
+    keep-alive, ``limit_concurrency`` and graceful shutdown (which waits for the connections it tracks) work as usual.
+    """
+
+    def __init__(self, config: uvicorn.Config, channel: socket.socket, ready: Any) -> None:
+        super().__init__(config)
+        self.channel, self.ready = channel, ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=[])  # the app's lifespan (the model loads), no listening socket
+        if self.should_exit:
+            return
+        loop = asyncio.get_running_loop()
+        self.channel.setblocking(False)
+        loop.add_reader(self.channel.fileno(), self._receive, loop)
+        self.ready.set()
+
+    def _protocol(self) -> asyncio.Protocol:
+        return self.config.http_protocol_class(config=self.config, server_state=self.server_state,
+                                               app_state=self.lifespan.state)
+
+    def _receive(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            message, fds, _, _ = socket.recv_fds(self.channel, 16, 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            message, fds = b"", []
+        if not message and not fds:  # the supervisor is gone: stop, as on SIGTERM
+            loop.remove_reader(self.channel.fileno())
+            self.should_exit = True
+            return
+        for fd in fds:
+            conn = socket.socket(fileno=fd)
+            if self.should_exit:
+                conn.close()
+                continue
+            conn.setblocking(False)
+            loop.create_task(loop.connect_accepted_socket(self._protocol, conn))
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.channel.fileno() != -1:
+            asyncio.get_running_loop().remove_reader(self.channel.fileno())
+            self.channel.close()
+        await super().shutdown(sockets=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,37 +50,84 @@ def test_shitu_is_served_by_one_process(monkeypatch):
 
 class FakeProcess:
     def __init__(self, alive: bool = True, exitcode: int | None = None) -> None:
-        self.alive, self.exitcode, self.pid, self.sentinel = alive, exitcode, 12345, -1
+        self.alive, self.exitcode, self.pid, self.sentinel = alive, exitcode, None, -1
 
     def is_alive(self) -> bool:
         return self.alive
 
 
-def supervisor_with(procs: list[FakeProcess], started_ago_s: list[float], monkeypatch) -> workers._Supervisor:
-    sup = workers._Supervisor("p.yaml", ServeSettings(), WorkerOptions(), sock=None, workers=len(procs))
-    sup.procs = list(procs)
-    sup.started = [time.monotonic() - ago for ago in started_ago_s]
+class FakeEvent:
+    def __init__(self, ready: bool = True) -> None:
+        self.ready = ready
+
+    def is_set(self) -> bool:
+        return self.ready
+
+
+def fake_worker(alive: bool = True, exitcode: int | None = None, started_ago_s: float = 60.0,
+                ready: bool = True) -> workers._Worker:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    return workers._Worker(FakeProcess(alive, exitcode), a, FakeEvent(ready), time.monotonic() - started_ago_s), b
+
+
+def supervisor_with(fakes: list[workers._Worker], monkeypatch) -> workers._Supervisor:
+    sup = workers._Supervisor("p.yaml", ServeSettings(), WorkerOptions(), sock=None, workers=len(fakes))
+    sup.workers = list(fakes)
     monkeypatch.setattr(workers, "wait", lambda sentinels, timeout: None)
     return sup
 
 
 def test_a_worker_that_dies_is_started_again(monkeypatch):
-    sup = supervisor_with([FakeProcess(), FakeProcess(alive=False, exitcode=-9)], [60.0, 60.0], monkeypatch)
+    (w0, _), (w1, _) = fake_worker(), fake_worker(alive=False, exitcode=-9)
+    sup = supervisor_with([w0, w1], monkeypatch)
     restarted = []
 
     def start(index):
         restarted.append(index)
-        sup.procs[index] = FakeProcess()
+        sup.workers[index] = fake_worker()[0]
         sup.stopping = True  # end the watch after one restart
 
     sup.start = start
     assert sup.watch() == 0 and restarted == [1]
+    assert w1.channel.fileno() == -1  # the dead worker's channel is closed: it gets no more connections
 
 
 def test_a_worker_that_dies_right_after_its_start_stops_the_server(monkeypatch):
-    sup = supervisor_with([FakeProcess(), FakeProcess(alive=False, exitcode=1)], [60.0, 1.0], monkeypatch)
+    (w0, _), (w1, _) = fake_worker(), fake_worker(alive=False, exitcode=1, started_ago_s=1.0)
+    sup = supervisor_with([w0, w1], monkeypatch)
     sup.start = lambda index: pytest.fail("a crash-looping worker must not be restarted")
     assert sup.watch() == 1
+
+
+def test_connections_go_to_ready_workers_in_turn(monkeypatch):
+    (w0, r0), (w1, r1), (w2, r2) = fake_worker(), fake_worker(ready=False), fake_worker()
+    sup = supervisor_with([w0, w1, w2], monkeypatch)
+    got = {0: 0, 2: 0}
+    for _ in range(6):
+        a, b = socket.socketpair()
+        with a, b:
+            assert sup.hand(a)
+    for index, end in ((0, r0), (2, r2)):
+        end.setblocking(False)
+        while True:
+            try:
+                message, fds, _, _ = socket.recv_fds(end, 16, 16)
+            except BlockingIOError:
+                break
+            got[index] += len(fds)
+            for fd in fds:
+                os.close(fd)
+    assert got == {0: 3, 2: 3}  # the worker still starting got none
+    r1.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        r1.recv(16)
+    w2.channel.close()  # a worker that died: its share goes to the next one
+    r2.close()
+    a, b = socket.socketpair()
+    with a, b:
+        assert sup.hand(a) and sup.hand(a)
+    message, fds, _, _ = socket.recv_fds(r0, 16, 16)
+    assert len(fds) == 1
 
 
 def children_of(pid: int) -> list[int]:
@@ -117,6 +165,9 @@ def test_two_workers_answer_on_one_port_and_add_up_their_metrics(toy_dir, tmp_pa
             assert time.monotonic() < deadline, "the server did not come up"
             time.sleep(0.3)
         assert len(os.listdir(tmp_path / "tmp")) == 1  # the metrics directory the workers share
+        while len(set(re.findall(r'worker="(\d+)"', httpx.get(f"http://127.0.0.1:{port}/metrics").text))) < 2:
+            assert time.monotonic() < deadline, "the second worker did not come up"  # serving starts with one
+            time.sleep(0.3)
         body = {"image": b64(jpeg_bytes("coffee")), "visualize": False}
 
         def classify(_):
@@ -133,7 +184,8 @@ def test_two_workers_answer_on_one_port_and_add_up_their_metrics(toy_dir, tmp_pa
             'hpi_requests_total{endpoint="/image-classification",method="POST",status="200"} 24.0']
         items = metric_lines(text, "hpi_batch_items_total")
         assert {re.search(r'worker="(\d+)"', line).group(1) for line in items} == {"0", "1"}
-        assert sum(float(line.rsplit(" ", 1)[1]) for line in items) == 24
+        # 6 keep-alive connections of 4 requests each, handed out in turn: 12 requests per worker
+        assert sorted(float(line.rsplit(" ", 1)[1]) for line in items) == [12.0, 12.0]
         assert metric_lines(text, "hpi_requests_in_flight") == ["hpi_requests_in_flight 1.0"]  # this scrape
         worker_pids = [p for p in children_of(server.pid)
                        if "hpi-serve-worker" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
