@@ -15,6 +15,10 @@ Reported: requests, errors, served and offline throughput and their ratio, laten
 mean batch size, the share of the time its engine thread was busy, CPU per request of the server (in all, and by
 thread: event loop, engine thread, the engine's helper threads) and of the load generator, and the machine's load
 average. Results go to ``benchmarks/results/load_test.json`` and ``.md``.
+``--workers N`` serves from N processes of ``--threads / N`` engine threads (``hpi serve --workers``); the offline
+reference stays one process of ``--threads`` threads, and the same split offline (N processes at once, each
+``--offline-slice-seconds`` before and after the served rounds) is reported beside it. Server CPU then counts the
+supervisor and every worker, and the engine counters come from ``GET /metrics`` (added up over the workers).
 ``--profile FILE`` runs the server under py-spy (folded stacks; the throughput of such a run is not a result).
 
 The client is a minimal asyncio HTTP/1.1 client (precomputed request bytes, Content-Length framing), so that the

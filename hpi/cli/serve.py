@@ -53,8 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads per model (default: the machine's cores)")
 
     g = parser.add_argument_group("batching")
-    g.add_argument("--max-batch", type=int, default=batching.max_batch,
-                   help=f"images per engine call (default: {batching.max_batch})")
+    g.add_argument("--max-batch", type=_max_batch, default=batching.max_batch,
+                   help=f"images per engine call (default: {batching.max_batch}), or 'auto': the batch size of 1-8 "
+                        "that classifies fastest, measured at start (image_classification)")
     g.add_argument("--batch-window-ms", type=float, default=batching.window_ms,
                    help=f"how long a batch that is not full waits for more requests (default: {batching.window_ms})")
     g.add_argument("--max-queue", type=int, default=batching.max_queue,
@@ -133,6 +134,15 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--replicas", type=int, default=2, help="with --engine ray: replicas (default: 2)")
     g.add_argument("--cpus-per-replica", type=float, help="with --engine ray: CPUs (and engine threads) per "
                                                           "replica (default: the cluster's CPUs / replicas)")
+
+
+def _max_batch(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {value!r}") from None
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:

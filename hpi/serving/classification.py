@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,9 +13,10 @@ import cv2
 import numpy as np
 from fastapi import FastAPI, Request
 
+from hpi.calibration import BUILTIN_IMAGES
 from hpi.errors import HpiError, HpiInternalError, InvalidConfigError, PredictionError
 from hpi.inputs import InputItem
-from hpi.serving.batching import DynamicBatcher, worker_for
+from hpi.serving.batching import AUTO_BATCH, DynamicBatcher, fastest_batch_size, worker_for
 from hpi.serving.common import (
     ServeSettings,
     Service,
@@ -31,6 +35,8 @@ from hpi.serving.protocol import (
     ModelStatus,
     ResultResponse,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,25 @@ def _default_topk(runner: Any) -> int:
     return 5
 
 
+def with_measured_max_batch(runner: Any, settings: ServeSettings,
+                            run_on: Callable[[Callable[[], Any]], Any] | None = None) -> ServeSettings:
+    """``settings`` with ``max_batch="auto"`` replaced by the batch size at which ``runner`` classifies the built-in
+    photo fastest (:func:`~hpi.serving.batching.fastest_batch_size`, about 5 s for a small model); ``run_on`` runs
+    the measurement on the thread that owns the engine. Other settings come back unchanged."""
+    if settings.batching.max_batch != AUTO_BATCH:
+        return settings
+    data = (BUILTIN_IMAGES / "chelsea.jpg").read_bytes()
+
+    def run_batch(n: int) -> None:
+        for _ in runner.predict([data] * n, batch_size=n, topk=1):
+            pass
+
+    best, rates = (run_on or (lambda fn: fn()))(lambda: fastest_batch_size(run_batch))
+    logger.info("max batch %d: the fastest of %s images per second by batch size", best,
+                ", ".join(f"{n}: {rate:.1f}" for n, rate in rates.items()))
+    return dataclasses.replace(settings, batching=dataclasses.replace(settings.batching, max_batch=best))
+
+
 class ClassificationService(Service):
     """Classifies images for concurrent requests in shared, dynamically sized batches.
 
@@ -99,15 +124,17 @@ class ClassificationService(Service):
     pipeline_name = "image_classification"
 
     def __init__(self, runner: Any, settings: ServeSettings) -> None:
-        super().__init__(settings)
         if not callable(getattr(runner, "predict", None)):
             raise InvalidConfigError(f"cannot serve {type(runner).__name__} as image classification: no predict()")
         self.runner = runner
         self.predictor = getattr(runner, "predictor", runner)
         self.default_topk = _default_topk(runner)
         name = str(getattr(self.predictor, "model_name", "classifier"))
+        worker = worker_for(self.predictor, name)
+        settings = with_measured_max_batch(runner, settings, worker.run)  # on the thread that will own the engine
+        super().__init__(settings)
         self.batcher: DynamicBatcher[ClassifyItem, Any] = DynamicBatcher(
-            self._run_batch, worker_for(self.predictor, name), settings.batching, name=name
+            self._run_batch, worker, settings.batching, name=name
         )
         self.batchers = [self.batcher]
 

@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request
 
 from hpi.errors import HpiError, HpiInternalError, InvalidConfigError, PredictionError
 from hpi.retrieval import FeatureIndex, UnknownIdError
-from hpi.serving.batching import DynamicBatcher, worker_for
+from hpi.serving.batching import AUTO_BATCH, DynamicBatcher, worker_for
 from hpi.serving.common import (
     ServeSettings,
     Service,
@@ -80,6 +80,8 @@ class ShiTuService(Service):
     pipeline_name = "PP-ShiTuV2"
 
     def __init__(self, pipeline: Any, settings: ServeSettings) -> None:
+        if settings.batching.max_batch == AUTO_BATCH:
+            raise InvalidConfigError("max_batch 'auto' measures image classification only; give PP-ShiTuV2 a number")
         super().__init__(settings)
         for method in ("predict", "embed_images"):
             if not callable(getattr(pipeline, method, None)):

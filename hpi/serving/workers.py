@@ -50,6 +50,8 @@ from hpi.serving.common import ServeSettings
 logger = logging.getLogger(__name__)
 
 CRASH_WINDOW_S = 10.0  # a worker exiting sooner than this after its start stops the server instead of restarting
+SHITU_ONE_PROCESS = ("PP-ShiTuV2 is served by one process: the indexes its requests build and change live in that "
+                     "process's memory, which other workers would not see; use --workers 1")
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # where prometheus_client's multiprocess mode keeps its files
 
 
@@ -76,18 +78,21 @@ def worker_settings(settings: ServeSettings, workers: int, cores: int | None = N
                                cpu_workers=settings.cpu_workers or min(4, share + 1))
 
 
-def prepare(pipeline: str | os.PathLike[str], settings: ServeSettings) -> None:
+def prepare(pipeline: str | os.PathLike[str], settings: ServeSettings) -> ServeSettings:
     """Build the pipeline once in this process, so that the workers find its decisions and engines cached; refuse
-    what cannot be served by several processes."""
+    what cannot be served by several processes. Returns ``settings`` with ``max_batch="auto"`` measured here, so
+    that every worker runs the same batch size."""
     from hpi.pipelines import create_pipeline
+    from hpi.serving.classification import with_measured_max_batch
 
+    if str(pipeline) == "PP-ShiTuV2":
+        raise InvalidConfigError(SHITU_ONE_PROCESS)
     built = create_pipeline(pipeline, device=settings.device, use_hpip=settings.use_hpip,
                             hpi_config=settings.hpi_config, cache_dir=settings.cache_dir)
     try:
         if callable(getattr(built, "build_index", None)):
-            raise InvalidConfigError(
-                "PP-ShiTuV2 is served by one process: the indexes its requests build and change live in that "
-                "process's memory, which other workers would not see; use --workers 1")
+            raise InvalidConfigError(SHITU_ONE_PROCESS)
+        return with_measured_max_batch(built, settings)
     finally:
         close = getattr(built, "close", None)
         if callable(close):
@@ -112,8 +117,7 @@ def serve_workers(pipeline: str | os.PathLike[str], settings: ServeSettings, *, 
                   options: WorkerOptions | None = None) -> int:
     """Serve ``pipeline`` (a name or YAML) from ``workers`` processes until SIGTERM or SIGINT; 0 on a clean stop."""
     options = options or WorkerOptions()
-    settings = worker_settings(settings, workers)
-    prepare(pipeline, settings)
+    settings = prepare(pipeline, worker_settings(settings, workers))
     metrics_dir = tempfile.mkdtemp(prefix="hpi-serve-metrics-") if settings.metrics else None
     options = dataclasses.replace(options, metrics_dir=metrics_dir,
                                   max_connections=max(1, options.max_connections // workers))

@@ -51,6 +51,14 @@ def test_options_reach_the_settings():
     assert (s.index_dir, s.default_index, s.visualize, s.request_timeout_s) == ("/tmp/x", "/tmp/y", False, 3.0)
 
 
+def test_max_batch_takes_a_number_or_auto(capsys):
+    assert settings_from_args(parse("--pipeline", "image_classification", "--max-batch", "auto")).batching.max_batch \
+        == "auto"
+    with pytest.raises(SystemExit):
+        parse("--pipeline", "image_classification", "--max-batch", "fast")
+    assert "expected a positive integer or 'auto'" in capsys.readouterr().err
+
+
 def test_security_and_operations_options_reach_the_settings(tmp_path):
     from hpi.serving.auth import key_digest
 

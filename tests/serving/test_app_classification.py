@@ -365,6 +365,30 @@ def test_health_names_the_backend_and_the_schema_is_served(server, toy_model):
     assert set(request_schema["properties"]) == {"image", "topk", "visualize"} and request_schema["required"] == ["image"]
 
 
+class BatchCost:
+    """A pipeline around a predictor whose calls cost more per image beyond batch 2, recording its engine threads."""
+
+    def __init__(self, predictor) -> None:
+        self.predictor = predictor
+        self.threads: set[int] = set()
+
+    def predict(self, images, batch_size=1, topk=None):
+        self.threads.add(threading.get_ident())
+        time.sleep(0.004 * max(1, len(images) - 1))  # batch 2 gets the most images per second
+        return self.predictor.predict(images, batch_size=batch_size, topk=topk)
+
+
+def test_max_batch_auto_is_measured_on_the_engine_thread_at_start(toy_model):
+    runner = BatchCost(toy_model)
+    app = create_app(runner, ServeSettings(batching=BatchingConfig(max_batch="auto")))
+    measured_on = set(runner.threads)
+    assert len(measured_on) == 1
+    with LiveServer(app) as srv, httpx.Client(base_url=srv.url, timeout=60) as client:
+        assert client.post("/image-classification", json={"image": b64(jpeg_bytes())}).json()["errorCode"] == 0
+        assert client.get("/health").json()["result"]["batching"]["ToyNet"]["maxBatch"] == 2
+    assert runner.threads == measured_on  # served on the thread that measured
+
+
 # ----------------------------------------------------------------------------------------------- failures, overload
 
 

@@ -314,3 +314,12 @@ def test_quota_refusals_through_the_api_leave_the_disk_as_before(shitu_pipeline,
         assert embedded == [] and srv.service.store.get(key).id_map == id_map  # refused before any embedding
         ok = c.post("/shitu-index-add", json={"imageLabelPairs": pairs([7]), "indexKey": key}).json()
     assert ok["result"]["idMap"] == {"0": "item-0", "1": "item-1", "2": "item-7"}
+
+
+def test_max_batch_auto_is_refused_for_shitu():
+    from hpi.errors import InvalidConfigError
+    from hpi.serving.batching import BatchingConfig
+    from hpi.serving.shitu import ShiTuService
+
+    with pytest.raises(InvalidConfigError, match="image classification only"):
+        ShiTuService(object(), ServeSettings(batching=BatchingConfig(max_batch="auto")))

@@ -17,6 +17,7 @@ from hpi.serving.batching import (
     EngineWorker,
     ServerBusyError,
     ServiceStoppedError,
+    fastest_batch_size,
     worker_for,
     yield_cpu_to_engines,
 )
@@ -176,6 +177,9 @@ def test_config_is_validated():
 
     with pytest.raises(InvalidConfigError, match="max_batch"):
         BatchingConfig(max_batch=0)
+    with pytest.raises(InvalidConfigError, match="max_batch"):
+        BatchingConfig(max_batch="fast")
+    assert BatchingConfig(max_batch="auto").max_batch == "auto"
     with pytest.raises(InvalidConfigError, match="window_ms"):
         BatchingConfig(window_ms=-1)
 
@@ -231,3 +235,17 @@ def test_the_event_loop_yields_cpu_to_engine_threads_but_engines_keep_theirs():
     assert seen["loop"] == min(19, seen["before"] + 3) and seen["helper"] == seen["loop"]
     assert seen["engine"] == seen["before"]
     assert yield_cpu_to_engines(0) is False
+
+
+def test_fastest_batch_size_measures_every_size_and_picks_the_most_items_per_second():
+    cost_ms = {1: 4.0, 2: 5.0, 3: 6.0, 4: 16.0}  # per call: batch 3 gets through 0.5 items per ms, the most
+    calls = []
+
+    def run_batch(n):
+        calls.append(n)
+        time.sleep(cost_ms[n] / 1000)
+
+    best, rates = fastest_batch_size(run_batch, sizes=(1, 2, 3, 4), seconds_each=0.05)
+    assert best == 3 and list(rates) == [1, 2, 3, 4]
+    assert rates[3] > rates[2] > rates[1] and rates[3] > rates[4]
+    assert all(calls.count(n) >= 2 for n in (1, 2, 3, 4))  # a warm-up call, then at least one timed

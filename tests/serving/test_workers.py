@@ -44,8 +44,11 @@ def test_shitu_is_served_by_one_process(monkeypatch):
     shitu = SimpleNamespace(build_index=lambda *a: None, close=lambda: closed.append(True))
     monkeypatch.setattr("hpi.pipelines.create_pipeline", lambda *a, **k: shitu)
     with pytest.raises(InvalidConfigError, match="--workers 1"):
-        workers.prepare("PP-ShiTuV2", ServeSettings())
+        workers.prepare("shitu.yaml", ServeSettings())
     assert closed == [True]  # what was built to check is closed again
+    with pytest.raises(InvalidConfigError, match="--workers 1"):  # by name: refused before anything is built
+        workers.prepare("PP-ShiTuV2", ServeSettings())
+    assert closed == [True]
 
 
 class FakeProcess:
@@ -197,3 +200,39 @@ def test_two_workers_answer_on_one_port_and_add_up_their_metrics(toy_dir, tmp_pa
     assert code == 0
     assert not any(Path(f"/proc/{p}").exists() for p in worker_pids)
     assert os.listdir(tmp_path / "tmp") == []  # the metrics directory is removed
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads worker processes from /proc")
+def test_workers_stop_when_the_supervisor_is_killed(toy_dir, tmp_path):
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(yaml.safe_dump({"pipeline_name": "image_classification",
+                                      "Pipeline": {"model": "ToyNet", "model_dir": str(toy_dir)}}))
+    port = free_port()
+    env = {**os.environ, "HPI_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    server = subprocess.Popen([sys.executable, "-m", "hpi.serving", "--pipeline", str(config), "--port", str(port),
+                               "--device", "cpu", "--workers", "2", "--log-level", "warning", "--no-access-log"],
+                              cwd=tmp_path, env=env)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, "the server exited"
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+                if len(set(re.findall(r'worker="(\d+)"', text))) == 2:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the workers did not come up"
+            time.sleep(0.3)
+        worker_pids = [p for p in children_of(server.pid)
+                       if "multiprocessing.spawn" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+        assert len(worker_pids) == 2
+    finally:
+        server.kill()  # no chance to stop its workers: they notice their connection channel close
+        server.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    while any(Path(f"/proc/{p}").exists() and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+              for p in worker_pids):
+        assert time.monotonic() < deadline, "a worker outlived its supervisor"
+        time.sleep(0.3)
