@@ -144,8 +144,8 @@ def metric_lines(text: str, name: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(name + "{") or line.startswith(name + " ")]
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads worker processes from /proc")
-def test_two_workers_answer_on_one_port_and_add_up_their_metrics(toy_dir, tmp_path):
+def start_two_workers(toy_dir: Path, tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """``python -m hpi.serving --workers 2`` on the toy model, with its caches and temporary files under tmp_path."""
     config = tmp_path / "pipeline.yaml"
     config.write_text(yaml.safe_dump({"pipeline_name": "image_classification",
                                       "Pipeline": {"model": "ToyNet", "model_dir": str(toy_dir), "topk": 3}}))
@@ -156,21 +156,41 @@ def test_two_workers_answer_on_one_port_and_add_up_their_metrics(toy_dir, tmp_pa
     server = subprocess.Popen([sys.executable, "-m", "hpi.serving", "--pipeline", str(config), "--port", str(port),
                                "--device", "cpu", "--workers", "2", "--log-level", "warning", "--no-access-log"],
                               cwd=tmp_path, env=env)
+    return server, port
+
+
+def wait_for_workers(server: subprocess.Popen[bytes], port: int, count: int = 2) -> list[int]:
+    """Wait until ``count`` workers serve (each has written its metrics); their process ids."""
+    deadline = time.monotonic() + 180
+    while True:
+        assert server.poll() is None, "the server exited"
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            if len(set(re.findall(r'worker="(\d+)"', text))) == count:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the workers did not come up"
+        time.sleep(0.3)
+    pids = [p for p in children_of(server.pid)
+            if "multiprocessing.spawn" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+    assert len(pids) == count
+    return pids
+
+
+def running(pid: int) -> bool:
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, "the server exited"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not come up"
-            time.sleep(0.3)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads worker processes from /proc")
+def test_two_workers_answer_on_one_port_and_add_up_their_metrics(toy_dir, tmp_path):
+    server, port = start_two_workers(toy_dir, tmp_path)
+    try:
+        worker_pids = wait_for_workers(server, port)
         assert len(os.listdir(tmp_path / "tmp")) == 1  # the metrics directory the workers share
-        while len(set(re.findall(r'worker="(\d+)"', httpx.get(f"http://127.0.0.1:{port}/metrics").text))) < 2:
-            assert time.monotonic() < deadline, "the second worker did not come up"  # serving starts with one
-            time.sleep(0.3)
         body = {"image": b64(jpeg_bytes("coffee")), "visualize": False}
 
         def classify(_):
@@ -190,49 +210,23 @@ def test_two_workers_answer_on_one_port_and_add_up_their_metrics(toy_dir, tmp_pa
         # 6 keep-alive connections of 4 requests each, handed out in turn: 12 requests per worker
         assert sorted(float(line.rsplit(" ", 1)[1]) for line in items) == [12.0, 12.0]
         assert metric_lines(text, "hpi_requests_in_flight") == ["hpi_requests_in_flight 1.0"]  # this scrape
-        worker_pids = [p for p in children_of(server.pid)
-                       if "hpi-serve-worker" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
-                       or "multiprocessing.spawn" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
-        assert len(worker_pids) >= 2
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=90)
     assert code == 0
-    assert not any(Path(f"/proc/{p}").exists() for p in worker_pids)
+    assert not any(running(p) for p in worker_pids)
     assert os.listdir(tmp_path / "tmp") == []  # the metrics directory is removed
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads worker processes from /proc")
 def test_workers_stop_when_the_supervisor_is_killed(toy_dir, tmp_path):
-    config = tmp_path / "pipeline.yaml"
-    config.write_text(yaml.safe_dump({"pipeline_name": "image_classification",
-                                      "Pipeline": {"model": "ToyNet", "model_dir": str(toy_dir)}}))
-    port = free_port()
-    env = {**os.environ, "HPI_CACHE_DIR": str(tmp_path / "cache"),
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    server = subprocess.Popen([sys.executable, "-m", "hpi.serving", "--pipeline", str(config), "--port", str(port),
-                               "--device", "cpu", "--workers", "2", "--log-level", "warning", "--no-access-log"],
-                              cwd=tmp_path, env=env)
+    server, port = start_two_workers(toy_dir, tmp_path)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, "the server exited"
-            try:
-                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-                if len(set(re.findall(r'worker="(\d+)"', text))) == 2:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the workers did not come up"
-            time.sleep(0.3)
-        worker_pids = [p for p in children_of(server.pid)
-                       if "multiprocessing.spawn" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
-        assert len(worker_pids) == 2
+        worker_pids = wait_for_workers(server, port)
     finally:
         server.kill()  # no chance to stop its workers: they notice their connection channel close
         server.wait(timeout=30)
     deadline = time.monotonic() + 60
-    while any(Path(f"/proc/{p}").exists() and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-              for p in worker_pids):
+    while any(running(p) for p in worker_pids):
         assert time.monotonic() < deadline, "a worker outlived its supervisor"
         time.sleep(0.3)
