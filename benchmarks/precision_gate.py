@@ -566,7 +566,15 @@ def classifier_cells(r: dict[str, Any]) -> list[str]:
     return [str(a["images"]), _f(a["top1_agreement"]), f"{_f(a['top1_agreement_decisive'])} ({a['decisive']})",
             f"{_f(a['topk_overlap'])} (k={a['topk']})", f"{_f(a['drift_max'], 4)} / {_f(a['drift_p99'], 4)}",
             f"{a['flips']} ({_f(a['largest_margin_flipped'])})", f"{a['rel_error']:.2e}", verdict, sure_verdict,
-            sel_verdict, f"{a['worst_image']} ({a['worst_reference']} -> {a['worst_candidate']})"]
+            sel_verdict, f"{a['worst_image']} ({_probabilities_moved(a['worst_reference'], a['worst_candidate'])})"]
+
+
+def _probabilities_moved(reference: list[float], candidate: list[float], most: int = 4) -> str:
+    """Both probability vectors for a few classes; with many classes, the ``most`` that moved most, by index."""
+    if len(reference) <= most:
+        return f"{reference} -> {candidate}"
+    moved = sorted(range(len(reference)), key=lambda i: -abs(reference[i] - candidate[i]))[:most]
+    return ", ".join(f"class {i}: {reference[i]} -> {candidate[i]}" for i in sorted(moved))
 
 
 def format_markdown(report: dict[str, Any]) -> str:
