@@ -13,9 +13,9 @@ How it runs:
    its app with :func:`hpi.serving.app.create_app`, loads its model, and says it is ready.
 3. The supervisor accepts every connection itself and hands it to the next ready worker in turn, over a Unix socket
    (the file descriptor travels, the bytes never pass through the supervisor), as Node.js's cluster module does.
-   Workers accepting from one shared socket split connections unevenly: asyncio accepts everything waiting when it
-   wakes, so one worker took most of 16 clients' connections, and with keep-alive connections that lasts (measured:
-   the engines were busy 62% of a load test, against 86% with an even split).
+   Workers accepting from one shared socket may split connections unevenly: asyncio accepts everything waiting
+   when it wakes, and a keep-alive connection stays where it landed (one load test that way had the engines busy
+   62% of the time; with the hand-off every run had them 90-91% busy).
 4. Metrics: every worker records its request counters in `prometheus_client`'s multiprocess files in one directory
    and writes its batchers' counters there once a second; ``GET /metrics`` on any worker adds them all up (request
    metrics summed; batcher metrics with a ``worker`` label).
