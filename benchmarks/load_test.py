@@ -198,23 +198,15 @@ def start_server(config: Path, port: int, args: argparse.Namespace) -> subproces
     return subprocess.Popen(cmd, cwd=ROOT, env=env)
 
 
-def http_get_json(port: int, path: str) -> tuple[int, dict[str, Any]]:
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    """The status and body of ``GET path`` on the server (one connection, closed after)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body)
-
-
-def http_get_text(port: int, path: str) -> str:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    return data.partition(b"\r\n\r\n")[2].decode()
+    return int(head.split()[1]), body
 
 
 ENGINE_COUNTERS = {"hpi_engine_busy_seconds_total": "busy_s", "hpi_batches_total": "batches",
@@ -224,7 +216,7 @@ ENGINE_COUNTERS = {"hpi_engine_busy_seconds_total": "busy_s", "hpi_batches_total
 def engine_counters(port: int) -> dict[str, float]:
     """The server's engine busy seconds, batches and batched items, added up over its workers (``GET /metrics``)."""
     out = dict.fromkeys(ENGINE_COUNTERS.values(), 0.0)
-    for line in http_get_text(port, "/metrics").splitlines():
+    for line in http_get(port, "/metrics")[1].decode().splitlines():
         name = line.split("{", 1)[0].split(" ", 1)[0]
         if name in ENGINE_COUNTERS:
             out[ENGINE_COUNTERS[name]] += float(line.rsplit(" ", 1)[1])
@@ -319,9 +311,9 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float) -> di
         if proc.poll() is not None:
             raise SystemExit(f"the server exited with code {proc.returncode} before it was healthy")
         try:
-            status, body = http_get_json(port, "/health")
+            status, body = http_get(port, "/health")
             if status == 200:
-                return body["result"]
+                return json.loads(body)["result"]
         except OSError:
             pass
         time.sleep(0.5)
