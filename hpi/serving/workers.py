@@ -100,17 +100,9 @@ def prepare(pipeline: str | os.PathLike[str], settings: ServeSettings) -> ServeS
 
 
 def bind(host: str, port: int, backlog: int = 2048) -> socket.socket:
-    """The listening socket the supervisor accepts on."""
+    """The listening socket the supervisor accepts on (SO_REUSEADDR, as uvicorn binds)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(backlog)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    return socket.create_server((host, port), family=family, backlog=backlog)
 
 
 def serve_workers(pipeline: str | os.PathLike[str], settings: ServeSettings, *, host: str, port: int, workers: int,
