@@ -8,9 +8,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
+from hpi.device import apply_isa_cap
+from hpi.errors import InvalidConfigError
 from hpi.version import __version__
+
+# HPI_MAX_CPU_ISA: before any engine loads (hpi.device.isa_cap). A bad value is named where hpi first needs this
+# CPU's flags, not at import.
+with contextlib.suppress(InvalidConfigError):
+    apply_isa_cap()
 
 if TYPE_CHECKING:
     from hpi.models.classification import Predictor

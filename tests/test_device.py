@@ -9,6 +9,7 @@ import pytest
 
 from hpi import device
 from hpi.device import Device, device_signature, gpu_facts
+from hpi.errors import InvalidConfigError
 from tests.gpu_fakes import use_simulated_cuda, without_cuda_python
 
 
@@ -121,3 +122,95 @@ def test_int8_is_offered_only_with_int8_dot_products(cpu_without_vnni):
 
 def test_int8_is_native_with_vnni(cpu_with_vnni):
     assert device.cpu_has_int8_dot() and device.precision_reason("int8", Device("cpu")) is None
+
+
+# -- HPI_MAX_CPU_ISA: this machine standing in for an older CPU ------------------------------------------------------
+
+FAKE_CPUINFO = ("model name\t: AMD EPYC 9R14\n"
+                "flags\t\t: fpu sse4_1 sse4_2 avx avx2 fma f16c avx512f avx512bw avx512_vnni avx512_bf16 amx_tile\n")
+
+
+@pytest.fixture
+def avx512_cpu(monkeypatch):
+    """/proc/cpuinfo of an AVX-512 CPU with bf16, VNNI and AMX, whatever this machine is."""
+    import builtins
+    import io
+
+    real_open = builtins.open
+
+    def fake_open(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        return io.StringIO(FAKE_CPUINFO) if path == "/proc/cpuinfo" else real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    monkeypatch.delenv(device.ISA_CAP_ENV, raising=False)
+    device.cpu_info.cache_clear()
+    yield
+    device.cpu_info.cache_clear()
+
+
+def test_the_avx2_cap_hides_the_newer_instructions_from_hpi(avx512_cpu, monkeypatch):
+    real = device.cpu_info()
+    assert "avx512_bf16" in real["flags"] and "isa_cap" not in real
+    real_signature = device_signature(Device("cpu"))
+    monkeypatch.setenv(device.ISA_CAP_ENV, "AVX2")
+    device.cpu_info.cache_clear()
+    capped = device.cpu_info()
+    assert capped["flags"] == ["avx", "avx2", "f16c", "fma", "sse4_1", "sse4_2"]
+    assert capped["isa_cap"] == "avx2" and capped["real_flags"] == real["flags"]
+    assert device.precision_reason("bf16", Device("cpu")) == "this CPU has neither AMX-BF16 nor AVX512-BF16"
+    assert device.precision_reason("int8", Device("cpu")).startswith("no VNNI")
+    assert device_signature(Device("cpu")) != real_signature  # engines built under the cap are kept apart
+
+
+def test_an_emulated_kind_has_its_own_files_and_says_so(avx512_cpu, monkeypatch):
+    from hpi.benchmark.targets import cpu_kind
+
+    assert cpu_kind().stem == "amd-epyc-amx" and not cpu_kind().emulated
+    monkeypatch.setenv(device.ISA_CAP_ENV, "avx2")
+    device.cpu_info.cache_clear()
+    kind = cpu_kind()
+    assert kind.stem == "amd-epyc-avx2-emulated" and kind.target_class == "avx2" and kind.emulated
+    note = kind.emulation_note()
+    assert "avx512_bf16" in note and "amx_tile" in note and "ONNX Runtime" in note and "avx2 " not in note
+
+
+def test_applying_the_cap_sets_the_engines_limits_without_overriding_the_users(monkeypatch):
+    import os
+
+    environ = {device.ISA_CAP_ENV: "avx2", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}
+    monkeypatch.setattr(os, "environ", environ)  # this process's engines are left as they are
+    assert device.apply_isa_cap() == "avx2"
+    assert environ == {device.ISA_CAP_ENV: "avx2", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+                       "ONEDNN_MAX_CPU_ISA": "AVX2", "OPENBLAS_CORETYPE": "Haswell"}
+
+
+def test_no_cap_changes_nothing_and_an_unknown_one_is_named(avx512_cpu, monkeypatch):
+    import os
+
+    environ: dict[str, str] = {}
+    monkeypatch.setattr(os, "environ", environ)
+    assert device.apply_isa_cap() is None and environ == {}
+    environ[device.ISA_CAP_ENV] = "sse2"
+    with pytest.raises(InvalidConfigError, match="HPI_MAX_CPU_ISA='sse2': the caps hpi knows are avx2"):
+        device.cpu_info()
+
+
+def test_the_cap_reaches_the_engines_in_a_fresh_process():
+    """OpenVINO's CPU plugin (oneDNN inside) names the kernel it picked for each node: AVX2 ones under the cap."""
+    import os
+    import subprocess
+
+    pytest.importorskip("openvino")
+    code = ("import hpi, numpy as np, openvino as ov, openvino.opset13 as ops\n"
+            "x = ops.parameter([1, 16, 32, 32], ov.Type.f32)\n"
+            "w = ops.constant(np.ones((32, 16, 3, 3), np.float32))\n"
+            "conv = ops.convolution(x, w, [1, 1], [1, 1], [1, 1], [1, 1])\n"
+            "model = ov.Core().compile_model(ov.Model([conv], [x]), 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})\n"
+            "print(' '.join(op.get_rt_info()['primitiveType'].astype(str) for op in model.get_runtime_model().get_ops()))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ONEDNN", "DNNL"))}
+    env[device.ISA_CAP_ENV] = "avx2"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    kernels = out.stdout.split()
+    conv = [k for k in kernels if "conv" in k]
+    assert conv and all("avx512" not in k and "amx" not in k for k in kernels), kernels

@@ -153,6 +153,8 @@ def header_lines(benches: Sequence[ModelBench], kind: CpuKind | None = None, pea
     lines = [f"Machine: {machine_description()}. CPU kind: `{kind.stem}`; flags: {' '.join(kind.flags)}.",
              f"Date: {time.strftime('%Y-%m-%d')}. Weights: {weights}. 1-minute load average at start -> end of each "
              f"model: {load or '-'}."]
+    if kind.emulated:
+        lines.append(kind.emulation_note())
     if peaks:
         roofs = ", ".join(f"{p} {g:.0f} GFLOPS" for p, g in peaks.gflops.items())
         lines.append(f"Measured roofs at {peaks.threads} threads: {roofs}; memory copy {peaks.memory_gbps:.1f} GB/s "
@@ -283,7 +285,9 @@ def format_json(benches: Sequence[ModelBench], *, kind: CpuKind | None = None, p
     checks = target_checks(benches, kind, peaks)
     summary = [{**r, "target": c.to_dict() if c else None} for r, c in zip(summary_rows(benches), checks)]
     return json.dumps({"machine": machine_description(), "cpu": {"model": kind.model, "kind": kind.stem,
-                                                                 "flags": list(kind.flags)},
+                                                                 "flags": list(kind.flags),
+                                                                 **({"emulated_on_flags": list(kind.real_flags)}
+                                                                    if kind.emulated else {})},
                        "date": time.strftime("%Y-%m-%d"), "peaks": peaks.to_dict() if peaks else None,
                        "summary": summary, "models": [b.to_dict() for b in benches]}, indent=2)
 

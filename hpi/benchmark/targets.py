@@ -37,6 +37,21 @@ class CpuKind:
     target_class: str | None  # "amx-vnni", "avx2" or None (the issue states no target for this kind)
     model: str  # the CPU's model name
     flags: tuple[str, ...]  # the instruction-set flags that matter (hpi.device.cpu_info)
+    real_flags: tuple[str, ...] = ()  # under HPI_MAX_CPU_ISA: the CPU's own flags (the kind is then an emulation)
+
+    @property
+    def emulated(self) -> bool:
+        return bool(self.real_flags)
+
+    def emulation_note(self) -> str:
+        """What an emulated kind is, for the header of its tables ("" for a real one)."""
+        if not self.emulated:
+            return ""
+        hidden = " ".join(f for f in self.real_flags if f not in self.flags)
+        return (f"**Emulated**: `HPI_MAX_CPU_ISA` hid {hidden} from hpi (no bf16 or int8 candidates) and capped "
+                "oneDNN (Paddle Inference, OpenVINO), MKL and OpenBLAS at the flags above; ONNX Runtime's MLAS cannot "
+                "be capped and used every instruction of the real CPU. The targets of the emulated kind are checked, "
+                "but these figures do not stand for a real CPU of that kind.")
 
 
 def cpu_kind(info: Mapping[str, Any] | None = None) -> CpuKind:
@@ -59,7 +74,9 @@ def cpu_kind(info: Mapping[str, Any] | None = None) -> CpuKind:
     else:
         isa = "baseline"
     target_class = "amx-vnni" if fs & AMX_VNNI_FLAGS else ("avx2" if "avx2" in fs and "avx512f" not in fs else None)
-    return CpuKind("-".join(p for p in (vendor, line, isa) if p), target_class, model, flags)
+    real = tuple(info.get("real_flags", ())) if info.get("isa_cap") else ()
+    stem = "-".join(p for p in (vendor, line, isa, "emulated" if real else None) if p)
+    return CpuKind(stem, target_class, model, flags, real)
 
 
 def target_for(model: str, kind: CpuKind, published_speedup: float | None) -> tuple[float | None, str]:
