@@ -1,0 +1,174 @@
+"""Where an OpenVINO engine's time goes, op by op, against this CPU's measured roofs: the bound behind a missed target.
+
+``run_core.py`` compares a whole model's time with its FLOPs at the measured roof; when that leaves "no hardware
+bound" (the engine runs well below the roof on average), this script says which ops take the time and how close
+each kind runs to the roof of the precision it ran at. It compiles the model the way hpi's OpenVINO backend does
+(static batch-1 shape, ``INFERENCE_NUM_THREADS``, the ``LATENCY`` hint, an explicit precision hint; int8 from hpi's
+NNCF artefact), runs it with OpenVINO's per-node performance counters, and groups the nodes by kind and kernel:
+
+* time per image (mean over ``--runs`` inferences after a warm-up) and its share;
+* the multiply-adds of the original ops each node computes (Convolution, GroupConvolution, MatMul), as GFLOP;
+* the throughput that gives, against the roof measured here at the precision the kernel ran at
+  (:func:`hpi.benchmark.targets.measure_peaks`): near the roof is a compute bound, far below it with few FLOPs a
+  memory or latency bound (depthwise convolutions, the classifier's weights, reorders).
+
+The totals are the engine's own time (no Python call overhead); compare them with ``hpi bench``'s p50.
+
+    python benchmarks/op_profile.py --model PP-LCNet_x1_0 --precision bf16 [--threads 2] [--out FILE.md]
+
+Seeded zoo weights by default (timing does not depend on the values; int8 calibrates on the built-in photos).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hpi.benchmark.report import machine_description  # noqa: E402
+from hpi.benchmark.targets import cpu_kind, measure_peaks  # noqa: E402
+from hpi.build.openvino import convert_ir  # noqa: E402
+from hpi.build.quantize import quantize_openvino  # noqa: E402
+from hpi.cache import EngineCache  # noqa: E402
+from hpi.calibration import calibration_set  # noqa: E402
+from hpi.loading import locate_model  # noqa: E402
+
+COMPUTE_OPS = ("Convolution", "GroupConvolution", "MatMul")
+OV_HINT = {"fp32": "f32", "bf16": "bf16", "int8": "bf16"}  # int8 nodes run int8 whatever the hint; others bf16
+
+
+@dataclass
+class Group:
+    """The nodes of one kind that ran one kernel."""
+
+    nodes: int = 0
+    us: float = 0.0  # per image
+    flop: float = 0.0  # per image
+
+
+def op_flops(model: Any) -> dict[str, float]:
+    """FLOPs (2 x multiply-adds) of each Convolution, GroupConvolution and MatMul of a static-shaped ov.Model, by
+    friendly name."""
+    flops = {}
+    for op in model.get_ordered_ops():
+        kind = op.get_type_name()
+        if kind not in COMPUTE_OPS:
+            continue
+        out = [int(d) for d in op.get_output_shape(0)]
+        weights = [int(d) for d in op.get_input_shape(1)]
+        if kind == "Convolution":  # weights [Cout, Cin, kh, kw]
+            macs = np.prod(out) * np.prod(weights[1:])
+        elif kind == "GroupConvolution":  # weights [G, Cout/G, Cin/G, kh, kw]
+            macs = np.prod(out) * np.prod(weights[2:])
+        else:  # MatMul: the reduced dimension is the first input's last (or first, when transposed)
+            a = [int(d) for d in op.get_input_shape(0)]
+            k = a[-2] if op.get_attributes().get("transpose_a") else a[-1]
+            macs = np.prod(out) * k
+        flops[op.get_friendly_name()] = 2.0 * float(macs)
+    return flops
+
+
+def kernel_precision(exec_type: str) -> str:
+    """The precision a kernel ran at, from OpenVINO's exec type (``brgconv_avx512_1x1_bf16``, ``jit_avx2_I8``)."""
+    tail = exec_type.lower().rsplit("_", 1)[-1]
+    return {"bf16": "bf16", "i8": "int8", "u8": "int8", "f32": "fp32"}.get(tail, tail)
+
+
+def profile(model_name: str, precision: str, threads: int, runs: int) -> tuple[dict[tuple[str, str], Group], float]:
+    """Per (node kind, kernel) groups for one compiled model, and the wall time per inference (ms)."""
+    import openvino as ov
+
+    source = locate_model(model_name, None, build=True)
+    cache = EngineCache()
+    ir = quantize_openvino(source, cache, calibration_set()) if precision == "int8" else convert_ir(source, cache)
+    core = ov.Core()
+    model = core.read_model(str(ir.path))
+    shapes = {}
+    for i in model.inputs:  # batch 1; the other dimensions are static in hpi's classifier exports
+        dims = i.get_partial_shape()[1:]
+        if not all(d.is_static for d in dims):
+            raise SystemExit(f"{model_name}: input {i.get_any_name()} has dynamic dimensions {dims}: not profiled")
+        shapes[i.get_any_name()] = [1, *(d.get_length() for d in dims)]
+    model.reshape(shapes)
+    flops = op_flops(model)
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                                                 "INFERENCE_PRECISION_HINT": OV_HINT[precision], "PERF_COUNT": True})
+    originals = {}  # runtime node name -> the original ops it computes
+    for node in compiled.get_runtime_model().get_ops():
+        info = node.get_rt_info()
+        names = info["originalLayersNames"].astype(str) if "originalLayersNames" in info else ""
+        originals[node.get_friendly_name()] = [n for n in names.split(",") if n]
+    request = compiled.create_infer_request()
+    feed = {i.get_any_name(): np.random.default_rng(0).standard_normal(list(i.get_shape())).astype(np.float32)
+            for i in compiled.inputs}
+    for _ in range(20):
+        request.infer(feed)
+    groups: dict[tuple[str, str], Group] = defaultdict(Group)
+    start = time.perf_counter()
+    for run in range(runs):
+        request.infer(feed)
+        for p in request.profiling_info:
+            if p.status != p.Status.EXECUTED:
+                continue
+            g = groups[(p.node_type, p.exec_type)]
+            g.us += p.real_time.total_seconds() * 1e6 / runs
+            if run == 0:
+                g.nodes += 1
+                g.flop += sum(flops.get(n, 0.0) for n in originals.get(p.node_name, [p.node_name]))
+    return dict(groups), (time.perf_counter() - start) / runs * 1e3
+
+
+def report(model_name: str, precision: str, threads: int, runs: int) -> str:
+    peaks = measure_peaks(threads)
+    groups, wall_ms = profile(model_name, precision, threads, runs)
+    total = sum(g.us for g in groups.values())
+    kind = cpu_kind()
+    lines = [f"# {model_name}, OpenVINO {precision}, {threads} threads, batch 1: time by op",
+             "",
+             f"Machine: {machine_description()}. CPU kind: `{kind.stem}`; flags: {' '.join(kind.flags)}. "
+             f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Weights: seeded (timing only).",
+             *([kind.emulation_note()] if kind.emulated else []),
+             f"Measured roofs: {', '.join(f'{p} {g:.0f} GFLOPS' for p, g in peaks.gflops.items())}; memory copy "
+             f"{peaks.memory_gbps:.1f} GB/s. Engine time per image (sum of OpenVINO's node counters, mean of {runs}): "
+             f"{total / 1e3:.3f} ms; wall time per inference with the counters on: {wall_ms:.3f} ms.",
+             "",
+             "| node kind | kernel | nodes | us per image | share | GFLOP | GFLOPS | of the roof at its precision |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (node, kernel), g in sorted(groups.items(), key=lambda kv: -kv[1].us):
+        if g.us < 0.005 * total:
+            continue
+        rate = g.flop / (g.us * 1e-6) / 1e9 if g.flop and g.us else None
+        roof = peaks.gflops.get(kernel_precision(kernel))
+        share_of_roof = f"{rate / roof:.0%} of {kernel_precision(kernel)} {roof:.0f}" if rate and roof else "-"
+        lines.append(f"| {node} | {kernel} | {g.nodes} | {g.us:.1f} | {g.us / total:.1%} | "
+                     f"{g.flop / 1e9:.4f} | {f'{rate:.0f}' if rate else '-'} | {share_of_roof} |")
+    rest = sum(g.us for g in groups.values() if g.us < 0.005 * total)
+    lines.append(f"| (each under 0.5%) | | | {rest:.1f} | {rest / total:.1%} | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="PP-LCNet_x1_0")
+    parser.add_argument("--precision", choices=sorted(OV_HINT), default="bf16")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--out", help="also write the table to this file")
+    args = parser.parse_args(argv)
+    text = report(args.model, args.precision, args.threads, args.runs)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
