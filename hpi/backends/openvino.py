@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 # The compile hint per precision. An int8 model is an IR with NNCF's quantise/dequantise pairs: OpenVINO runs the
 # quantised layers in int8 and the rest (the kept first convolution and head) in f32.
-_OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,9 @@ class OpenVinoConfig(BackendConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.precision not in _OV_PRECISION:
+        if self.precision not in OV_PRECISION:
             raise InvalidConfigError(
-                f"OpenVinoConfig.precision: {self.precision!r} not supported; use {', '.join(_OV_PRECISION)}")
+                f"OpenVinoConfig.precision: {self.precision!r} not supported; use {', '.join(OV_PRECISION)}")
         if self.performance_hint not in ("LATENCY", "THROUGHPUT"):
             raise InvalidConfigError(f"OpenVinoConfig.performance_hint: {self.performance_hint!r}")
 
@@ -62,7 +62,7 @@ class OpenVinoEngine(Engine):
             ir = convert_ir(self.source, self.cache)
         core = ov.Core()
         properties: dict[str, object] = {
-            "INFERENCE_PRECISION_HINT": _OV_PRECISION[cfg.precision],
+            "INFERENCE_PRECISION_HINT": OV_PRECISION[cfg.precision],
             "INFERENCE_NUM_THREADS": resolve_threads(cfg.threads),
             "PERFORMANCE_HINT": cfg.performance_hint,
         }
