@@ -186,10 +186,13 @@ def precision_reason(precision: str, device: Device) -> str | None:
     if precision == "fp32" or device.is_gpu:
         return None
     if precision == "bf16":
-        return None if cpu_has_bf16() else "this CPU has neither AMX-BF16 nor AVX512-BF16"
-    if precision == "int8":
-        return None if cpu_has_int8_dot() else "no VNNI/AVX-VNNI/AMX-INT8: int8 would be emulated"
-    return f"{precision} does not run natively on this CPU"
+        why = None if cpu_has_bf16() else "this CPU has neither AMX-BF16 nor AVX512-BF16"
+    elif precision == "int8":
+        why = None if cpu_has_int8_dot() else "no VNNI/AVX-VNNI/AMX-INT8: int8 would be emulated"
+    else:
+        why = f"{precision} does not run natively on this CPU"
+    cap = isa_cap()
+    return f"{why} ({ISA_CAP_ENV}={cap})" if why and cap else why
 
 
 @dataclass(frozen=True)
