@@ -131,9 +131,7 @@ def measure_peaks(threads: int = TARGET_THREADS, *, n: int = 2048, repeats: int 
     gflops = {"fp32": flop / _best_seconds(lambda: a @ b, repeats) / 1e9}
     notes = {"fp32": f"numpy sgemm {n}x{n}, best of {repeats} (numpy's BLAS threads: the machine's)"}
     for precision in ("bf16", "int8"):
-        why_not = precision_reason(precision, Device("cpu")) if precision == "bf16" else (
-            None if set(cpu_info()["flags"]) & {"avx512_vnni", "avx_vnni", "amx_int8"}  # type: ignore[arg-type]
-            else "this CPU has no VNNI / AMX-INT8 dot-product instructions")
+        why_not = precision_reason(precision, Device("cpu"))
         try:
             seconds = None if why_not else _openvino_matmul_seconds(a, b, precision, threads, repeats)
         except ImportError:
