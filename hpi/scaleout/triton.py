@@ -54,9 +54,10 @@ logger = logging.getLogger(__name__)
 MANIFEST_FILE = "hpi_manifest.json"
 MANIFEST_FORMAT = 1
 PYTHON_SOURCES = Path(__file__).parent / "triton_python"
-# hpi's own modules the Python models import (decoder, preprocessing spec and kernels), copied beside them.
-HPI_SUBSET = ("__init__.py", "version.py", "errors.py", "preprocess/__init__.py", "preprocess/decode.py", "preprocess/fused.py",
-              "preprocess/graph.py", "preprocess/reference.py", "preprocess/spec.py")
+# hpi's own modules the Python models import (decoder, preprocessing spec and kernels), copied beside them; the
+# package's __init__ needs device.py (it applies HPI_MAX_CPU_ISA on import).
+HPI_SUBSET = ("__init__.py", "version.py", "errors.py", "device.py", "preprocess/__init__.py", "preprocess/decode.py",
+              "preprocess/fused.py", "preprocess/graph.py", "preprocess/reference.py", "preprocess/spec.py")
 PADDLEX_CLASSIFY_MODEL = "image-classification"  # PaddleX's hps endpoint name (deploy/hps/sdk/pipelines/...)
 ENGINE_BACKENDS = ("onnxruntime", "openvino", "python")
 OPENVINO_TRAP = (
