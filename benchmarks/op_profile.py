@@ -146,12 +146,12 @@ def profile(model_name: str, precision: str, threads: int, runs: int, repeats: i
     return series[int(np.argmin(totals))], totals
 
 
-def report(model_name: str, precision: str, threads: int, runs: int, repeats: int) -> str:
+def report(model_name: str, precision: str, threads: int, runs: int, repeats: int, heading: str = "#") -> str:
     peaks = measure_peaks(threads)
     groups, totals = profile(model_name, precision, threads, runs, repeats)
     total = sum(g.us for g in groups.values())
     kind = cpu_kind()
-    lines = [f"# {model_name}, OpenVINO {precision}, {threads} threads, batch 1: time by op",
+    lines = [f"{heading} {model_name}, OpenVINO {precision}, {threads} threads, batch 1: time by op",
              "",
              f"Machine: {machine_description()}. CPU kind: `{kind.stem}`; flags: {' '.join(kind.flags)}. "
              f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Weights: seeded (timing only).",

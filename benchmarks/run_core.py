@@ -8,6 +8,9 @@ compute and memory roofs; the targets of that kind are checked, and a miss names
 
     python benchmarks/run_core.py                      # the full table (about 30-60 minutes on 2 cores)
     python benchmarks/run_core.py --models PP-LCNet_x1_0 --batch-sizes 1 --threads 2 --merge   # one model into it
+
+``--op-profile`` then appends, for every model that missed its target with an OpenVINO winner, where that engine's
+time goes op by op against the same roofs (``benchmarks/op_profile.py``): the per-op form of the bound in its way.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import sys
 from pathlib import Path
 
 from hpi.benchmark import bench_models, format_json, format_markdown, load_benches, plot
+from hpi.benchmark.report import summary_rows, target_checks
 from hpi.benchmark.targets import cpu_kind, measure_peaks
 from hpi.cards import core_models
 from hpi.cli.common import progress_printer
 from hpi.device import Device, cpu_count
 
 RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).parent))  # op_profile.py, beside this script
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", help="output file stem in benchmarks/results/ (default: core-<this CPU's kind>)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other models of an existing table of the same name (one model per command)")
+    parser.add_argument("--op-profile", action="store_true",
+                        help="append an OpenVINO op profile of every missed target's winner (benchmarks/op_profile.py)")
     args = parser.parse_args(argv)
 
     kind = cpu_kind()
@@ -63,8 +70,28 @@ def main(argv: list[str] | None = None) -> int:
         (RESULTS / f"{name}.md").write_text(format_markdown(table, kind=kind, peaks=peaks), encoding="utf-8")
         (RESULTS / f"{name}.json").write_text(format_json(table, kind=kind, peaks=peaks), encoding="utf-8")
     plot(sorted(earlier + benches, key=lambda b: b.model), RESULTS / f"{name}.png")
+    if args.op_profile:
+        profiles = missed_target_profiles(benches, kind, peaks, progress)
+        if profiles:
+            with (RESULTS / f"{name}.md").open("a", encoding="utf-8") as fh:
+                fh.write("\n" + "\n".join(profiles))
     progress(f"wrote {RESULTS / name}.{{md,json,png}}")
     return 0
+
+
+def missed_target_profiles(benches: list, kind: object, peaks: object, progress: object) -> list[str]:
+    """An op profile (Markdown) of the OpenVINO winner of each row that missed its target."""
+    from op_profile import report
+
+    sections = []
+    for row, check in zip(summary_rows(benches), target_checks(benches, kind, peaks)):  # type: ignore[arg-type]
+        backend, _, precision = row["hpi_backend"].partition("[")
+        if check is None or check.met or backend != "openvino":
+            continue
+        progress(f"op profile of {row['model']} on {row['hpi_backend']}")  # type: ignore[operator]
+        sections.append(report(row["model"], precision.rstrip("]"), row["threads"], runs=200, repeats=3,
+                               heading="####"))
+    return sections
 
 
 if __name__ == "__main__":

@@ -34,3 +34,29 @@ def test_the_table_is_named_by_cpu_kind_and_merges_one_model_at_a_time(toy_bench
     assert run_core.main(["--models", "ModelB"]) == 0  # without --merge: a fresh table
     data = json.loads((tmp_path / "core-amd-epyc-avx2.json").read_text(encoding="utf-8"))
     assert [m["model"] for m in data["models"]] == ["ModelB"]
+
+
+def test_op_profiles_are_taken_only_for_openvino_winners_that_missed(monkeypatch):
+    import sys
+    import types
+
+    from hpi.benchmark.targets import TargetCheck
+
+    spec = importlib.util.spec_from_file_location("run_core", SCRIPT)
+    run_core = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_core)  # type: ignore[union-attr]
+    rows = [{"model": m, "hpi_backend": b, "threads": 2} for m, b in
+            [("A", "openvino[bf16]"), ("B", "openvino[fp32]"), ("C", "onnxruntime[fp32]"), ("D", "openvino[int8]")]]
+    checks = [TargetCheck("A", 2.2, 3.5, "own", False, "missed"), TargetCheck("B", 2.0, 1.5, "floor", True, "met"),
+              TargetCheck("C", 1.1, 1.5, "floor", False, "missed"), None]
+    monkeypatch.setattr(run_core, "summary_rows", lambda benches: rows)
+    monkeypatch.setattr(run_core, "target_checks", lambda benches, kind, peaks: checks)
+    calls = []
+
+    def fake_report(model, precision, threads, runs, repeats, heading):  # noqa: ANN001, ANN202
+        calls.append((model, precision, threads))
+        return f"{heading} {model} by op"
+
+    monkeypatch.setitem(sys.modules, "op_profile", types.SimpleNamespace(report=fake_report))
+    assert run_core.missed_target_profiles([], None, None, lambda message: None) == ["#### A by op"]
+    assert calls == [("A", "bf16", 2)]
