@@ -154,9 +154,10 @@ def cpu_info() -> dict[str, object]:
     cap = isa_cap()
     if cap is None:
         return {"model": model, "flags": relevant, "cores": cpu_count()}
-    hidden = ISA_CAPS[cap][0]
-    return {"model": model, "flags": [f for f in relevant if not f.startswith(hidden)], "cores": cpu_count(),
-            "isa_cap": cap, "real_flags": relevant}
+    kept = [f for f in relevant if not f.startswith(ISA_CAPS[cap][0])]
+    if kept == relevant:  # a CPU that has nothing the cap hides is the real thing, not an emulation of it
+        return {"model": model, "flags": relevant, "cores": cpu_count()}
+    return {"model": model, "flags": kept, "cores": cpu_count(), "isa_cap": cap, "real_flags": relevant}
 
 
 def cpu_has_bf16() -> bool:
@@ -191,7 +192,7 @@ def precision_reason(precision: str, device: Device) -> str | None:
         why = None if cpu_has_int8_dot() else "no VNNI/AVX-VNNI/AMX-INT8: int8 would be emulated"
     else:
         why = f"{precision} does not run natively on this CPU"
-    cap = isa_cap()
+    cap = cpu_info().get("isa_cap")
     return f"{why} ({ISA_CAP_ENV}={cap})" if why and cap else why
 
 

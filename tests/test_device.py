@@ -186,6 +186,25 @@ def test_applying_the_cap_sets_the_engines_limits_without_overriding_the_users(m
                        "ONEDNN_MAX_CPU_ISA": "AVX2", "OPENBLAS_CORETYPE": "Haswell"}
 
 
+def test_a_cpu_without_the_hidden_instructions_is_not_called_emulated(monkeypatch):
+    import builtins
+    import io
+
+    from hpi.benchmark.targets import cpu_kind
+
+    real_open = builtins.open
+    avx2_only = "model name\t: AMD EPYC 7B13\nflags\t\t: sse4_1 sse4_2 avx avx2 fma f16c\n"
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: io.StringIO(avx2_only) if path == "/proc/cpuinfo"
+                        else real_open(path, *a, **k))
+    monkeypatch.setenv(device.ISA_CAP_ENV, "avx2")
+    device.cpu_info.cache_clear()
+    try:
+        assert "isa_cap" not in device.cpu_info() and cpu_kind().stem == "amd-epyc-avx2"
+        assert device.precision_reason("bf16", Device("cpu")) == "this CPU has neither AMX-BF16 nor AVX512-BF16"
+    finally:
+        device.cpu_info.cache_clear()
+
+
 def test_no_cap_changes_nothing_and_an_unknown_one_is_named(avx512_cpu, monkeypatch):
     import os
 
