@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hpi.backends.openvino import OV_PRECISION  # noqa: E402
 from hpi.benchmark.report import machine_description  # noqa: E402
-from hpi.benchmark.targets import cpu_kind, measure_peaks  # noqa: E402
+from hpi.benchmark.targets import Peaks, cpu_kind, measure_peaks  # noqa: E402
 from hpi.build.openvino import convert_ir  # noqa: E402
 from hpi.build.quantize import quantize_openvino  # noqa: E402
 from hpi.cache import EngineCache  # noqa: E402
@@ -146,8 +146,10 @@ def profile(model_name: str, precision: str, threads: int, runs: int, repeats: i
     return series[int(np.argmin(totals))], totals
 
 
-def report(model_name: str, precision: str, threads: int, runs: int, repeats: int, heading: str = "#") -> str:
-    peaks = measure_peaks(threads)
+def report(model_name: str, precision: str, threads: int, runs: int, repeats: int, heading: str = "#",
+           peaks: Peaks | None = None) -> str:
+    """The profile as Markdown, against ``peaks`` (measured here when not given)."""
+    peaks = peaks or measure_peaks(threads)
     groups, totals = profile(model_name, precision, threads, runs, repeats)
     total = sum(g.us for g in groups.values())
     kind = cpu_kind()

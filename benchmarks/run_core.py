@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def missed_target_profiles(benches: list, kind: object, peaks: object, progress: object) -> list[str]:
-    """An op profile (Markdown) of the OpenVINO winner of each row that missed its target."""
+    """An op profile (Markdown) of the OpenVINO winner of each row that missed its target, against the table's
+    roofs."""
     from op_profile import report
 
     sections = []
@@ -90,7 +91,7 @@ def missed_target_profiles(benches: list, kind: object, peaks: object, progress:
             continue
         progress(f"op profile of {row['model']} on {row['hpi_backend']}")  # type: ignore[operator]
         sections.append(report(row["model"], precision.rstrip("]"), row["threads"], runs=200, repeats=3,
-                               heading="####"))
+                               heading="####", peaks=peaks))  # the roofs the table's bounds used
     return sections
 
 

@@ -19,9 +19,9 @@ How it runs:
 4. Metrics: every worker records its request counters in `prometheus_client`'s multiprocess files in one directory
    and writes its batchers' counters there once a second; ``GET /metrics`` on any worker adds them all up (request
    metrics summed; batcher metrics with a ``worker`` label).
-5. On SIGTERM or SIGINT it stops accepting and asks every worker to stop (each finishes its accepted requests, as a single server does),
-   waits, and removes the metrics directory. A worker that dies is started again; one that dies within
-   :data:`CRASH_WINDOW_S` of its start stops the server, since it would only die again.
+5. On SIGTERM or SIGINT it stops accepting and asks every worker to stop (each finishes its accepted requests, as
+   a single server does), waits, and removes the metrics directory. A worker that dies is started again; one that
+   dies within :data:`CRASH_WINDOW_S` of its start stops the server, since it would only die again.
 
 PP-ShiTuV2 is served by one process: the indexes its requests build live in that process.
 """
@@ -264,8 +264,6 @@ def worker_main(pipeline: str, settings: ServeSettings, options: WorkerOptions, 
     """One worker process: its own app and engine, serving the connections the supervisor hands it."""
     os.setpgrp()  # a terminal's Ctrl-C reaches only the supervisor, which stops the workers once
     logging.basicConfig(level=options.log_level.upper(), format=f"%(levelname)s worker {index} %(name)s: %(message)s")
-    import uvicorn
-
     from hpi.serving.app import create_app
     from hpi.serving.observability import configure_access_log
 

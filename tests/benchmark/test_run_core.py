@@ -53,10 +53,11 @@ def test_op_profiles_are_taken_only_for_openvino_winners_that_missed(monkeypatch
     monkeypatch.setattr(run_core, "target_checks", lambda benches, kind, peaks: checks)
     calls = []
 
-    def fake_report(model, precision, threads, runs, repeats, heading):  # noqa: ANN001, ANN202
-        calls.append((model, precision, threads))
+    def fake_report(model, precision, threads, runs, repeats, heading, peaks):  # noqa: ANN001, ANN202
+        calls.append((model, precision, threads, peaks))
         return f"{heading} {model} by op"
 
     monkeypatch.setitem(sys.modules, "op_profile", types.SimpleNamespace(report=fake_report))
-    assert run_core.missed_target_profiles([], None, None, lambda message: None) == ["#### A by op"]
-    assert calls == [("A", "bf16", 2)]
+    peaks = Peaks(2, {"fp32": 100.0, "bf16": 200.0}, 10.0, {})
+    assert run_core.missed_target_profiles([], None, peaks, lambda message: None) == ["#### A by op"]
+    assert calls == [("A", "bf16", 2, peaks)]  # the table's own roofs, not measured again
