@@ -128,22 +128,28 @@ def test_int8_is_native_with_vnni(cpu_with_vnni):
 
 FAKE_CPUINFO = ("model name\t: AMD EPYC 9R14\n"
                 "flags\t\t: fpu sse4_1 sse4_2 avx avx2 fma f16c avx512f avx512bw avx512_vnni avx512_bf16 amx_tile\n")
+AVX2_CPUINFO = "model name\t: AMD EPYC 7B13\nflags\t\t: sse4_1 sse4_2 avx avx2 fma f16c\n"
 
 
-@pytest.fixture
-def avx512_cpu(monkeypatch):
-    """/proc/cpuinfo of an AVX-512 CPU with bf16, VNNI and AMX, whatever this machine is."""
+def _fake_cpuinfo(monkeypatch, text: str):  # noqa: ANN001, ANN202
+    """/proc/cpuinfo reads ``text`` (and cpu_info forgets what it read before), whatever this machine is."""
     import builtins
     import io
 
     real_open = builtins.open
 
     def fake_open(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        return io.StringIO(FAKE_CPUINFO) if path == "/proc/cpuinfo" else real_open(path, *args, **kwargs)
+        return io.StringIO(text) if path == "/proc/cpuinfo" else real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "open", fake_open)
-    monkeypatch.delenv(device.ISA_CAP_ENV, raising=False)
     device.cpu_info.cache_clear()
+
+
+@pytest.fixture
+def avx512_cpu(monkeypatch):
+    """/proc/cpuinfo of an AVX-512 CPU with bf16, VNNI and AMX, whatever this machine is."""
+    monkeypatch.delenv(device.ISA_CAP_ENV, raising=False)
+    _fake_cpuinfo(monkeypatch, FAKE_CPUINFO)
     yield
     device.cpu_info.cache_clear()
 
@@ -187,17 +193,10 @@ def test_applying_the_cap_sets_the_engines_limits_without_overriding_the_users(m
 
 
 def test_a_cpu_without_the_hidden_instructions_is_not_called_emulated(monkeypatch):
-    import builtins
-    import io
-
     from hpi.benchmark.targets import cpu_kind
 
-    real_open = builtins.open
-    avx2_only = "model name\t: AMD EPYC 7B13\nflags\t\t: sse4_1 sse4_2 avx avx2 fma f16c\n"
-    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: io.StringIO(avx2_only) if path == "/proc/cpuinfo"
-                        else real_open(path, *a, **k))
     monkeypatch.setenv(device.ISA_CAP_ENV, "avx2")
-    device.cpu_info.cache_clear()
+    _fake_cpuinfo(monkeypatch, AVX2_CPUINFO)
     try:
         assert "isa_cap" not in device.cpu_info() and cpu_kind().stem == "amd-epyc-avx2"
         assert device.precision_reason("bf16", Device("cpu")) == "this CPU has neither AMX-BF16 nor AVX512-BF16"
