@@ -6,21 +6,15 @@ Paddle wrote, and the naming against orders built the way ``paddle.jit.save`` so
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "hgnet_trained.py"
+from tests.benchmark.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def hgnet_trained():
-    spec = importlib.util.spec_from_file_location("hgnet_trained", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+    return load_script("hgnet_trained")
 
 
 def test_the_reader_returns_paddles_parameters_in_name_order_and_stops_at_a_truncation(hgnet_trained, tmp_path):

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "op_profile.py"
+from tests.benchmark.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def op_profile():
-    spec = importlib.util.spec_from_file_location("op_profile", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["op_profile"] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    yield module
-    del sys.modules["op_profile"]
+    return load_script("op_profile")
 
 
 def test_each_compute_op_counts_its_multiply_adds_and_weights(op_profile):

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 from hpi.benchmark.targets import Peaks, cpu_kind
+from tests.benchmark.scripts import load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "run_core.py"
 EPYC = {"model": "AMD EPYC 7B13", "cores": 2, "flags": ["avx", "avx2", "fma"]}
 
 
 def test_the_table_is_named_by_cpu_kind_and_merges_one_model_at_a_time(toy_bench, tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("run_core", SCRIPT)
-    run_core = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_core)  # type: ignore[union-attr]
+    run_core = load_script("run_core")
     monkeypatch.setattr(run_core, "RESULTS", tmp_path)
     monkeypatch.setattr(run_core, "cpu_kind", lambda: cpu_kind(EPYC))  # as if run on the AVX2-only EPYC
     monkeypatch.setattr(run_core, "measure_peaks", lambda: Peaks(2, {"fp32": 100.0}, 10.0, {}))
@@ -42,9 +38,7 @@ def test_op_profiles_are_taken_only_for_openvino_winners_that_missed(monkeypatch
 
     from hpi.benchmark.targets import TargetCheck
 
-    spec = importlib.util.spec_from_file_location("run_core", SCRIPT)
-    run_core = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_core)  # type: ignore[union-attr]
+    run_core = load_script("run_core")
     rows = [{"model": m, "hpi_backend": b, "threads": 2} for m, b in
             [("A", "openvino[bf16]"), ("B", "openvino[fp32]"), ("C", "onnxruntime[fp32]"), ("D", "openvino[int8]")]]
     checks = [TargetCheck("A", 2.2, 3.5, "own", False, "missed"), TargetCheck("B", 2.0, 1.5, "floor", True, "met"),
