@@ -28,11 +28,11 @@ from hpi.backends import get_backend
 from hpi.cache import EngineCache
 from hpi.config import AccuracyGate, HpiConfig
 from hpi.device import Device, cpu_info
-from hpi.model import ModelSource
 from hpi.models.detector_ops import DetectionSpec, detect_rows, prepare_image
 from hpi.selection.candidates import Candidate, candidates, reference_candidate, reordering_variant
 from hpi.selection.gate import Detections, compare_detections
 from hpi.selection.measure import reference_images, select
+from hpi.source import ModelSource
 
 CPU = Device("cpu")
 LOOSE = AccuracyGate(min_box_iou_fp32=0.5, min_box_iou_reduced=0.5, min_box_recall=0.0, min_box_precision=0.0,

@@ -23,15 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from hpi.build.quantize import OPENVINO_INT8, ORT_INT8, quantize_onnx, quantize_openvino
+from hpi.artefacts.quantize import OPENVINO_INT8, ORT_INT8, quantize_onnx, quantize_openvino
 from hpi.cache import EngineCache
 from hpi.calibration import calibration_set
 from hpi.config import AccuracyGate
 from hpi.harness import time_callable
 from hpi.loading import locate_model
-from hpi.model import ModelSource
 from hpi.selection.gate import compare_outputs
 from hpi.selection.measure import reference_inputs
+from hpi.source import ModelSource
 
 _SCOPE = {"keep_first_conv": True, "keep_head": True}
 VARIANTS = {
@@ -57,8 +57,8 @@ VARIANTS = {
 
 def model_file(source, cache: EngineCache, backend: str, setting, calibrate: str | None = None  # noqa: ANN001
                ) -> Path:
-    from hpi.build.onnx import export_onnx
-    from hpi.build.openvino import convert_ir
+    from hpi.artefacts.onnx import export_onnx
+    from hpi.artefacts.openvino import convert_ir
 
     calib = calibration_set(calibrate)
     if backend == "openvino":

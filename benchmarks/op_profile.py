@@ -10,7 +10,7 @@ NNCF artefact), runs it with OpenVINO's per-node performance counters, and group
   its share;
 * the multiply-adds of the original ops each node computes (Convolution, GroupConvolution, MatMul), as GFLOP;
 * the throughput that gives, against the roof measured here at the precision the kernel ran at
-  (:func:`hpi.benchmark.targets.measure_peaks`): near the roof is a compute bound;
+  (:func:`hpi.bench.targets.measure_peaks`): near the roof is a compute bound;
 * the weights those ops read, at the kernel's precision, and the rate they were read at against the measured copy
   bandwidth: near it is a memory bound (a classifier's weights at batch 1). Far below both, with few FLOPs, is a
   latency bound (depthwise convolutions, reorders).
@@ -36,11 +36,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hpi.artefacts.openvino import convert_ir  # noqa: E402
+from hpi.artefacts.quantize import quantize_openvino  # noqa: E402
 from hpi.backends.openvino import OV_PRECISION  # noqa: E402
-from hpi.benchmark.report import machine_description  # noqa: E402
-from hpi.benchmark.targets import Peaks, cpu_kind, measure_peaks  # noqa: E402
-from hpi.build.openvino import convert_ir  # noqa: E402
-from hpi.build.quantize import quantize_openvino  # noqa: E402
+from hpi.bench.report import machine_description  # noqa: E402
+from hpi.bench.targets import Peaks, cpu_kind, measure_peaks  # noqa: E402
 from hpi.cache import EngineCache  # noqa: E402
 from hpi.calibration import calibration_set  # noqa: E402
 from hpi.loading import locate_model  # noqa: E402

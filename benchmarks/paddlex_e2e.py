@@ -71,7 +71,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 import hpi  # noqa: E402  (before PaddleX loads Paddle: applies HPI_MAX_CPU_ISA)
-from hpi.benchmark.targets import cpu_kind  # noqa: E402
+from hpi.bench.targets import cpu_kind  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 SOURCE_IMAGE = REPO / "hpi" / "data" / "images" / "chelsea.jpg"

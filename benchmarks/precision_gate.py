@@ -47,13 +47,12 @@ from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hpi.build.onnx import model_onnx, onnx_inputs  # noqa: E402
+from hpi.artefacts.onnx import model_onnx, onnx_inputs  # noqa: E402
 from hpi.cache import EngineCache  # noqa: E402
 from hpi.config import AccuracyGate, HpiConfig  # noqa: E402
 from hpi.device import Device, cpu_info  # noqa: E402
 from hpi.errors import HpiError  # noqa: E402
 from hpi.harness import run_isolated  # noqa: E402
-from hpi.model import ModelSource  # noqa: E402
 from hpi.preprocess.reference import preprocess_batch  # noqa: E402
 from hpi.selection.candidates import Candidate, candidates, reference_candidate, reordering_variant  # noqa: E402
 from hpi.selection.gate import compare_outputs, fp32_bound, relative_error  # noqa: E402
@@ -61,6 +60,7 @@ from hpi.selection.measure import (
     WORKER,  # noqa: E402
     reference_inputs,  # noqa: E402
 )
+from hpi.source import ModelSource  # noqa: E402
 from tests.conftest import IMAGENET_NORM, package_file, write_yml  # noqa: E402
 from tests.models.conftest import make_layout_dir  # noqa: E402
 from tests.perturb import perturbed_copy  # noqa: E402

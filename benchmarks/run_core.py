@@ -21,9 +21,9 @@ import json
 import sys
 from pathlib import Path
 
-from hpi.benchmark import bench_models, format_json, format_markdown, load_benches, plot
-from hpi.benchmark.report import summary_rows, target_checks
-from hpi.benchmark.targets import cpu_kind, measure_peaks
+from hpi.bench import bench_models, format_json, format_markdown, load_benches, plot
+from hpi.bench.report import summary_rows, target_checks
+from hpi.bench.targets import cpu_kind, measure_peaks
 from hpi.cards import core_models
 from hpi.cli.common import progress_printer
 from hpi.device import Device, cpu_count

@@ -17,10 +17,10 @@ from hpi.cache import CacheEntry, EngineCache
 from hpi.config import HpiConfig
 from hpi.device import Device
 from hpi.errors import HpiError
-from hpi.model import ModelSource
 from hpi.selection.candidates import Candidate, candidates
 from hpi.selection.decision import cached_selection
 from hpi.selection.record import SelectionRecord
+from hpi.source import ModelSource
 
 
 @dataclass(frozen=True)

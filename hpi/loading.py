@@ -19,9 +19,9 @@ from hpi.cache import EngineCache
 from hpi.config import HpiConfig
 from hpi.device import Device, parse_device
 from hpi.errors import UnknownModelError
-from hpi.model import ModelSource
 from hpi.models.base import LoadedModel
 from hpi.selection.choice import resolve_choice
+from hpi.source import ModelSource
 from hpi.zoo.store import locate
 
 logger = logging.getLogger(__name__)

@@ -529,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0915
     from hpi.cache import EngineCache
     from hpi.device import Device, device_signature, gpu_facts
     from hpi.errors import InvalidInputError
-    from hpi.model import ModelSource
+    from hpi.source import ModelSource
 
     gpu = Device("gpu", 0)
     report = Report()
@@ -580,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0915
 
     counters = {"builds": 0, "executions": 0, "deserializations": 0}
     sys.modules["tensorrt"] = standin_tensorrt(arrays, counters)
-    from hpi.build.tensorrt import TIMING_KIND
+    from hpi.artefacts.tensorrt import TIMING_KIND
 
     with tempfile.TemporaryDirectory(prefix="hpi-gpu-smoke-") as tmp:
         source = ModelSource.from_path(write_smoke_model(Path(tmp) / "model"))

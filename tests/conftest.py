@@ -178,6 +178,18 @@ def render_page(seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
+def toy_bench(toy_dir, tmp_path_factory):
+    """A benchmark of the toy model, measured once for the tests of hpi/bench/ and benchmarks/."""
+    from hpi.bench import bench_model
+    from hpi.cache import EngineCache
+    from hpi.device import Device
+    from hpi.source import ModelSource
+
+    return bench_model(ModelSource.from_path(toy_dir), Device("cpu"), batch_sizes=[1, 2], threads=[1],
+                       budget_s=0.2, cache=EngineCache(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
 def engine_cache(tmp_path_factory) -> Path:
     """One engine cache for the session, away from the user's."""
     return tmp_path_factory.mktemp("engine_cache")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpi.model import ModelSource
+from hpi.source import ModelSource
 
 
 def perturbed_copy(onnx_path: Path, config_file: Path, out: Path, *, one_weight: float | None = None,

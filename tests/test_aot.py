@@ -9,13 +9,13 @@ from hpi.cache import EngineCache
 from hpi.config import HpiConfig
 from hpi.device import Device
 from hpi.errors import InvalidConfigError
-from hpi.model import ModelSource
+from hpi.source import ModelSource
 
 
 def test_named_backends_are_built_without_measuring(toy_dir, tmp_path):
     source, cache = ModelSource.from_path(toy_dir), EngineCache(tmp_path)
     lines = []
-    # fp32 only: on a CPU with VNNI, onnxruntime[int8] would be built too (tests/build/test_quantize.py)
+    # fp32 only: on a CPU with VNNI, onnxruntime[int8] would be built too (tests/artefacts/test_quantize.py)
     prepared = prepare_engines(source, Device("cpu"), HpiConfig(threads=1, allow_reduced_precision=False), cache,
                                backends=["onnxruntime", "tensorrt"], progress=lines.append)
     assert prepared.record is None

@@ -10,7 +10,7 @@ import pytest
 from hpi.calibration import BUILTIN_IMAGES, calibration_set, check_calibration_dir
 from hpi.config import HpiConfig
 from hpi.errors import InvalidConfigError
-from hpi.model import ModelSource
+from hpi.source import ModelSource
 
 
 def test_builtin_photos_by_default_and_a_directory_when_given(calibration_dir):

@@ -171,7 +171,7 @@ def test_the_avx2_cap_hides_the_newer_instructions_from_hpi(avx512_cpu, monkeypa
 
 
 def test_an_emulated_kind_has_its_own_files_and_says_so(avx512_cpu, monkeypatch):
-    from hpi.benchmark.targets import cpu_kind
+    from hpi.bench.targets import cpu_kind
 
     assert cpu_kind().stem == "amd-epyc-amx" and not cpu_kind().emulated
     monkeypatch.setenv(device.ISA_CAP_ENV, "avx2")
@@ -193,7 +193,7 @@ def test_applying_the_cap_sets_the_engines_limits_without_overriding_the_users(m
 
 
 def test_a_cpu_without_the_hidden_instructions_is_not_called_emulated(monkeypatch):
-    from hpi.benchmark.targets import cpu_kind
+    from hpi.bench.targets import cpu_kind
 
     monkeypatch.setenv(device.ISA_CAP_ENV, "avx2")
     _fake_cpuinfo(monkeypatch, AVX2_CPUINFO)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpi.model import ModelSource
+from hpi.source import ModelSource
 from tests.gpu_fakes import smoke_module
 
 _SMOKE = smoke_module()

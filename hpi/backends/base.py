@@ -2,7 +2,7 @@
 
 A :class:`Backend` says what it can do (:class:`Capabilities`) and, for a device, why it cannot run there
 (:meth:`Backend.unavailable_reason`) before anything is built. :meth:`Backend.engine` is cheap: it returns an
-:class:`Engine` holding only paths and settings. :meth:`Engine.load` asks :mod:`hpi.build` for what is missing
+:class:`Engine` holding only paths and settings. :meth:`Engine.load` asks :mod:`hpi.artefacts` for what is missing
 (through the engine cache) and creates the session; :meth:`Engine.run` checks state and inputs once, then calls the backend's
 ``_run``. ``with engine:`` loads and closes. Backends are looked up in :mod:`hpi.backends`.
 """
@@ -32,12 +32,12 @@ from hpi.errors import (
     InvalidConfigError,
     InvalidInputError,
 )
-from hpi.model import ModelSource
+from hpi.source import ModelSource
 
 logger = logging.getLogger(__name__)
 
 Precision = str  # one of PRECISIONS
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # int8: calibrated post-training quantisation (hpi.build.quantize)
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # int8: calibrated post-training quantisation (hpi.artefacts.quantize)
 
 
 @dataclass(frozen=True)

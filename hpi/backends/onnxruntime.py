@@ -1,12 +1,12 @@
 """ONNX Runtime: CPU, and the CUDA and TensorRT execution providers when onnxruntime-gpu is installed.
 
-A Paddle model is exported to ONNX once (:mod:`hpi.build.onnx`); an ONNX source is loaded as is. The session's
+A Paddle model is exported to ONNX once (:mod:`hpi.artefacts.onnx`); an ONNX source is loaded as is. The session's
 optimised graph is not persisted: ORT optimises in well under a second for these models.
 
 On the GPU with ``use_tensorrt``, TensorRT's libraries are loaded before the session is created (pip installs them
 where the loader does not look, and ``onnxruntime.preload_dlls()`` only loads CUDA and cuDNN), the session is
 created with fallback disabled, and a provider that did not start is an error that says why. The provider's
-engine cache is a sealed entry built by a warm-up (:mod:`hpi.build.runtime_cache`).
+engine cache is a sealed entry built by a warm-up (:mod:`hpi.artefacts.runtime_cache`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hpi.artefacts.artefact import Artefact
+from hpi.artefacts.onnx import model_onnx, onnx_inputs
+from hpi.artefacts.quantize import quantize_onnx
+from hpi.artefacts.runtime_cache import ScratchCopy, warmed_copy
 from hpi.backends.base import Backend, BackendConfig, Capabilities, Engine, library_refusal
-from hpi.build.artefact import Artefact
-from hpi.build.onnx import model_onnx, onnx_inputs
-from hpi.build.quantize import quantize_onnx
-from hpi.build.runtime_cache import ScratchCopy, warmed_copy
 from hpi.calibration import calibration_set
 from hpi.device import cuda_device_count, device_signature, gpu_facts, resolve_threads
 from hpi.errors import BackendUnavailableError, InvalidConfigError

@@ -4,7 +4,7 @@ On CPUs with AMX or AVX512-BF16, OpenVINO's CPU plugin silently runs bf16 unless
 differ from fp32 by about 0.5-0.8% on logits. hpi always sets ``INFERENCE_PRECISION_HINT``: f32 by default, bf16
 only when asked for (or chosen by measured selection after passing the accuracy gate).
 
-The IR comes from :mod:`hpi.build.openvino`; with ``compile_cache`` each compiled model (the dynamic one and one
+The IR comes from :mod:`hpi.artefacts.openvino`; with ``compile_cache`` each compiled model (the dynamic one and one
 per static batch size) is its own engine-cache entry, exported and imported as a blob.
 """
 
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hpi.artefacts.openvino import compile_cached, convert_ir
+from hpi.artefacts.quantize import quantize_openvino
 from hpi.backends.base import Backend, BackendConfig, Capabilities, Engine, library_refusal
-from hpi.build.openvino import compile_cached, convert_ir
-from hpi.build.quantize import quantize_openvino
 from hpi.calibration import calibration_set
 from hpi.device import device_signature, resolve_threads
 from hpi.errors import InvalidConfigError

@@ -2,9 +2,9 @@
 
 CPU runs with oneDNN (3-6x faster than without on this kind of machine) and an explicit thread count; GPU runs
 with CUDA and optionally TensorRT (``use_tensorrt``): a PIR model (``inference.json``) is converted ahead of time
-by :mod:`hpi.build.paddle_trt` and loaded with a plain GPU config; an old-format model (``inference.pdmodel``)
+by :mod:`hpi.artefacts.paddle_trt` and loaded with a plain GPU config; an old-format model (``inference.pdmodel``)
 uses ``enable_tensorrt_engine``, whose optimisation cache is a sealed engine-cache entry built by a warm-up
-(:mod:`hpi.build.runtime_cache`), never the model directory.
+(:mod:`hpi.artefacts.runtime_cache`), never the model directory.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hpi.artefacts.paddle_trt import convert_pir, image_profile, input_names, tensorrt_reason
+from hpi.artefacts.runtime_cache import ScratchCopy, warmed_copy
 from hpi.backends.base import Backend, BackendConfig, Capabilities, Engine, library_refusal
-from hpi.build.paddle_trt import convert_pir, image_profile, input_names, tensorrt_reason
-from hpi.build.runtime_cache import ScratchCopy, warmed_copy
 from hpi.cache import EngineCache
 from hpi.device import Device, device_signature, resolve_threads
 from hpi.errors import BackendUnavailableError, InvalidConfigError
-from hpi.model import ModelSource
+from hpi.source import ModelSource
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Native TensorRT: loads a plan from :mod:`hpi.build.tensorrt` and runs it on hpi's CUDA buffers and stream.
+"""Native TensorRT: loads a plan from :mod:`hpi.artefacts.tensorrt` and runs it on hpi's CUDA buffers and stream.
 
 One execution context and one CUDA stream per engine; a device buffer and a pinned host staging buffer per I/O
 tensor (:mod:`hpi.cuda`), grown only when a larger batch arrives; ``execute_async_v3`` on the stream, then a
@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 
 from hpi import cuda
+from hpi.artefacts.fp16 import FP16_CONVERTER_MISSING
+from hpi.artefacts.onnx import ONNX_MISSING
+from hpi.artefacts.tensorrt import TensorRtConfig, build_cached_plan, evict, relay, relay_errors
 from hpi.backends.base import Backend, Capabilities, Engine
-from hpi.build.fp16 import FP16_CONVERTER_MISSING
-from hpi.build.onnx import ONNX_MISSING
-from hpi.build.tensorrt import TensorRtConfig, build_cached_plan, evict, relay, relay_errors
 from hpi.cache import EngineCache
 from hpi.device import Device, cuda_device_count
 from hpi.errors import BackendUnavailableError, InferenceError, InvalidInputError
-from hpi.model import ModelSource
+from hpi.source import ModelSource
 from hpi.trtlibs import TENSORRT_MISSING, import_tensorrt, module_available, tensorrt_installed
 
 logger = logging.getLogger(__name__)

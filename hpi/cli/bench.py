@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from hpi.benchmark import bench_models, format_csv, format_json, format_markdown, plot
-from hpi.benchmark.targets import measure_peaks
+from hpi.bench import bench_models, format_csv, format_json, format_markdown, plot
+from hpi.bench.targets import measure_peaks
 from hpi.cache import EngineCache
 from hpi.cards import core_models
 from hpi.cli.common import add_command, progress_printer

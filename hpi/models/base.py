@@ -19,10 +19,10 @@ from hpi.backends.base import Engine
 from hpi.device import Device
 from hpi.errors import HpiError, InvalidConfigError, PredictionError
 from hpi.inputs import InputItem, array_to_rgb, expand_inputs, named_error
-from hpi.model import ModelSource, Task
 from hpi.preprocess.decode import decode_image
 from hpi.results import BaseResult
 from hpi.selection.choice import BackendChoice
+from hpi.source import ModelSource, Task
 from hpi.zoo.store import weights_kind
 
 Payload = bytes | np.ndarray  # an item's encoded bytes (files, URLs) or its RGB pixels

@@ -20,7 +20,6 @@ from hpi.device import Device
 from hpi.errors import HpiError, InvalidConfigError
 from hpi.inputs import InputItem
 from hpi.loading import load_model, locate_model
-from hpi.model import ModelSource
 from hpi.models.base import ItemFailure, LoadedModel, Payload, fail, finish_result, predict_loop
 from hpi.preprocess import reference
 from hpi.preprocess.decode import decode_image
@@ -28,6 +27,7 @@ from hpi.preprocess.fused import BatchKernel, FusedPreprocessor
 from hpi.preprocess.graph import ResizeCropU8
 from hpi.results import BaseResult, ClassificationResult, EmbeddingResult
 from hpi.selection.choice import BackendChoice
+from hpi.source import ModelSource
 
 
 def l2_normalise(rows: np.ndarray) -> np.ndarray:

@@ -22,7 +22,6 @@ from hpi.device import Device
 from hpi.errors import InvalidConfigError, ModelSourceError
 from hpi.inputs import InputItem
 from hpi.loading import load_model, locate_model
-from hpi.model import ModelSource
 from hpi.models.base import ItemFailure, LoadedModel, Payload, finish_result, predict_loop
 from hpi.models.detector_ops import (
     IM_SHAPE_INPUT,
@@ -35,6 +34,7 @@ from hpi.models.detector_ops import (
 )
 from hpi.results import DetResult
 from hpi.selection.choice import BackendChoice
+from hpi.source import ModelSource
 
 # ---------------------------------------------------------------------------------------------------------------
 # boxes

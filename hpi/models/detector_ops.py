@@ -47,7 +47,7 @@ import numpy as np
 from hpi.backends.base import Engine
 from hpi.boxes import iou
 from hpi.errors import InvalidInputError, ModelSourceError
-from hpi.model import ModelSource
+from hpi.source import ModelSource
 
 IMAGE_INPUT = "image"
 SCALE_FACTOR_INPUT = "scale_factor"

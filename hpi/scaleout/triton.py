@@ -45,8 +45,8 @@ from hpi.cache import EngineCache
 from hpi.config import HpiConfig
 from hpi.device import Device, cpu_count, parse_device
 from hpi.errors import BackendUnavailableError, ExportError, InvalidConfigError
-from hpi.model import ModelSource
 from hpi.selection.choice import BackendChoice, fold_preprocessing
+from hpi.source import ModelSource
 from hpi.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -382,8 +382,8 @@ def _weights(source: ModelSource) -> str:
 
 def _engine_graph(source: ModelSource, cache: EngineCache, cfg: HpiConfig) -> tuple[Path, bool]:
     """The ONNX graph to export: folded (uint8 NHWC input) where high-performance mode folds for ONNX Runtime."""
+    from hpi.artefacts.onnx import folded_onnx_path, onnx_path
     from hpi.backends import get_backend
-    from hpi.build.onnx import folded_onnx_path, onnx_path
 
     config = get_backend("onnxruntime").make_config({})
     choice = fold_preprocessing(BackendChoice("onnxruntime", config, "triton export", "explicit"), source, cfg)

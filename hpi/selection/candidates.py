@@ -13,7 +13,7 @@ from typing import Any
 from hpi.backends import get_backend, list_backends
 from hpi.config import HpiConfig
 from hpi.device import Device, resolve_threads
-from hpi.model import ModelSource
+from hpi.source import ModelSource
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from hpi.calibration import check_calibration_dir
 from hpi.config import HpiConfig
 from hpi.device import Device
 from hpi.errors import BackendUnavailableError, InvalidConfigError
-from hpi.model import ModelSource
 from hpi.selection.candidates import config_values, folds_preprocessing, reference_backend
 from hpi.selection.decision import cached_selection
 from hpi.selection.measure import MEASURED_TASKS
 from hpi.selection.record import SelectionRecord
+from hpi.source import ModelSource
 
 logger = logging.getLogger(__name__)
 

@@ -8,14 +8,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hpi.build import quantize
+from hpi.artefacts import quantize
 from hpi.cache import EngineCache
 from hpi.calibration import calibration_set
 from hpi.config import AccuracyGate, HpiConfig
 from hpi.device import Device, device_signature, resolve_threads
-from hpi.model import ModelSource
 from hpi.selection import measure, record
 from hpi.selection.record import SelectionRecord
+from hpi.source import ModelSource
 
 DECISION_FILE = "decision.json"
 

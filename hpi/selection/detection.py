@@ -16,9 +16,9 @@ import numpy as np
 
 from hpi.backends.base import Engine
 from hpi.config import AccuracyGate
-from hpi.model import ModelSource
 from hpi.models.detector_ops import DetectionSpec, PreparedImage, detect_rows, prepare_image
 from hpi.selection.gate import Detections, reproducible_images
+from hpi.source import ModelSource
 
 _NAMES, _THRESHOLD, _IMAGE, _IM_SHAPE, _SCALE = "names", "draw_threshold", "image", "im_shape", "scale_factor"
 

@@ -33,7 +33,6 @@ from hpi.config import AccuracyGate, HpiConfig
 from hpi.device import Device, device_signature, resolve_threads
 from hpi.errors import BackendUnavailableError, HpiError, InvalidConfigError
 from hpi.harness import CpuWatch, IsolatedWorker, Timing, call_in_process, run_isolated, wait_until_quiet
-from hpi.model import ModelSource
 from hpi.preprocess.decode import decode_image
 from hpi.preprocess.reference import preprocess_batch
 from hpi.selection import detection
@@ -46,6 +45,7 @@ from hpi.selection.candidates import (
 )
 from hpi.selection.gate import Detections, compare_outputs, fp32_bound, relative_error, trusted_reference
 from hpi.selection.record import CandidateResult, SelectionRecord, library_versions
+from hpi.source import ModelSource
 
 WORKER = "hpi.selection.worker:measure_candidate"  # what each candidate's process runs, named, never imported
 SAMPLE_IMAGES = Path(__file__).resolve().parent.parent / "data" / "images"

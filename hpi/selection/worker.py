@@ -24,11 +24,11 @@ from hpi.backends.base import Engine
 from hpi.cache import EngineCache
 from hpi.device import parse_device
 from hpi.harness import Timing, time_callable
-from hpi.model import ModelSource
 from hpi.models.classification import Predictor
 from hpi.preprocess.decode import decode_image
 from hpi.selection import detection
 from hpi.selection.choice import BackendChoice
+from hpi.source import ModelSource
 
 
 def engine_from_request(request: dict[str, Any]) -> tuple[ModelSource, Engine, float]:

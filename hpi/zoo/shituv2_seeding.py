@@ -20,7 +20,7 @@ models with ``export.post_process`` and ``export.nms`` on:
   (:func:`hpi.zoo.catalogue.pp_shituv2.build_detector` with ``nms=False``), which takes any batch.
 
 ``PP-ShiTuV2_rec`` outputs the raw 512-d embedding; its ``inference.yml`` asks for ``NormalizeFeatures`` (L2
-normalisation after the network), which makes :class:`hpi.model.ModelSpec` read it as an embedding model. It is
+normalisation after the network), which makes :class:`hpi.source.ModelSpec` read it as an embedding model. It is
 seeded like the classifiers (:func:`hpi.zoo.seeding.seed_weights`); :func:`export_rec` writes PaddleClas' exact
 config, :func:`hpi.zoo.seeding.export_zoo_model` an equivalent generic one.
 
@@ -104,7 +104,7 @@ def det_inference_config(model_name: str = DET_NAME, nms: NmsConfig = DEFAULT_NM
     PaddleDetection writes ``arch: GFL`` (not PicoDet) when post-processing is exported, and records lowered NMS
     thresholds (0.3 / 0.5) for deployment that the graph does not use; PaddleX reads ``Preprocess``,
     ``draw_threshold`` and ``label_list`` only. A top-level ``Preprocess`` list is what makes
-    :class:`hpi.model.ModelSpec` treat the model as a detector.
+    :class:`hpi.source.ModelSpec` treat the model as a detector.
     """
     return {
         "mode": "paddle",

@@ -179,7 +179,7 @@ def add(name: str, src_dir: str | Path, *, overwrite: bool = True) -> Path:
     Raises:
         ModelSourceError: the directory is not a loadable model, or its model name differs.
     """
-    from hpi.model import ModelSource
+    from hpi.source import ModelSource
 
     check_name(name)
     source = ModelSource.from_path(src_dir, model_name=name)

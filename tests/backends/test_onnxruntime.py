@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from hpi.artefacts.onnx import export_onnx, fold_onnx
 from hpi.backends import get_backend
 from hpi.backends import onnxruntime as ort_backend
 from hpi.backends.onnxruntime import OrtConfig, OrtEngine, ort_trt_cache_parts
-from hpi.build.onnx import export_onnx, fold_onnx
 from hpi.cache import EngineCache, cache_key
 from hpi.device import Device, gpu_facts
 from hpi.errors import BackendUnavailableError

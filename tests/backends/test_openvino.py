@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import openvino as ov
 
+from hpi.artefacts.openvino import COMPILED_KIND
 from hpi.backends import get_backend
-from hpi.build.openvino import COMPILED_KIND
 from hpi.cache import EngineCache
 from hpi.device import Device
 from tests.tiny_onnx import random_batch, tiny_source

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from hpi.artefacts.artefact import Artefact
+from hpi.artefacts.paddle_trt import tensorrt_reason
 from hpi.backends import get_backend
 from hpi.backends import paddle as paddle_backend
 from hpi.backends.paddle import PaddleBackend, PaddleConfig, PaddleEngine
-from hpi.build.artefact import Artefact
-from hpi.build.paddle_trt import tensorrt_reason
 from hpi.cache import EngineCache
 from hpi.device import Device, gpu_facts
 from hpi.errors import BackendUnavailableError
-from hpi.model import ModelSource
+from hpi.source import ModelSource
 from tests.gpu_fakes import use_simulated_cuda
 from tests.tiny_onnx import INFERENCE_YML
 

@@ -9,8 +9,8 @@ from hpi.backends import available_backends, get_backend, list_backends
 from hpi.cache import EngineCache
 from hpi.device import Device
 from hpi.errors import BackendUnavailableError, InvalidConfigError, InvalidInputError
-from hpi.model import ModelSource
 from hpi.preprocess.reference import preprocess_batch
+from hpi.source import ModelSource
 
 CPU = Device("cpu")
 CPU_BACKENDS = ["paddle", "onnxruntime", "openvino"]

@@ -11,7 +11,7 @@ from hpi.backends.base import library_refusal
 from hpi.cache import EngineCache
 from hpi.device import Device
 from hpi.errors import EngineBuildError, HpiInternalError, InvalidInputError
-from hpi.model import ModelSource
+from hpi.source import ModelSource
 
 CPU = Device("cpu")
 

@@ -1,4 +1,4 @@
-"""Tests for hpi/backends/tensorrt.py (building plans is tested in tests/build/test_tensorrt.py).
+"""Tests for hpi/backends/tensorrt.py (building plans is tested in tests/artefacts/test_tensorrt.py).
 
 Most tests run anywhere: registration, the unavailable reasons, and the refusal of fp16 without the converter.
 The whole runtime path also runs here against a stand-in TensorRT on simulated CUDA (scripts/gpu_smoke.py, run by
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from hpi import cuda, trtlibs
+from hpi.artefacts import tensorrt as trt_build
 from hpi.backends import get_backend, list_backends
 from hpi.backends import tensorrt as trt_backend
 from hpi.backends.tensorrt import TensorRtBackend, TensorRtConfig
-from hpi.build import tensorrt as trt_build
 from hpi.cache import EngineCache
 from hpi.device import Device, cuda_device_count
 from hpi.errors import BackendUnavailableError, InvalidInputError

@@ -15,7 +15,6 @@ import yaml
 from PIL import Image, ImageDraw, ImageFont
 
 from hpi.errors import InvalidConfigError, InvalidInputError, ModelSourceError, PredictionError
-from hpi.model import ModelSource
 from hpi.models.detection import create_detector
 from hpi.models.detector_ops import (
     DetectionSpec,
@@ -27,6 +26,7 @@ from hpi.models.detector_ops import (
     nms_per_class_hard,
     prepare_image,
 )
+from hpi.source import ModelSource
 from tests.conftest import package_file
 from tests.models.conftest import layout_infer_cfg
 

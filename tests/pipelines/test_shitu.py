@@ -27,13 +27,13 @@ from hpi.cache import EngineCache  # noqa: E402
 from hpi.config import HpiConfig  # noqa: E402
 from hpi.device import Device  # noqa: E402
 from hpi.errors import InvalidConfigError, InvalidInputError, PredictionError  # noqa: E402
-from hpi.model import ModelSource  # noqa: E402
 from hpi.pipelines import create_pipeline  # noqa: E402
 from hpi.pipelines.bench import bench_pipeline, measure_pipeline_stages  # noqa: E402
 from hpi.pipelines.shitu import ShiTuPipeline, read_ids  # noqa: E402
 from hpi.results import ShiTuResult  # noqa: E402
 from hpi.retrieval import FeatureIndex, IndexFileError, UnknownIdError  # noqa: E402
 from hpi.selection.decision import cached_selection  # noqa: E402
+from hpi.source import ModelSource  # noqa: E402
 from tests.models.conftest import make_layout_dir  # noqa: E402
 from tests.models.test_detection import compose_page  # noqa: E402
 from tests.pipelines.conftest import color_photos, make_embedder_dir  # noqa: E402

@@ -15,7 +15,6 @@ import pytest
 from hpi.cache import EngineCache
 from hpi.device import parse_device
 from hpi.errors import ExportError, InvalidConfigError
-from hpi.model import ModelSource
 from hpi.scaleout.triton import (
     MANIFEST_FILE,
     TritonExportOptions,
@@ -25,6 +24,7 @@ from hpi.scaleout.triton import (
 )
 from hpi.selection.decision import cached_selection
 from hpi.selection.measure import SAMPLE_IMAGES
+from hpi.source import ModelSource
 from tests.scaleout import tritonserver
 
 pytestmark = pytest.mark.slow

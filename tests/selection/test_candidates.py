@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hpi.config import HpiConfig
 from hpi.device import Device, resolve_threads
-from hpi.model import ModelSource
 from hpi.selection.candidates import Candidate, candidates, config_values, reference_candidate
+from hpi.source import ModelSource
 
 CPU = Device("cpu")
 

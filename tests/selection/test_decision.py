@@ -12,8 +12,8 @@ import hpi
 from hpi.cache import EngineCache
 from hpi.config import HpiConfig
 from hpi.device import Device
-from hpi.model import ModelSource
 from hpi.selection import decision, measure, record
+from hpi.source import ModelSource
 
 CPU = Device("cpu")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from hpi.model import ModelSource
 from hpi.models.detection import create_detector
 from hpi.models.detector_ops import DetectionSpec, detect_rows, prepare_image
 from hpi.selection import detection, measure
+from hpi.source import ModelSource
 from tests.selection.conftest import INPUT, SEEDED_DET_NAME
 
 

@@ -12,7 +12,6 @@ from hpi.backends import get_backend
 from hpi.cache import EngineCache
 from hpi.config import AccuracyGate, HpiConfig
 from hpi.device import Device, cpu_has_bf16
-from hpi.model import ModelSource
 from hpi.preprocess.reference import preprocess_batch
 from hpi.selection.candidates import (
     Candidate,
@@ -22,6 +21,7 @@ from hpi.selection.candidates import (
     reordering_variant,
 )
 from hpi.selection.gate import Detections, compare_outputs, fp32_bound, relative_error, reproducible_images
+from hpi.source import ModelSource
 from tests.conftest import render_page
 from tests.perturb import perturbed_copy
 

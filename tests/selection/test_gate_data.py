@@ -16,9 +16,9 @@ from hpi.calibration import BUILTIN_IMAGES
 from hpi.config import HpiConfig
 from hpi.device import Device
 from hpi.errors import InvalidConfigError
-from hpi.model import ModelSource
 from hpi.selection import decision, measure
 from hpi.selection.record import SelectionRecord
+from hpi.source import ModelSource
 from tests.conftest import render_text_line
 
 CPU = Device("cpu")

@@ -6,15 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hpi.artefacts.quantize import calibration_samples, quantize_onnx, quantize_openvino
 from hpi.backends import get_backend
-from hpi.build.quantize import calibration_samples, quantize_onnx, quantize_openvino
 from hpi.cache import EngineCache
 from hpi.calibration import calibration_set
 from hpi.config import HpiConfig
 from hpi.device import Device
-from hpi.model import ModelSource
 from hpi.models.detector_ops import DetectionSpec, detect_rows, prepare_image
 from hpi.selection import measure
+from hpi.source import ModelSource
 from tests.selection.conftest import INPUT
 
 CPU = Device("cpu")

@@ -13,12 +13,12 @@ from hpi.config import HpiConfig
 from hpi.device import Device
 from hpi.errors import HpiInternalError
 from hpi.harness import Timing
-from hpi.model import ModelSource
 from hpi.selection import measure, worker
 from hpi.selection.candidates import Candidate
 from hpi.selection.choice import choice_from_record
 from hpi.selection.gate import fp32_bound
 from hpi.selection.record import CandidateResult, SelectionRecord
+from hpi.source import ModelSource
 
 CPU = Device("cpu")
 
@@ -111,8 +111,8 @@ def test_the_fp32_bound_is_measured_and_a_perturbed_weight_is_rejected(toy_dir, 
     import onnx
     from onnx import numpy_helper
 
+    from hpi.artefacts.artefact import Artefact
     from hpi.backends import onnxruntime as ort_backend
-    from hpi.build.artefact import Artefact
 
     real = ort_backend.model_onnx
 
@@ -238,8 +238,8 @@ def test_a_perturbed_detector_conversion_is_rejected(seeded_detector_dir, tmp_pa
     import onnx
     from onnx import numpy_helper
 
+    from hpi.artefacts.artefact import Artefact
     from hpi.backends import onnxruntime as ort_backend
-    from hpi.build.artefact import Artefact
 
     real = ort_backend.model_onnx
 

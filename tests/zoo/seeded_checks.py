@@ -26,7 +26,7 @@ def paddle_inference(model_dir: Path, batch: np.ndarray) -> np.ndarray:
     """Run a PaddleX inference directory with Paddle Inference on CPU (2 threads) and return the output."""
     from paddle.inference import Config, create_predictor
 
-    from hpi.model import ModelSource
+    from hpi.source import ModelSource
 
     source = ModelSource.from_path(model_dir)
     config = Config(str(source.model_file), str(source.params_file))
@@ -43,8 +43,8 @@ def paddle_inference(model_dir: Path, batch: np.ndarray) -> np.ndarray:
 
 def preprocessed(model_dir: Path, names: tuple[str, ...]) -> np.ndarray:
     """The named photos as the model's inference.yml says to feed them (hpi's reference chain)."""
-    from hpi.model import ModelSource
     from hpi.preprocess.reference import preprocess_batch
+    from hpi.source import ModelSource
 
     spec = ModelSource.from_path(model_dir).spec.preprocess
     return preprocess_batch(spec, [photo(n) for n in names])
@@ -68,7 +68,7 @@ def export(model_name: str, directory: Path, seed: int = 0):
 
 def check_exported_classifier(model_dir: Path, model_name: str) -> None:
     """The shared assertions on an exported seeded classifier (see the family tests)."""
-    from hpi.model import ModelSource
+    from hpi.source import ModelSource
 
     source = ModelSource.from_path(model_dir, model_name=model_name)
     assert source.format == "paddle" and source.model_file.name == "inference.json"

@@ -170,8 +170,8 @@ def test_seeded_export_runs_in_paddle_inference(tmp_path):
     from paddle.inference import Config, create_predictor
     from skimage import data
 
-    from hpi.model import ModelSource
     from hpi.preprocess.reference import preprocess_batch
+    from hpi.source import ModelSource
     from hpi.zoo.seeding import export_zoo_model
 
     report = export_zoo_model(BY_NAME["ResNet18_vd"], tmp_path, seed=0)

@@ -78,7 +78,7 @@ def test_catalogue():
 
 
 def test_rec_config_is_read_as_an_embedding_model():
-    from hpi.model import ModelSpec
+    from hpi.source import ModelSpec
 
     spec = ModelSpec.from_mapping(shitu.rec_inference_config())
     assert (spec.model_name, spec.task, spec.topk) == ("PP-ShiTuV2_rec", "embedding", None)
@@ -93,7 +93,7 @@ def test_rec_config_is_read_as_an_embedding_model():
 
 
 def test_det_config_is_read_as_a_detection_model():
-    from hpi.model import ModelSpec
+    from hpi.source import ModelSpec
 
     cfg = shitu.det_inference_config()
     spec = ModelSpec.from_mapping(cfg)
@@ -206,7 +206,7 @@ def test_exported_detector_is_a_paddlex_directory(exported_det):
     import yaml
 
     from hpi.cards import get_card
-    from hpi.model import ModelSource
+    from hpi.source import ModelSource
 
     directory, _ = exported_det
     source = ModelSource.from_path(directory, model_name="PP-ShiTuV2_det")
@@ -305,8 +305,8 @@ def test_nms_free_variant_with_numpy_nms_gives_the_graph_result(exported_det):
 def test_exported_rec_gives_the_same_embeddings_in_both_engines(tmp_path):
     import onnxruntime as ort
 
-    from hpi.model import ModelSource
     from hpi.preprocess.reference import preprocess_batch
+    from hpi.source import ModelSource
 
     shitu.export_rec(BY_NAME["PP-ShiTuV2_rec"], tmp_path, seed=0)
     source = ModelSource.from_path(tmp_path, model_name="PP-ShiTuV2_rec")

@@ -179,7 +179,7 @@ def test_build_that_fails_midway_leaves_no_directory(store, monkeypatch):
 
 def test_build_store_reuse_and_overwrite(store):
     from hpi import zoo
-    from hpi.model import ModelSource
+    from hpi.source import ModelSource
 
     path = zoo.build("PP-LCNet_x0_25")
     assert path == store / "PP-LCNet_x0_25" / "seeded"

@@ -1,6 +1,6 @@
 """int8 models by calibrated post-training quantisation: OpenVINO IR through NNCF, ONNX through ONNX Runtime's QDQ.
 
-Both are built from the fp32 artefacts (:func:`hpi.build.openvino.convert_ir`, :func:`hpi.build.onnx.export_onnx`)
+Both are built from the fp32 artefacts (:func:`hpi.artefacts.openvino.convert_ir`, :func:`hpi.artefacts.onnx.export_onnx`)
 on a :class:`~hpi.calibration.CalibrationSet` preprocessed the model's own way, and stored in the engine cache
 (kinds ``openvino-int8`` and ``onnx-int8``) under a key that holds the fp32 artefact's key, the calibration set's
 content hash, every quantisation setting, the tool's version and :data:`RECIPE`: a changed set or setting builds a
@@ -34,13 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from hpi.build.artefact import Artefact
-from hpi.build.onnx import _captured_stdout, export_onnx
-from hpi.build.openvino import OPENVINO_FILE, convert_ir
+from hpi.artefacts.artefact import Artefact
+from hpi.artefacts.onnx import _captured_stdout, export_onnx
+from hpi.artefacts.openvino import OPENVINO_FILE, convert_ir
 from hpi.cache import EngineCache
 from hpi.calibration import CalibrationSet
 from hpi.errors import BackendUnavailableError, ExportError
-from hpi.model import ModelSource
 from hpi.models.detector_ops import (
     IM_SHAPE_INPUT,
     IMAGE_INPUT,
@@ -48,6 +47,7 @@ from hpi.models.detector_ops import (
     DetectionSpec,
     prepare_image,
 )
+from hpi.source import ModelSource
 
 logger = logging.getLogger(__name__)
 

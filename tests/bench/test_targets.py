@@ -1,10 +1,10 @@
-"""hpi/benchmark/targets.py: CPU kinds, the targets per kind, and the bound named for a miss (fake figures)."""
+"""hpi/bench/targets.py: CPU kinds, the targets per kind, and the bound named for a miss (fake figures)."""
 
 from __future__ import annotations
 
 import pytest
 
-from hpi.benchmark.targets import Peaks, check_target, cpu_kind, measure_peaks, target_for
+from hpi.bench.targets import Peaks, check_target, cpu_kind, measure_peaks, target_for
 from hpi.device import cpu_info
 
 XEON = {"model": "Intel(R) Xeon(R) Processor", "cores": 2,

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hpi.build.artefact import Artefact
+from hpi.artefacts.artefact import Artefact
 from hpi.cache import EngineCache
 from hpi.errors import BackendUnavailableError, ExportError, InvalidConfigError
-from hpi.model import ModelSource
+from hpi.source import ModelSource
 
 logger = logging.getLogger(__name__)
 

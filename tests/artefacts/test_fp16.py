@@ -1,4 +1,4 @@
-"""Tests for hpi/build/fp16.py: the fp16 copy keeps fp32 I/O and stays within fp16 tolerance of fp32."""
+"""Tests for hpi/artefacts/fp16.py: the fp16 copy keeps fp32 I/O and stays within fp16 tolerance of fp32."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from hpi.build.fp16 import convert_to_fp16
+from hpi.artefacts.fp16 import convert_to_fp16
 from tests.tiny_onnx import ort_reference, random_batch, tiny_onnx
 
 FP16_TOL = {"rtol": 1e-2, "atol": 5e-2}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from hpi.benchmark.measure import ModelBench
-from hpi.benchmark.report import machine_description
+from hpi.bench.measure import ModelBench
+from hpi.bench.report import machine_description
 
 
 def plot(benches: Sequence[ModelBench], path: str | Path) -> Path:

@@ -1,4 +1,4 @@
-"""hpi/benchmark/report.py: the Markdown, CSV and JSON reports, and reading a JSON report back."""
+"""hpi/bench/report.py: the Markdown, CSV and JSON reports, and reading a JSON report back."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import dataclasses
 import json
 import re
 
-from hpi.benchmark import ModelBench, format_csv, format_json, format_markdown, load_benches, summary_rows
-from hpi.benchmark.report import target_checks
-from hpi.benchmark.targets import Peaks, cpu_kind
+from hpi.bench import ModelBench, format_csv, format_json, format_markdown, load_benches, summary_rows
+from hpi.bench.report import target_checks
+from hpi.bench.targets import Peaks, cpu_kind
 from hpi.harness import Timing
 from hpi.selection.candidates import Candidate
 from hpi.selection.gate import Accuracy

@@ -6,7 +6,7 @@ capability, precision, batch profile, builder settings, recipe version) and kept
 
 Precision lives in the ONNX graph, not in builder flags. TensorRT 11 removed the weakly typed precision flags
 (``BuilderFlag.FP16`` and the others): every network is strongly typed and runs in the types its tensors carry.
-An fp16 plan is therefore built from an fp16 copy of the ONNX model (:mod:`hpi.build.fp16`; inputs and outputs
+An fp16 plan is therefore built from an fp16 copy of the ONNX model (:mod:`hpi.artefacts.fp16`; inputs and outputs
 stay fp32, so callers feed and receive float32 either way). TensorRT 10 gets the same strongly typed network
 (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``), so both versions build the same thing.
 
@@ -28,14 +28,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hpi import cuda
+from hpi.artefacts.artefact import Artefact
+from hpi.artefacts.fp16 import convert_to_fp16, fp16_converter_version
+from hpi.artefacts.onnx import ONNX_MISSING, export_onnx, onnx_inputs
 from hpi.backends.base import BackendConfig
-from hpi.build.artefact import Artefact
-from hpi.build.fp16 import convert_to_fp16, fp16_converter_version
-from hpi.build.onnx import ONNX_MISSING, export_onnx, onnx_inputs
 from hpi.cache import EngineCache, cache_key
 from hpi.device import Device, device_signature
 from hpi.errors import BackendUnavailableError, ExportError, InvalidConfigError
-from hpi.model import ModelSource
+from hpi.source import ModelSource
 from hpi.trtlibs import find_tensorrt, import_tensorrt, major_of, tensorrt_key
 
 logger = logging.getLogger(__name__)

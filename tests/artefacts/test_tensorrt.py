@@ -1,4 +1,4 @@
-"""Tests for hpi/build/tensorrt.py: config validation, optimisation profiles, plan and timing-cache keys.
+"""Tests for hpi/artefacts/tensorrt.py: config validation, optimisation profiles, plan and timing-cache keys.
 
 Everything here runs without TensorRT or a GPU; building real plans is tested in tests/backends/test_tensorrt.py
 (marked ``gpu`` and ``tensorrt``).
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from hpi.build import tensorrt as trt_build
-from hpi.build.onnx import onnx_inputs
-from hpi.build.tensorrt import InputProfile, TensorRtConfig
+from hpi.artefacts import tensorrt as trt_build
+from hpi.artefacts.onnx import onnx_inputs
+from hpi.artefacts.tensorrt import InputProfile, TensorRtConfig
 from hpi.cache import EngineCache, cache_key
 from hpi.errors import BackendUnavailableError, ExportError, InvalidConfigError
 from hpi.trtlibs import tensorrt_installed

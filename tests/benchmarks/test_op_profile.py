@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.benchmark.scripts import load_script
+from tests.benchmarks.scripts import load_script
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
-"""Tests for hpi/build/runtime_cache.py: a runtime's own cache is a sealed entry, and later writes stay private."""
+"""Tests for hpi/artefacts/runtime_cache.py: a runtime's own cache is a sealed entry, and later writes stay private."""
 
 from __future__ import annotations
 
-from hpi.build.runtime_cache import README, warmed_copy
+from hpi.artefacts.runtime_cache import README, warmed_copy
 from hpi.cache import EngineCache
 
 PARTS = {"model": "abc", "precision": "fp16"}

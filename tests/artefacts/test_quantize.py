@@ -1,4 +1,4 @@
-"""hpi/build/quantize.py: int8 models calibrated on a tiny set, on a seeded model and on a trained one."""
+"""hpi/artefacts/quantize.py: int8 models calibrated on a tiny set, on a seeded model and on a trained one."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 
 import hpi
+from hpi.artefacts.quantize import OPENVINO_INT8, first_and_last, quantize_onnx, quantize_openvino
 from hpi.backends import get_backend
-from hpi.build.quantize import OPENVINO_INT8, first_and_last, quantize_onnx, quantize_openvino
 from hpi.cache import EngineCache
 from hpi.calibration import calibration_set
 from hpi.config import AccuracyGate
 from hpi.device import Device
-from hpi.model import ModelSource
 from hpi.selection.gate import compare_outputs
 from hpi.selection.measure import reference_inputs
+from hpi.source import ModelSource
 from tests.conftest import render_text_line
 
 CPU = Device("cpu")

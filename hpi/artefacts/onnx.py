@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hpi.build.artefact import SOURCE_KIND, Artefact
+from hpi.artefacts.artefact import SOURCE_KIND, Artefact
 from hpi.cache import EngineCache
 from hpi.errors import BackendUnavailableError, ExportError
-from hpi.model import ModelSource
+from hpi.source import ModelSource
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hpi.benchmark.measure import ModelBench
-from hpi.benchmark.targets import (
+from hpi.bench.measure import ModelBench
+from hpi.bench.targets import (
     TARGET_BATCH,
     TARGET_THREADS,
     CpuKind,
@@ -55,7 +55,7 @@ def _published(model: str, device: Device) -> tuple[float | None, float | None]:
 
 def target_checks(benches: Sequence[ModelBench], kind: CpuKind | None = None, peaks: Peaks | None = None
                   ) -> list[TargetCheck | None]:
-    """:func:`~hpi.benchmark.targets.check_target` for each row of :func:`summary_rows` (None for a row the
+    """:func:`~hpi.bench.targets.check_target` for each row of :func:`summary_rows` (None for a row the
     targets do not cover: not batch 1 at 2 threads, a GPU, or no normal-mode figure)."""
     kind = kind or cpu_kind()
     checks: list[TargetCheck | None] = []

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from hpi.benchmark.targets import Peaks, cpu_kind
-from tests.benchmark.scripts import load_script
+from hpi.bench.targets import Peaks, cpu_kind
+from tests.benchmarks.scripts import load_script
 
 EPYC = {"model": "AMD EPYC 7B13", "cores": 2, "flags": ["avx", "avx2", "fma"]}
 
@@ -36,7 +36,7 @@ def test_op_profiles_are_taken_only_for_openvino_winners_that_missed(monkeypatch
     import sys
     import types
 
-    from hpi.benchmark.targets import TargetCheck
+    from hpi.bench.targets import TargetCheck
 
     run_core = load_script("run_core")
     rows = [{"model": m, "hpi_backend": b, "threads": 2} for m, b in

@@ -1,10 +1,10 @@
-"""hpi/benchmark/measure.py: every candidate per run, and the stage split of both modes at batch 1."""
+"""hpi/bench/measure.py: every candidate per run, and the stage split of both modes at batch 1."""
 
 from __future__ import annotations
 
 import pytest
 
-from hpi.benchmark import bench_models
+from hpi.bench import bench_models
 from hpi.device import Device
 from hpi.errors import InvalidConfigError
 

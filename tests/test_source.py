@@ -1,4 +1,4 @@
-"""hpi/model.py: locating model files and parsing inference.yml into a typed spec."""
+"""hpi/source.py: locating model files and parsing inference.yml into a typed spec."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from hpi.errors import ModelSourceError
-from hpi.model import ModelSource, ModelSpec
+from hpi.source import ModelSource, ModelSpec
 
 
 def test_paddle_dir_is_parsed(toy_dir):

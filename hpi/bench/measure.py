@@ -1,7 +1,7 @@
 """Measuring models for benchmarks: every candidate per (threads, batch size), and the stage split of both modes.
 
 Every timing comes from :mod:`hpi.harness`, each configuration in its own process. The result of one model is a
-:class:`ModelBench`; :mod:`hpi.benchmark.report` turns benches into tables and :mod:`hpi.benchmark.plot` into a chart.
+:class:`ModelBench`; :mod:`hpi.bench.report` turns benches into tables and :mod:`hpi.bench.plot` into a chart.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from hpi.errors import InvalidConfigError
 from hpi.harness import run_isolated, time_callable
 from hpi.inputs import expand_inputs
 from hpi.loading import load_model, locate_model
-from hpi.model import ModelSource
 from hpi.models.classification import Predictor
 from hpi.preprocess import reference
 from hpi.preprocess.decode import decode_image
 from hpi.selection.choice import choice_from_record, fold_preprocessing
 from hpi.selection.measure import SAMPLE_IMAGES, select
 from hpi.selection.record import SelectionRecord
+from hpi.source import ModelSource
 
 STAGE_IMAGE_SIZE = (500, 375)  # the issue's reference JPEG: 500x375 to 224x224
 
@@ -164,7 +164,7 @@ def _stage_split(source: ModelSource, device: Device, record: SelectionRecord, i
                    "cache_dir": str(cache.root), "image": str(image), "batch_size": bs,
                    "budget_s": max(1.0, budget_s / 2), "fast": fast}
         folded = " +folded" if config.get("fold_preprocess") else ""
-        out[mode] = {"candidate": label + folded, **run_isolated("hpi.benchmark.measure:measure_stages", request)}
+        out[mode] = {"candidate": label + folded, **run_isolated("hpi.bench.measure:measure_stages", request)}
     return out
 
 

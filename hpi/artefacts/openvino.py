@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from hpi.build.artefact import Artefact
-from hpi.build.onnx import DEFAULT_OPSET, export_onnx
+from hpi.artefacts.artefact import Artefact
+from hpi.artefacts.onnx import DEFAULT_OPSET, export_onnx
 from hpi.cache import EngineCache
 from hpi.errors import BackendUnavailableError, ExportError
-from hpi.model import ModelSource
+from hpi.source import ModelSource
 
 logger = logging.getLogger(__name__)
 

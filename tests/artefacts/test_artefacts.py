@@ -1,10 +1,10 @@
-"""Tests for hpi/build/onnx.py and hpi/build/openvino.py: typed artefacts and the keys later builds use."""
+"""Tests for hpi/artefacts/onnx.py and hpi/artefacts/openvino.py: typed artefacts and the keys later builds use."""
 
 from __future__ import annotations
 
-from hpi.build import onnx as onnx_build
-from hpi.build import openvino as ov_build
-from hpi.build.artefact import SOURCE_KIND
+from hpi.artefacts import onnx as onnx_build
+from hpi.artefacts import openvino as ov_build
+from hpi.artefacts.artefact import SOURCE_KIND
 from hpi.cache import EngineCache, cache_key
 from tests.tiny_onnx import tiny_source
 

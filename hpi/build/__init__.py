@@ -1,7 +1,0 @@
-"""Building artefacts a backend loads: ONNX exports, OpenVINO IR, TensorRT plans, each through the engine cache.
-
-Builders return an :class:`~hpi.build.artefact.Artefact` (its cache kind, key, key parts and file); backends only
-load and run what they are given. One module per target: :mod:`hpi.build.onnx`, :mod:`hpi.build.openvino`,
-:mod:`hpi.build.tensorrt` (with :mod:`hpi.build.fp16` for fp16 copies of ONNX models), and
-:mod:`hpi.build.runtime_cache` for caches that a runtime fills itself (TensorRT engines of ONNX Runtime and Paddle).
-"""
