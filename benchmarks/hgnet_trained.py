@@ -226,16 +226,10 @@ def build(out: Path, downloads: Path) -> dict[str, Any]:
     import paddle
     from paddle import nn
 
+    from hpi.preprocess.spec import IMAGENET_MEAN, IMAGENET_STD
     from hpi.zoo import get_model
-    from hpi.zoo.seeding import (
-        IMAGENET_MEAN,
-        IMAGENET_STD,
-        calibration_images,
-        calibration_views,
-        export_zoo_model,
-        make_decisive,
-        preprocess_spec,
-    )
+    from hpi.zoo.export import export_zoo_model
+    from hpi.zoo.seeding import calibration_images, calibration_views, make_decisive, preprocess_spec
 
     tensors = read_tensors(download(downloads))
     conv_shapes, widths = backbone_shapes()

@@ -21,7 +21,7 @@ with contextlib.suppress(InvalidConfigError):
     apply_isa_cap()
 
 if TYPE_CHECKING:
-    from hpi.models.classification import Predictor
+    from hpi.models.base import LoadedModel
 
 
 def create_model(
@@ -32,10 +32,10 @@ def create_model(
     use_hpip: bool = False,
     hpi_config: dict[str, Any] | None = None,
     **kwargs: Any,
-) -> Predictor:
-    """Load a model for inference, as PaddleX's ``create_model`` does. See
-    :func:`hpi.models.classification.create_model`."""
-    from hpi.models.classification import create_model as _create_model
+) -> LoadedModel:
+    """Load a model for inference, as PaddleX's ``create_model`` does: a classifier, feature model or detector,
+    by the task in its ``inference.yml``. See :func:`hpi.api.create_model`."""
+    from hpi.api import create_model as _create_model
 
     return _create_model(model_name, model_dir, device=device, use_hpip=use_hpip, hpi_config=hpi_config, **kwargs)
 

@@ -1,5 +1,6 @@
-"""Box geometry: the one IoU, shared by NMS (:mod:`hpi.models.detector_ops`) and the box agreement gate
-(:mod:`hpi.selection.gate`)."""
+"""Box geometry: the one IoU and the one greedy NMS, shared by detector post-processing
+(:mod:`hpi.models.detector_ops.postprocess`), PP-ShiTuV2's box merging (:mod:`hpi.pipelines.shitu`) and the box
+agreement gate (:mod:`hpi.selection.gate`)."""
 
 from __future__ import annotations
 
@@ -20,3 +21,23 @@ def iou(box: np.ndarray, boxes: np.ndarray, *, normalized: bool = True) -> np.nd
     inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
     union = area(box) + area(boxes) - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, *, top_k: int = -1, keep_top_k: int = -1,
+        normalized: bool = True) -> np.ndarray:
+    """Greedy NMS, the one hpi runs: indices of the boxes kept, best score first.
+
+    Only the ``top_k`` best boxes enter (-1: all); a box is dropped when its IoU with a kept box exceeds
+    ``iou_threshold``; at most ``keep_top_k`` are kept (-1: all). One class of Paddle's ``multiclass_nms3``.
+    """
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    if top_k > -1:
+        order = order[:top_k]
+    keep: list[int] = []
+    for idx in order:
+        if keep and np.any(iou(boxes[idx], boxes[keep], normalized=normalized) > iou_threshold):
+            continue
+        keep.append(int(idx))
+        if len(keep) == keep_top_k:
+            break
+    return np.asarray(keep, dtype=np.int64)

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from hpi.api import create_model
 from hpi.errors import InvalidInputError
 from hpi.loading import locate_model
-from hpi.models.classification import create_model
 
 
 def read_dataset(directory: str | Path) -> tuple[list[tuple[Path, int]], list[str] | None]:

@@ -3,12 +3,15 @@
 An import inside a function counts as much as one at the top of the module: a deferred import that closes a cycle
 hides the cycle without removing it (it only moves the failure from import time to call time). Imports under
 ``if TYPE_CHECKING:`` never run and are left out. ``from hpi.a import b`` is an edge to ``hpi.a.b`` when that is a
-module, else to ``hpi.a``; the implicit import of a parent package is not an edge.
+module, else to ``hpi.a``; the implicit import of a parent package is not an edge. A module named by a string that is
+exactly a module path, optionally with ``:function`` (``run_isolated("hpi.selection.worker:measure_candidate")``),
+is imported by whoever runs it, so it is an edge too: a cycle behind a string is still a cycle.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import hpi
@@ -46,12 +49,28 @@ def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
     return found
 
 
+NAMED_MODULE = re.compile(r"(hpi(?:\.\w+)+)(?::\w+)?")
+
+
+def _named_modules(tree: ast.AST, modules: dict[str, Path]) -> set[str]:
+    """Modules named by a string constant that is exactly ``hpi.pkg.mod`` or ``hpi.pkg.mod:function``."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            match = NAMED_MODULE.fullmatch(node.value)
+            if match and match.group(1) in modules:
+                found.add(match.group(1))
+    return found
+
+
 def import_graph() -> dict[str, set[str]]:
     modules = module_names()
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
         is_package = path.name == "__init__.py"
-        for node in _imports(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        graph[name] |= _named_modules(tree, modules)
+        for node in _imports(tree):
             if isinstance(node, ast.Import):
                 graph[name] |= {a.name for a in node.names if a.name in modules}
                 continue
@@ -113,8 +132,15 @@ def test_the_walker_finds_a_cycle():
 
 def test_the_graph_sees_function_level_and_relative_imports():
     graph = import_graph()
-    assert "hpi.models.classification" in graph["hpi"]  # create_model imports it inside the function
+    assert "hpi.api" in graph["hpi"]  # create_model imports it inside the function
     assert "hpi.selection.measure" in graph["hpi.selection.decision"]  # from hpi.selection import measure
+
+
+def test_the_graph_sees_modules_run_by_name():
+    graph = import_graph()
+    assert "hpi.selection.worker" in graph["hpi.selection.measure"]  # WORKER = "hpi.selection.worker:measure_..."
+    tree = ast.parse('run_isolated("hpi.selection.worker:measure_candidate"); log("see hpi.selection.worker")')
+    assert _named_modules(tree, module_names()) == {"hpi.selection.worker"}
 
 
 def test_no_import_cycle_inside_hpi():

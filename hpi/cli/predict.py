@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from hpi.api import create_model
 from hpi.cli.common import add_command, hpi_config_from_args
-from hpi.models.classification import create_model
 from hpi.pipelines import create_pipeline
 
 

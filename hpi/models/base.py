@@ -16,12 +16,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hpi.backends.base import Engine
+from hpi.backends.choice import BackendChoice
 from hpi.device import Device
 from hpi.errors import HpiError, InvalidConfigError, PredictionError
 from hpi.inputs import InputItem, array_to_rgb, expand_inputs, named_error
 from hpi.preprocess.decode import decode_image
 from hpi.results import BaseResult
-from hpi.selection.choice import BackendChoice
 from hpi.source import ModelSource, Task
 from hpi.zoo.store import weights_kind
 
@@ -106,6 +106,7 @@ class LoadedModel:
     from ("seeded" for zoo builds, whose scores say nothing of accuracy). Closing it frees the engine."""
 
     tasks: ClassVar[tuple[Task, ...]]  # the inference.yml tasks this model type runs
+    options: ClassVar[tuple[str, ...]] = ()  # keyword options its constructor takes beyond the engine
 
     def __init__(self, source: ModelSource, engine: Engine, choice: BackendChoice) -> None:
         self.check_source(source)
@@ -121,14 +122,9 @@ class LoadedModel:
         if source.spec.task not in cls.tasks:
             raise InvalidConfigError(
                 f"{source.name} is a {source.spec.task} model; {cls.__name__} runs {' and '.join(cls.tasks)} "
-                f"models{cls._elsewhere(source.spec.task)}"
+                "models; load it with hpi.create_model, which picks the model type from the task"
             )
 
-    @staticmethod
-    def _elsewhere(task: str) -> str:
-        if task == "detection":
-            return "; load it with hpi.models.detection.create_detector, or use it through a pipeline"
-        return "; load it with hpi.create_model"
 
     @property
     def model_name(self) -> str:

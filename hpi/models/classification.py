@@ -8,25 +8,21 @@ top-k classes (classification) or the L2-normalised feature (embedding).
 from __future__ import annotations
 
 import functools
-import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from hpi.backends.base import Engine
-from hpi.config import HpiConfig
-from hpi.device import Device
+from hpi.backends.choice import BackendChoice
 from hpi.errors import HpiError, InvalidConfigError
 from hpi.inputs import InputItem
-from hpi.loading import load_model, locate_model
 from hpi.models.base import ItemFailure, LoadedModel, Payload, fail, finish_result, predict_loop
 from hpi.preprocess import reference
 from hpi.preprocess.decode import decode_image
 from hpi.preprocess.fused import BatchKernel, FusedPreprocessor
 from hpi.preprocess.graph import ResizeCropU8
 from hpi.results import BaseResult, ClassificationResult, EmbeddingResult
-from hpi.selection.choice import BackendChoice
 from hpi.source import ModelSource
 
 
@@ -38,9 +34,10 @@ def l2_normalise(rows: np.ndarray) -> np.ndarray:
 
 
 class Predictor(LoadedModel):
-    """A loaded classification or embedding model. Use :func:`create_model` to make one."""
+    """A loaded classification or embedding model. Use :func:`hpi.create_model` to make one."""
 
     tasks = ("classification", "embedding")
+    options = ("topk",)
 
     def __init__(self, source: ModelSource, engine: Engine, choice: BackendChoice, *, topk: int | None = None,
                  fast_preprocess: bool = True) -> None:
@@ -144,36 +141,3 @@ class Predictor(LoadedModel):
         if isinstance(self._preprocess, BatchKernel):
             self._preprocess.close()
 
-
-def create_model(
-    model_name: str,
-    model_dir: str | os.PathLike[str] | None = None,
-    *,
-    device: str | Device | None = None,
-    use_hpip: bool = False,
-    hpi_config: Mapping[str, Any] | HpiConfig | None = None,
-    topk: int | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-) -> Predictor:
-    """Load a model for inference, as PaddleX's ``create_model`` does.
-
-    Args:
-        model_name: the PaddleX model name; must equal ``Global.model_name`` in the model's ``inference.yml``.
-        model_dir: a PaddleX inference directory (or ONNX + inference.yml). Default: the local model store.
-        device: "cpu", "gpu" or "gpu:N". Default: gpu:0 if a CUDA device is visible, else cpu.
-        use_hpip: False is normal mode (Paddle Inference fp32); True is high-performance mode.
-        hpi_config: PaddleX's keys (``auto_config``, ``backend``, ``backend_config``) and hpi's own
-            (``allow_reduced_precision``, ``threads``); see :class:`hpi.config.HpiConfig`.
-        topk: default number of classes per result.
-        cache_dir: the engine cache (default: ``$HPI_CACHE_DIR`` or the platform cache directory).
-
-    Raises:
-        InvalidConfigError: the model is a detector (see :func:`hpi.models.detection.create_detector`), raised
-            before anything is built.
-
-    Example:
-        >>> model = create_model("PP-LCNet_x1_0", device="cpu", use_hpip=True)
-        >>> next(model.predict("cat.jpg")).print()
-    """
-    return load_model(Predictor, locate_model(model_name, model_dir), device=device, use_hpip=use_hpip,
-                      hpi_config=hpi_config, cache_dir=cache_dir, topk=topk)

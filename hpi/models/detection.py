@@ -10,18 +10,15 @@ Results are PaddleX's: ``{input_path, page_index, boxes: [{cls_id, label, score,
 from __future__ import annotations
 
 import functools
-import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from hpi.backends.base import Engine
-from hpi.config import HpiConfig
-from hpi.device import Device
+from hpi.backends.choice import BackendChoice
 from hpi.errors import InvalidConfigError, ModelSourceError
 from hpi.inputs import InputItem
-from hpi.loading import load_model, locate_model
 from hpi.models.base import ItemFailure, LoadedModel, Payload, finish_result, predict_loop
 from hpi.models.detector_ops import (
     IM_SHAPE_INPUT,
@@ -33,7 +30,6 @@ from hpi.models.detector_ops import (
     prepare_image,
 )
 from hpi.results import DetResult
-from hpi.selection.choice import BackendChoice
 from hpi.source import ModelSource
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -58,15 +54,16 @@ class DetBox(NamedTuple):
 
 
 class Detector(LoadedModel):
-    """A loaded detector. Use :func:`create_detector` to make one.
+    """A loaded detector. Use :func:`hpi.create_model` to make one.
 
     Example:
-        >>> det = create_detector("PicoDet_layout_1x", "path/to/model_dir", device="cpu")
+        >>> det = hpi.create_model("PicoDet_layout_1x", "path/to/model_dir", device="cpu")
         >>> for res in det.predict("page.png"):
         ...     res.print()
     """
 
     tasks = ("detection",)
+    options = ()
 
     def __init__(self, source: ModelSource, engine: Engine, choice: BackendChoice) -> None:
         super().__init__(source, engine, choice)
@@ -140,31 +137,3 @@ def _check_threshold(value: Any) -> float:
         raise InvalidConfigError(f"threshold must be a number in [0, 1], got {value!r}")
     return float(value)
 
-
-def create_detector(
-    model_name: str,
-    model_dir: str | os.PathLike[str] | None = None,
-    *,
-    device: str | Device | None = None,
-    use_hpip: bool = False,
-    hpi_config: Mapping[str, Any] | HpiConfig | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-) -> Detector:
-    """Load a PaddleDetection-format detector on the backend :func:`hpi.selection.choice.resolve_choice` picks.
-
-    Normal mode runs a Paddle model on Paddle Inference and an ONNX model on ONNX Runtime. In high-performance
-    mode an explicit ``hpi_config.backend`` is honoured; otherwise measured selection picks the backend and
-    precision (every candidate's post-NMS boxes on the reference photos are judged by the box gate,
-    :func:`hpi.selection.gate.compare_detections`), and ``auto_config=False`` takes the first available backend of
-    :data:`hpi.selection.choice.STATIC_ORDER`.
-
-    Args:
-        model_name: must equal ``Global.model_name`` in the model's ``inference.yml``.
-        model_dir: the model directory (Paddle or ONNX with ``inference.yml``); default: the local model store.
-        device: "cpu", "gpu" or "gpu:N".
-        use_hpip: high-performance mode.
-        hpi_config: see :class:`hpi.config.HpiConfig`.
-        cache_dir: the engine cache.
-    """
-    return load_model(Detector, locate_model(model_name, model_dir), device=device, use_hpip=use_hpip,
-                      hpi_config=hpi_config, cache_dir=cache_dir)

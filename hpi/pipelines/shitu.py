@@ -33,13 +33,13 @@ from typing import Any
 
 import numpy as np
 
+from hpi.boxes import nms
 from hpi.errors import InvalidConfigError, InvalidInputError, PredictionError
 from hpi.inputs import InputItem, expand_inputs
 from hpi.loading import load_model, locate_model
 from hpi.models.base import ItemFailure, Payload, fail, finish_result, predict_loop, read_items
 from hpi.models.classification import Predictor
 from hpi.models.detection import Detector
-from hpi.models.detector_ops import nms
 from hpi.pipelines.config import ShiTuConfig
 from hpi.results import ShiTuResult
 from hpi.retrieval import FeatureIndex, Hit, IndexType, MetricType, read_gallery

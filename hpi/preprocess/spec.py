@@ -22,8 +22,8 @@ from hpi.errors import ModelSourceError
 
 INTERPOLATIONS = ("NEAREST", "LINEAR", "BICUBIC", "AREA", "LANCZOS4")
 _INTERP_ALIASES = {"BILINEAR": "LINEAR", "CUBIC": "BICUBIC", "LANCZOS": "LANCZOS4"}
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the one definition: every default mean/std in hpi comes from here
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,8 @@ class PreprocessSpec:
             "resize_to": None,
             "interpolation": "LINEAR",
             "crop": None,
-            "mean": _IMAGENET_MEAN,
-            "std": _IMAGENET_STD,
+            "mean": IMAGENET_MEAN,
+            "std": IMAGENET_STD,
             "scale": 1.0 / 255.0,
             "channels_first": False,
             "resize_backend": "cv2",

@@ -62,7 +62,7 @@ class HpiClassifier:
     def __init__(self, model_name: str, model_dir: str | None = None, *, use_hpip: bool = False,
                  hpi_config: Mapping[str, Any] | None = None, topk: int | None = None, cache_dir: str | None = None,
                  bytes_column: str = "bytes", path_column: str = "path") -> None:
-        from hpi.models.classification import create_model
+        from hpi.api import create_model
 
         config = dict(hpi_config or {})
         config.setdefault("threads", actor_cpus())

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
 
 from hpi.backends import get_backend, list_backends
-from hpi.backends.base import BackendConfig
+from hpi.backends.choice import BackendChoice
 from hpi.cache import EngineCache
 from hpi.calibration import check_calibration_dir
 from hpi.config import HpiConfig
@@ -28,20 +27,6 @@ logger = logging.getLogger(__name__)
 # Used when measured selection is switched off (auto_config=False without a backend) or cannot judge the model's
 # task: a stated order.
 STATIC_ORDER = {"cpu": ("onnxruntime", "openvino", "paddle"), "gpu": ("tensorrt", "onnxruntime", "paddle")}
-
-
-@dataclass(frozen=True)
-class BackendChoice:
-    """The decision of which backend, precision and config run a model, and why."""
-
-    backend: str
-    config: BackendConfig
-    reason: str  # one line a person can read
-    mode: str  # "normal", "explicit", "measured", "static"
-
-    @property
-    def precision(self) -> str:
-        return self.config.precision
 
 
 def resolve_choice(source: ModelSource, device: Device, hpi_config: HpiConfig, *, use_hpip: bool,

@@ -21,13 +21,13 @@ from numpy.lib.npyio import NpzFile
 
 from hpi.backends import get_backend
 from hpi.backends.base import Engine
+from hpi.backends.choice import BackendChoice
 from hpi.cache import EngineCache
 from hpi.device import parse_device
 from hpi.harness import Timing, time_callable
 from hpi.models.classification import Predictor
 from hpi.preprocess.decode import decode_image
 from hpi.selection import detection
-from hpi.selection.choice import BackendChoice
 from hpi.source import ModelSource
 
 

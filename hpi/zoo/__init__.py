@@ -6,7 +6,7 @@ the local model store. Real weights a user downloaded elsewhere can be added to 
 
 * :mod:`hpi.zoo.catalogue`: which models exist and how to build them (no Paddle import).
 * :mod:`hpi.zoo.nets`: the networks in Paddle, with their shared layers.
-* :mod:`hpi.zoo.seeding` (and :mod:`hpi.zoo.shituv2_seeding` for PP-ShiTuV2): seeding and writing PaddleX
+* :mod:`hpi.zoo.seeding` and :mod:`hpi.zoo.export` (and :mod:`hpi.zoo.shituv2_seeding` for PP-ShiTuV2): seeding and writing PaddleX
   inference directories.
 * :mod:`hpi.zoo.store`: the local model store, written through :mod:`hpi.storage`.
 
@@ -20,6 +20,8 @@ Importing this package does not import Paddle; building does.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +98,7 @@ def build(name: str, output: str | Path | None = None, *, seed: int = 0, overwri
     target = Path(output).expanduser() if output is not None else model_dir(name, "seeded")
 
     def fill(tmp: Path) -> dict[str, Any]:
-        report = model.load_exporter()(model, tmp, seed=seed)
+        report = load_exporter(model)(model, tmp, seed=seed)
         return provenance_record(
             "seeded",
             seed=seed,
@@ -127,3 +129,14 @@ __all__ = [
     "weights_kind",
     "zoo_models",
 ]
+
+
+def load_exporter(model: ZooModel) -> Callable[..., Any]:
+    """The function that seeds and writes ``model``: the one its record names (``"module:function"``, importing
+    that module, which may import Paddle when called), else :func:`hpi.zoo.export.export_zoo_model`."""
+    if model.exporter is None:
+        from hpi.zoo.export import export_zoo_model
+
+        return export_zoo_model
+    module_name, _, function = model.exporter.partition(":")
+    return getattr(importlib.import_module(module_name), function)

@@ -22,7 +22,7 @@ models with ``export.post_process`` and ``export.nms`` on:
 ``PP-ShiTuV2_rec`` outputs the raw 512-d embedding; its ``inference.yml`` asks for ``NormalizeFeatures`` (L2
 normalisation after the network), which makes :class:`hpi.source.ModelSpec` read it as an embedding model. It is
 seeded like the classifiers (:func:`hpi.zoo.seeding.seed_weights`); :func:`export_rec` writes PaddleClas' exact
-config, :func:`hpi.zoo.seeding.export_zoo_model` an equivalent generic one.
+config, :func:`hpi.zoo.export.export_zoo_model` an equivalent generic one.
 
 Seeded detector weights need more than seeding gives a classifier: with random weights every anchor scores
 near the 0.01 class prior and no box is ever drawn, and with the usual BatchNorm scales this deep residual-free
@@ -32,36 +32,49 @@ agree on the boxes to 1e-3 pixels. Other natural photos get 0-20 boxes; images w
 unlike the calibration photos (scikit-image's colorwheel or page, an RGB photo fed as BGR) saturate at the 100
 boxes NMS keeps: scores grow with contrast, as nothing was trained to bound them. Each record names its
 exporter in ``ZooModel.exporter`` (:func:`export_detector`, :func:`export_rec`):
-:func:`hpi.zoo.seeding.export_zoo_model` refuses detectors.
+:func:`hpi.zoo.export.export_zoo_model` refuses detectors.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hpi.errors import ExportError
-from hpi.zoo.catalogue import ZooModel
-from hpi.zoo.catalogue.pp_shituv2 import (
-    DEFAULT_NMS,
-    DET_INPUT_SIZE,
-    DET_NAME,
-    LABELS,
-    REC_INPUT_SIZE,
-    REC_NAME,
-    NmsConfig,
-)
+from hpi.preprocess.spec import IMAGENET_MEAN, IMAGENET_STD
+from hpi.zoo.record import ZooModel
 
 if TYPE_CHECKING:
     from hpi.preprocess.spec import PreprocessSpec
     from hpi.zoo.seeding import SeedReport
 
 FPN_STRIDES = (8, 16, 32, 64)
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+DET_NAME = "PP-ShiTuV2_det"
+REC_NAME = "PP-ShiTuV2_rec"
+DET_INPUT_SIZE = 640
+REC_INPUT_SIZE = 224
+EMBEDDING_DIM = 512
+LABELS = ("foreground",)
+
+
+@dataclass(frozen=True)
+class NmsConfig:
+    """``multiclass_nms3`` settings, as PP-ShiTuV2_det's ``PicoHead.nms`` config sets them."""
+
+    score_threshold: float = 0.025  # drop candidates scoring at or below this
+    nms_top_k: int = 1000  # best candidates per class entering NMS (-1: all)
+    keep_top_k: int = 100  # best boxes kept per image over all classes (-1: all)
+    nms_threshold: float = 0.6  # IoU above which the lower-scoring box is suppressed
+    normalized: bool = True  # IoU without the +1 pixel convention
+
+
+DEFAULT_NMS = NmsConfig()
+MEAN = IMAGENET_MEAN
+STD = IMAGENET_STD
 DRAW_THRESHOLD = 0.5  # PaddleX keeps boxes scoring above this
 
 
@@ -263,7 +276,7 @@ def export_detector(
 
     Writes ``inference.json`` + ``inference.pdiparams`` (``paddle.jit.save``, inputs ``image`` and
     ``scale_factor``) and ``inference.yml`` (:func:`det_inference_config`). Same signature as
-    :func:`hpi.zoo.seeding.export_zoo_model`, which does not write detectors.
+    :func:`hpi.zoo.export.export_zoo_model`, which does not write detectors.
 
     Args:
         model: the detector's zoo record.
@@ -304,11 +317,12 @@ def export_rec(
     """Build PP-ShiTuV2_rec with seeded weights and write it with PaddleX's exact ``inference.yml``.
 
     Seeding is :func:`hpi.zoo.seeding.seed_weights` (as for every zoo network); only the config differs from
-    :func:`hpi.zoo.seeding.export_zoo_model`'s generic one (:func:`rec_inference_config` keeps PaddleClas' keys).
+    :func:`hpi.zoo.export.export_zoo_model`'s generic one (:func:`rec_inference_config` keeps PaddleClas' keys).
     """
     import paddle
 
-    from hpi.zoo.seeding import build_seeded, preprocess_spec, save_inference_model, seed_weights
+    from hpi.zoo.export import save_inference_model
+    from hpi.zoo.seeding import build_seeded, preprocess_spec, seed_weights
 
     with paddle.utils.unique_name.guard():
         layer = build_seeded(model, seed)

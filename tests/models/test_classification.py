@@ -227,20 +227,41 @@ def test_spin_wait_policy_reaches_onnxruntime(toy_dir, tmp_path):
     assert not hasattr(config({"backend": "paddle", "spin_wait": False}), "allow_spinning")
 
 
+def test_create_model_returns_a_detector_for_a_detection_model(layout_det_dir, engine_cache):
+    """PaddleX's create_model serves every task: the model's inference.yml picks the model type."""
+    from hpi.models.detection import Detector
+
+    with hpi.create_model("PicoDet_layout_1x_cdla", layout_det_dir, device="cpu", cache_dir=engine_cache) as det:
+        assert isinstance(det, Detector)
+
+
 @pytest.mark.parametrize("use_hpip", [False, True])
-def test_a_detector_is_rejected_before_anything_is_built(layout_det_dir, tmp_path, monkeypatch, use_hpip):
-    """create_model(detector) is a clear HpiError, raised before an engine is built or a candidate measured."""
+def test_an_option_of_another_model_type_is_refused_before_anything_is_built(layout_det_dir, tmp_path, monkeypatch,
+                                                                              use_hpip):
+    """topk belongs to classifiers: asking a detector for it is a clear HpiError before any engine is built."""
     from hpi.backends.base import Backend
     from hpi.cache import EngineCache
 
     def no_build(*args, **kwargs):
-        raise AssertionError("an engine was built for a model create_model rejects")
+        raise AssertionError("an engine was built for a call create_model refuses")
 
     monkeypatch.setattr(Backend, "engine", no_build)
-    with pytest.raises(InvalidConfigError, match="PicoDet_layout_1x_cdla is a detection model.*create_detector"):
+    with pytest.raises(InvalidConfigError, match=r"PicoDet_layout_1x_cdla is a detection model.*\['topk'\]"):
         hpi.create_model("PicoDet_layout_1x_cdla", layout_det_dir, device="cpu", use_hpip=use_hpip,
-                         cache_dir=tmp_path)
+                         cache_dir=tmp_path, topk=3)
     assert EngineCache(tmp_path).entries() == []
+
+
+def test_a_model_type_refusing_a_task_names_an_api_that_works(layout_det_dir, engine_cache):
+    """The message of a model type asked to run another task names hpi.create_model, and that call works."""
+    from hpi.models.classification import Predictor
+    from hpi.source import ModelSource
+
+    source = ModelSource.from_path(layout_det_dir, model_name="PicoDet_layout_1x_cdla")
+    with pytest.raises(InvalidConfigError, match="load it with hpi.create_model"):
+        Predictor.check_source(source)
+    with hpi.create_model("PicoDet_layout_1x_cdla", layout_det_dir, device="cpu", cache_dir=engine_cache) as det:
+        assert det.model_name == "PicoDet_layout_1x_cdla"
 
 
 def test_a_model_rejected_after_loading_has_its_engine_closed(toy_dir, tmp_path, monkeypatch):

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from PIL import Image, ImageDraw, ImageFont
 
+from hpi.api import create_model
 from hpi.errors import InvalidConfigError, InvalidInputError, ModelSourceError, PredictionError
-from hpi.models.detection import create_detector
 from hpi.models.detector_ops import (
     DetectionSpec,
     NmsSettings,
@@ -227,7 +227,7 @@ def _iou(a, b) -> float:
 
 @pytest.fixture(scope="module")
 def layout_detector(layout_det_dir: Path, engine_cache: Path):
-    det = create_detector("PicoDet_layout_1x_cdla", layout_det_dir, device="cpu", cache_dir=engine_cache)
+    det = create_model("PicoDet_layout_1x_cdla", layout_det_dir, device="cpu", cache_dir=engine_cache)
     yield det
     det.close()
 
@@ -296,7 +296,7 @@ def test_numpy_decode_and_nms_match_an_independent_implementation(layout_detecto
 def test_openvino_gives_the_same_boxes(layout_det_dir: Path, layout_detector, page: np.ndarray,
                                        engine_cache: Path) -> None:
     reference = layout_detector.detect([page[:, :, ::-1].copy()])[0]
-    with create_detector("PicoDet_layout_1x_cdla", layout_det_dir, device="cpu", use_hpip=True,
+    with create_model("PicoDet_layout_1x_cdla", layout_det_dir, device="cpu", use_hpip=True,
                          hpi_config={"backend": "openvino"}, cache_dir=engine_cache) as det:
         assert det.backend == "openvino"
         boxes = det.detect([page[:, :, ::-1].copy()])[0]
@@ -391,7 +391,7 @@ def nms_toy_dir(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("backend", ["paddle", "onnxruntime"])
 def test_nms_in_the_graph_gives_original_coordinates(nms_toy_dir: Path, engine_cache: Path, backend: str) -> None:
     use_hpip = backend != "paddle"
-    with create_detector("CellDetector", nms_toy_dir, device="cpu", use_hpip=use_hpip,
+    with create_model("CellDetector", nms_toy_dir, device="cpu", use_hpip=use_hpip,
                          hpi_config={"backend": backend} if use_hpip else None, cache_dir=engine_cache) as det:
         assert det.backend == backend
         images = [_block_image(), _block_image(256, 256), np.zeros((64, 64, 3), np.uint8)]
@@ -424,7 +424,7 @@ def test_zoo_detector_gives_the_same_boxes_on_every_backend(zoo_detector_dir: Pa
     found = {}
     for backend in ("paddle", "onnxruntime", "openvino"):
         options = {} if backend == "paddle" else {"use_hpip": True, "hpi_config": {"backend": backend}}
-        with create_detector("PP-ShiTuV2_det", zoo_detector_dir, device="cpu", cache_dir=engine_cache,
+        with create_model("PP-ShiTuV2_det", zoo_detector_dir, device="cpu", cache_dir=engine_cache,
                              **options) as det:
             assert det.engine.input_names == ["image", "scale_factor"] and not det.spec.raw_heads
             found[backend] = list(det.predict(images, batch_size=2))
@@ -476,7 +476,7 @@ def _save_decoded_toy(out: Path) -> None:
 
 def test_decoded_boxes_go_through_the_one_nms(tmp_path: Path, engine_cache: Path) -> None:
     _save_decoded_toy(tmp_path)
-    with create_detector("DecodedToy", tmp_path, device="cpu", cache_dir=engine_cache) as det:
+    with create_model("DecodedToy", tmp_path, device="cpu", cache_dir=engine_cache) as det:
         assert det.backend == "onnxruntime" and not det.spec.raw_heads
         white, black = np.full((40, 80, 3), 255, np.uint8), np.zeros((40, 80, 3), np.uint8)
         results = list(det.predict([white, black], batch_size=2))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hpi.models.detection import create_detector
+from hpi.api import create_model
 from hpi.models.detector_ops import DetectionSpec, detect_rows, prepare_image
 from hpi.selection import detection, measure
 from hpi.source import ModelSource
@@ -31,7 +31,7 @@ def test_written_detections_are_the_detectors_rows(seeded_detector_dir, tmp_path
     inputs = measure.reference_inputs(source)
     detection.write_arrays(tmp_path / "inputs.npy", inputs)
     loaded = np.load(tmp_path / "inputs.npy")  # an .npz archive under the name selection gives it
-    with create_detector(SEEDED_DET_NAME, seeded_detector_dir, device="cpu", cache_dir=engine_cache) as det:
+    with create_model(SEEDED_DET_NAME, seeded_detector_dir, device="cpu", cache_dir=engine_cache) as det:
         detection.write_detections(det.engine, loaded, tmp_path / "out.npy")
         expected = detect_rows(det.spec, det.engine, detection.prepared_images(inputs))
         timed = detection.timed_call(det.engine, loaded, 3)()

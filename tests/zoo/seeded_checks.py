@@ -59,7 +59,7 @@ def top2_ratio(probs: np.ndarray) -> np.ndarray:
 def export(model_name: str, directory: Path, seed: int = 0):
     """Export one of this family's zoo models (seeded) into ``directory``; returns the SeedReport."""
     from hpi.zoo.catalogue import pphgnet, pphgnetv2, pplcnet, pplcnetv2
-    from hpi.zoo.seeding import export_zoo_model
+    from hpi.zoo.export import export_zoo_model
 
     models = {m.name: m for mod in (pplcnet, pplcnetv2, pphgnet, pphgnetv2) for m in mod.MODELS}
     directory.mkdir(parents=True, exist_ok=True)

@@ -43,4 +43,4 @@ def test_a_name_defined_twice_is_an_internal_error(monkeypatch):
 
 def test_every_record_names_an_exporter_that_exists():
     for model in hpi.zoo.zoo_models().values():
-        assert callable(model.load_exporter()), model.name
+        assert callable(hpi.zoo.load_exporter(model)), model.name

@@ -173,7 +173,7 @@ def test_seeded_export_runs_in_paddle_inference(tmp_path):
 
     from hpi.preprocess.reference import preprocess_batch
     from hpi.source import ModelSource
-    from hpi.zoo.seeding import export_zoo_model
+    from hpi.zoo.export import export_zoo_model
 
     report = export_zoo_model(BY_NAME["MobileNetV3_small_x1_0"], tmp_path, seed=0)
     assert report.min_margin is not None and report.min_margin >= 1.9

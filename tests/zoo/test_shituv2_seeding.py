@@ -15,6 +15,7 @@ import pytest
 
 pytest.importorskip("paddle", reason="building zoo networks needs paddlepaddle")
 
+from hpi import zoo  # noqa: E402
 from hpi.zoo import shituv2_seeding as shitu  # noqa: E402
 from hpi.zoo.catalogue import pp_shituv2  # noqa: E402
 from tests.zoo.family_checks import paddle_to_onnx  # noqa: E402
@@ -73,7 +74,7 @@ def test_catalogue():
     assert (det.task, det.input_size, det.resize_short) == ("detection", 640, None)
     assert (rec.task, rec.input_size, rec.resize_short) == ("embedding", 224, None)
     assert det.family == rec.family == "PP-ShiTuV2"
-    assert det.load_exporter() is shitu.export_detector and rec.load_exporter() is shitu.export_rec
+    assert zoo.load_exporter(det) is shitu.export_detector and zoo.load_exporter(rec) is shitu.export_rec
     assert rec.extra["embedding_dim"] == 512
 
 

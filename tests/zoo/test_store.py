@@ -164,13 +164,13 @@ def test_build_unknown_model_lists_available(store):
 def test_build_that_fails_midway_leaves_no_directory(store, monkeypatch):
     from hpi import zoo
     from hpi.errors import ExportError
-    from hpi.zoo import seeding
+    from hpi.zoo import export
 
     def broken_save(layer, directory, **kwargs):
         (directory / "inference.json").write_text("{")  # half a model ...
         raise ExportError("simulated failure while saving")  # ... then the save dies
 
-    monkeypatch.setattr(seeding, "save_inference_model", broken_save)
+    monkeypatch.setattr(export, "save_inference_model", broken_save)
     with pytest.raises(ExportError, match="simulated"):
         zoo.build("PP-LCNet_x0_25")
     assert zoo.locate("PP-LCNet_x0_25") is None

@@ -9,11 +9,9 @@ A family module that fails to import, or two records with one name, are bugs in 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
 
 from hpi.errors import HpiInternalError
+from hpi.zoo.record import ZooModel
 
 # Family modules, in the order `hpi models` lists them.
 FAMILY_MODULES = (
@@ -31,27 +29,6 @@ FAMILY_MODULES = (
     "fasternet",
     "mobilenetv4",
 )
-
-
-@dataclass(frozen=True)
-class ZooModel:
-    """One buildable architecture."""
-
-    name: str  # the PaddleX model name, e.g. "PP-HGNetV2-B4"
-    family: str  # e.g. "PP-HGNetV2"
-    build: Callable[[], Any]  # returns a paddle.nn.Layer in eval mode taking NCHW float32 (ends in softmax)
-    task: Literal["classification", "embedding", "detection"] = "classification"
-    input_size: int = 224  # model input side after crop
-    resize_short: int | None = 256  # None: resize straight to input_size
-    extra: dict[str, Any] = field(default_factory=dict)  # family specifics (mean/std overrides, embedding dim, ...)
-    # "module:function" that seeds and writes the model (signature of hpi.zoo.seeding.export_zoo_model); families
-    # with their own output format (detectors, PaddleClas' exact recognition config) name theirs.
-    exporter: str = "hpi.zoo.seeding:export_zoo_model"
-
-    def load_exporter(self) -> Callable[..., Any]:
-        """The function named by ``exporter`` (importing its module, which may import Paddle when called)."""
-        module_name, _, function = self.exporter.partition(":")
-        return getattr(importlib.import_module(module_name), function)
 
 
 def zoo_models() -> dict[str, ZooModel]:

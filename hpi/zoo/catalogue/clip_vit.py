@@ -15,7 +15,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from hpi.zoo.catalogue import ZooModel
+from hpi.zoo.record import ZooModel
 
 # Published parameter counts in millions: timm's vit_base_patch16_clip_224.openai_ft_in1k (86.57) and
 # vit_large_patch14_clip_224.openai_ft_in1k (304.2), the same encoders with a 1000-class head. PaddleClas' CLIP

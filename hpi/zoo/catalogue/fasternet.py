@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from hpi.zoo.catalogue import ZooModel
+from hpi.zoo.record import ZooModel
 
 # Published parameter counts in millions (Chen et al. 2023, Table 7 / JierunChen/FasterNet; PaddleClas quotes the
 # same, with 93.4 for L).

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from hpi.zoo.catalogue import ZooModel
+from hpi.zoo.record import ZooModel
 
 V1_SCALES = (0.25, 0.5, 0.75, 1.0)
 V2_SCALES = (0.25, 0.5, 1.0, 1.5, 2.0)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from hpi.zoo.catalogue import ZooModel
+from hpi.zoo.record import ZooModel
 
 # Published parameter counts in millions: PaddleClas' table (docs/zh_CN/models/ImageNet1k/MobileNetV4.md), equal to
 # timm's mobilenetv4_* figures. The paper's Table 7 rounds differently (3.8 / 9.2 / 31 / 10.5 / 35.9).

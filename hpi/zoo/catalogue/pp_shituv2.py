@@ -8,31 +8,19 @@ because they are part of the network (``multiclass_nms3`` runs inside the export
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
-from hpi.zoo.catalogue import ZooModel
-
-DET_NAME = "PP-ShiTuV2_det"
-REC_NAME = "PP-ShiTuV2_rec"
-DET_INPUT_SIZE = 640
-REC_INPUT_SIZE = 224
-EMBEDDING_DIM = 512
-LABELS = ("foreground",)
-
-
-@dataclass(frozen=True)
-class NmsConfig:
-    """``multiclass_nms3`` settings, as PP-ShiTuV2_det's ``PicoHead.nms`` config sets them."""
-
-    score_threshold: float = 0.025  # drop candidates scoring at or below this
-    nms_top_k: int = 1000  # best candidates per class entering NMS (-1: all)
-    keep_top_k: int = 100  # best boxes kept per image over all classes (-1: all)
-    nms_threshold: float = 0.6  # IoU above which the lower-scoring box is suppressed
-    normalized: bool = True  # IoU without the +1 pixel convention
-
-
-DEFAULT_NMS = NmsConfig()
+from hpi.zoo.record import ZooModel
+from hpi.zoo.shituv2_seeding import (
+    DEFAULT_NMS,
+    DET_INPUT_SIZE,
+    DET_NAME,
+    EMBEDDING_DIM,
+    LABELS,
+    REC_INPUT_SIZE,
+    REC_NAME,
+)
 
 
 def build_detector(*, nms: bool = True) -> Any:
@@ -70,7 +58,7 @@ MODELS: list[ZooModel] = [
             "outputs": ("boxes", "boxes_num"),
             "labels": LABELS,
         },
-        exporter="hpi.zoo.shituv2_seeding:export_detector",  # hpi.zoo.seeding.export_zoo_model writes no detectors
+        exporter="hpi.zoo.shituv2_seeding:export_detector",  # hpi.zoo.export.export_zoo_model writes no detectors
     ),
     ZooModel(
         name=REC_NAME,

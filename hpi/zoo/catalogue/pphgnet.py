@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from hpi.zoo.catalogue import ZooModel
+from hpi.zoo.record import ZooModel
 
 # PaddleX name suffix -> short side of the resize before the 224 centre crop
 RESIZE_SHORT = {"tiny": 232, "small": 236, "base": 236}

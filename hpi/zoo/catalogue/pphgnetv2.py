@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from hpi.zoo.catalogue import ZooModel
+from hpi.zoo.record import ZooModel
 
 VARIANT_NAMES = ("B0", "B1", "B2", "B3", "B4", "B5", "B6")
 DECLARED_RESIZE = {"declared_interpolation": "BICUBIC", "resize_backend": "pil"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from hpi.zoo.catalogue import ZooModel
+from hpi.zoo.record import ZooModel
 
 # PaddleClas' published parameter counts in millions (docs/zh_CN/models/ImageNet1k/ResNet.md); trainable
 # weights only, BatchNorm running statistics not counted.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from hpi.zoo.catalogue import ZooModel
+from hpi.zoo.record import ZooModel
 
 # Published parameter counts in millions (Ma et al. 2024, ma-xu/Rewrite-the-Stars README; PaddleClas' table
 # quotes the same): 2.9, 3.7, 5.8, 7.5.
