@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from hpi.api import create_model
+from hpi.config import HpiConfig
 from hpi.errors import InvalidInputError
 from hpi.loading import locate_model
 
@@ -56,7 +58,7 @@ class EvalReport:
 
 
 def evaluate(model: str, dataset: str | Path, *, model_dir: str | None = None, device: str | None = "cpu",
-             hpi_config: dict[str, Any] | None = None, batch_size: int = 8, cache_dir: str | None = None) -> EvalReport:
+             hpi_config: Mapping[str, Any] | HpiConfig | None = None, batch_size: int = 8, cache_dir: str | None = None) -> EvalReport:
     """Top-1 / top-5 of normal mode and high-performance mode side by side on a labelled dataset
     (:func:`read_dataset`'s layout); a model not in the store is built from the zoo."""
     items, _ = read_dataset(dataset)

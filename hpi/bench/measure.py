@@ -6,6 +6,7 @@ Every timing comes from :mod:`hpi.harness`, each configuration in its own proces
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +26,7 @@ from hpi.loading import load_model, locate_model
 from hpi.models.classification import Predictor
 from hpi.preprocess import reference
 from hpi.preprocess.decode import decode_image
-from hpi.selection.choice import choice_from_record, fold_preprocessing
+from hpi.selection.candidates import high_performance_config
 from hpi.selection.measure import SAMPLE_IMAGES, select
 from hpi.selection.record import SelectionRecord
 from hpi.source import ModelSource
@@ -107,23 +108,23 @@ def bench_model(
     *,
     batch_sizes: Sequence[int] = (1,),
     threads: Sequence[int | None] = (None,),
-    allow_reduced_precision: bool = True,
+    hpi_config: HpiConfig | None = None,
     budget_s: float = 3.0,
     stages: bool = True,
     cache: EngineCache | None = None,
     progress: Callable[[str], None] | None = None,
-    gate_data: str | None = None,
 ) -> ModelBench:
     """Measure every candidate for each (threads, batch size), and the stage split of normal vs high-performance
-    mode. Each configuration runs in its own process. ``gate_data``: a directory of images the accuracy gate also
-    judges (``hpi_config.gate_data``)."""
+    mode. Each configuration runs in its own process. ``hpi_config``: the selection policy (reduced precision,
+    calibration and gate data, ...) as ``create_model`` takes it; its ``threads`` is replaced by each of
+    ``threads``."""
     cache = cache or EngineCache()
     result = ModelBench(source.name, weights_label(source), str(device))
     start_load = load_average()
     with tempfile.TemporaryDirectory(prefix="hpi-bench-") as tmp:
         image = stage_image(Path(tmp))
         for t in threads:
-            cfg = HpiConfig(threads=t, allow_reduced_precision=allow_reduced_precision, gate_data=gate_data)
+            cfg = dataclasses.replace(hpi_config or HpiConfig(), threads=t)
             for bs in batch_sizes:
                 label = f"{source.name} threads={resolve_threads(t) if not device.is_gpu else '-'} batch={bs}"
                 record = select(source, device, cfg, cache=cache, batch_size=bs, budget_s=budget_s,
@@ -135,7 +136,7 @@ def bench_model(
                 if stages and bs == 1 and source.spec.task in ("classification", "embedding"):
                     if progress:
                         progress(f"{label} stage split")
-                    run["stages"] = _stage_split(source, device, record, image, bs, budget_s, cache)
+                    run["stages"] = _stage_split(source, device, record, cfg, image, bs, budget_s, cache)
                 result.runs.append(run)
     result.loadavg = (start_load, load_average())
     return result
@@ -149,13 +150,13 @@ def load_average() -> str:
         return "-"
 
 
-def _stage_split(source: ModelSource, device: Device, record: SelectionRecord, image: Path, bs: int,
-                 budget_s: float, cache: EngineCache) -> dict[str, dict[str, Any]]:
+def _stage_split(source: ModelSource, device: Device, record: SelectionRecord, hpi_config: HpiConfig, image: Path,
+                 bs: int, budget_s: float, cache: EngineCache) -> dict[str, dict[str, Any]]:
     out = {}
     win = record.winner.candidate
-    # High-performance mode as create_model(use_hpip=True) runs it: folded preprocessing where the backend can.
-    hp = fold_preprocessing(choice_from_record(record), source, HpiConfig())
-    modes = {"high-performance": (win.backend, win.label, hp.config.to_dict(), True)}
+    # High-performance mode as create_model(use_hpip=True) runs it, under the same hpi_config the selection had.
+    hp = high_performance_config(win.backend, win.config, source, hpi_config)
+    modes = {"high-performance": (win.backend, win.label, hp, True)}
     if record.normal is not None:
         normal = record.normal.candidate
         modes = {"normal": (normal.backend, normal.label, normal.config, False), **modes}

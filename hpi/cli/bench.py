@@ -10,7 +10,7 @@ from hpi.bench import bench_models, format_csv, format_json, format_markdown, pl
 from hpi.bench.targets import measure_peaks
 from hpi.cache import EngineCache
 from hpi.cards import core_models
-from hpi.cli.common import add_command, progress_printer
+from hpi.cli.common import add_command, hpi_config_from_args, progress_printer
 from hpi.device import parse_device
 from hpi.pipelines.bench import bench_pipeline
 
@@ -84,9 +84,8 @@ def run(args: argparse.Namespace) -> int:
     show = progress_printer()
     benches = list(bench_models(model_names(args), parse_device(args.device), model_dir=args.model_dir,
                                 progress=show, batch_sizes=args.batch_sizes, threads=args.threads or [None],
-                                allow_reduced_precision=not args.fp32_only, budget_s=args.budget,
-                                stages=not args.no_stages, cache=EngineCache(args.cache_dir),
-                                gate_data=args.gate_data))
+                                hpi_config=hpi_config_from_args(args), budget_s=args.budget,
+                                stages=not args.no_stages, cache=EngineCache(args.cache_dir)))
     device = parse_device(args.device)
     peaks = None if args.no_roofs or device.is_gpu or args.format == "csv" else measure_peaks()
     text = format_csv(benches) if args.format == "csv" else FORMATS[args.format](benches, peaks=peaks)

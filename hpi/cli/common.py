@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from hpi.config import HpiConfig
+
 
 def add_command(subparsers: Any, name: str, add_arguments: Callable[[argparse.ArgumentParser], None],
                 run: Callable[[argparse.Namespace], int] | None, **parser_options: Any) -> argparse.ArgumentParser:
@@ -20,17 +22,26 @@ def add_command(subparsers: Any, name: str, add_arguments: Callable[[argparse.Ar
     return parser
 
 
-def hpi_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``hpi_config`` of the ``--backend``, ``--precision`` and ``--threads`` options a command has and was
-    given; empty when none was."""
-    cfg: dict[str, Any] = {}
-    if getattr(args, "backend", None):
-        cfg["backend"] = args.backend
+# command-line option (argparse dest) -> hpi_config key, for every option that sets one
+_CONFIG_OPTIONS = {"backend": "backend", "threads": "threads", "calibrate": "calibration_data",
+                   "gate_data": "gate_data"}
+
+
+def hpi_config_from_args(args: argparse.Namespace) -> HpiConfig:
+    """The :class:`~hpi.config.HpiConfig` of the selection options a command has and was given: ``--backend``,
+    ``--precision`` (the backend's precision), ``--threads`` (one number; a list of them, as ``hpi bench`` takes,
+    is the caller's to iterate), ``--fp32-only``, ``--calibrate``, ``--gate-data``. The one mapping from command
+    line to config, so every command means the same by the same option."""
+    values: dict[str, Any] = {}
+    for option, key in _CONFIG_OPTIONS.items():
+        value = getattr(args, option, None)
+        if value is not None and not isinstance(value, list):
+            values[key] = value
     if getattr(args, "precision", None):
-        cfg["backend_config"] = {"precision": args.precision}
-    if getattr(args, "threads", None):
-        cfg["threads"] = args.threads
-    return cfg
+        values["backend_config"] = {"precision": args.precision}
+    if getattr(args, "fp32_only", False):
+        values["allow_reduced_precision"] = False
+    return HpiConfig.from_dict(values)
 
 
 def progress_printer() -> Callable[[str], None]:

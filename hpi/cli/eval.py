@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the report as a Markdown table (or JSON)."""
     report = evaluate(args.model, args.dataset, model_dir=args.model_dir, device=args.device,
-                      hpi_config=hpi_config_from_args(args) or None, batch_size=args.batch_size,
+                      hpi_config=hpi_config_from_args(args), batch_size=args.batch_size,
                       cache_dir=args.cache_dir)
     if args.format == "json":
         print(json.dumps(report.to_dict(), indent=2))

@@ -7,8 +7,7 @@ from typing import Any
 
 from hpi.aot import prepare_engines
 from hpi.cache import EngineCache
-from hpi.cli.common import add_command, progress_printer
-from hpi.config import HpiConfig
+from hpi.cli.common import add_command, hpi_config_from_args, progress_printer
 from hpi.device import parse_device
 from hpi.loading import locate_model
 
@@ -67,7 +66,7 @@ def run_triton_export(args: argparse.Namespace) -> int:
                                   engine_backend=args.engine_backend, threads=args.threads)
     repo = export_triton_repository(
         source, args.output, device=args.device, options=options, cache=EngineCache(args.cache_dir),
-        hpi_config=HpiConfig(threads=args.threads, allow_reduced_precision=not args.fp32_only), progress=show)
+        hpi_config=hpi_config_from_args(args), progress=show)
     plan = repo.manifest["plan"]
     print(f"Triton repository for {source.name}: {repo.path}")
     print(f"  decision {plan['decision']} -> Triton {plan['backend']}[{plan['precision']}] {plan['kind']} "
@@ -87,8 +86,7 @@ def run(args: argparse.Namespace) -> int:
     cache = EngineCache(args.cache_dir)
     show = progress_printer()
     source = locate_model(args.model, args.model_dir, build=True)
-    config = HpiConfig.from_dict({"threads": args.threads, "allow_reduced_precision": not args.fp32_only,
-                                  "calibration_data": args.calibrate, "gate_data": args.gate_data})
+    config = hpi_config_from_args(args)
     backends = args.backends.split(",") if args.backends else None
     prepared = prepare_engines(source, device, config, cache, backends=backends, progress=show)
     for build in prepared.builds:

@@ -108,12 +108,18 @@ def reordering_variant(reference: Candidate) -> Candidate:
     return Candidate(reference.backend, "fp32", values)
 
 
-def folds_preprocessing(backend: str, config_folds: bool, source: ModelSource, hpi_config: HpiConfig) -> bool:
-    """Whether high-performance mode folds cast, mean/std and layout into ``backend``'s graph for ``source``: the
-    backend takes uint8 NHWC input (ONNX Runtime, OpenVINO), the model has a fixed, channels-first input, and
-    neither ``hpi_config.fold_preprocess=False`` nor an explicit ``backend_config.fold_preprocess`` keeps the config
-    as it is (``config_folds``: it folds already)."""
+def high_performance_config(backend: str, values: Mapping[str, Any], source: ModelSource, hpi_config: HpiConfig
+                            ) -> dict[str, Any]:
+    """The backend config high-performance mode runs ``backend`` with: ``values`` with ``fold_preprocess=True``
+    where cast, mean/std and layout fold into the graph. The one place that decides it, for ``create_model``, the
+    measurement's end-to-end rounds, ``hpi bench``'s stage split and the Triton export alike.
+
+    It folds when the backend takes uint8 NHWC input (ONNX Runtime, OpenVINO), the model has a fixed,
+    channels-first input, and neither ``hpi_config.fold_preprocess=False`` nor an explicit
+    ``backend_config.fold_preprocess`` says otherwise."""
     spec = source.spec.preprocess
-    return (hpi_config.fold_preprocess and "fold_preprocess" not in hpi_config.backend_config and not config_folds
-            and "NHWC_U8" in get_backend(backend).capabilities.input_layouts and spec is not None
-            and spec.output_size is not None and spec.channels_first)
+    folds = (hpi_config.fold_preprocess and "fold_preprocess" not in hpi_config.backend_config
+             and not values.get("fold_preprocess")
+             and "NHWC_U8" in get_backend(backend).capabilities.input_layouts and spec is not None
+             and spec.output_size is not None and spec.channels_first)
+    return {**values, "fold_preprocess": True} if folds else dict(values)

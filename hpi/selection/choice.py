@@ -16,7 +16,7 @@ from hpi.calibration import check_calibration_dir
 from hpi.config import HpiConfig
 from hpi.device import Device
 from hpi.errors import BackendUnavailableError, InvalidConfigError
-from hpi.selection.candidates import config_values, folds_preprocessing, reference_backend
+from hpi.selection.candidates import config_values, high_performance_config, reference_backend
 from hpi.selection.decision import cached_selection
 from hpi.selection.measure import MEASURED_TASKS
 from hpi.selection.record import SelectionRecord
@@ -118,10 +118,12 @@ def choice_from_record(record: SelectionRecord) -> BackendChoice:
 
 def fold_preprocessing(choice: BackendChoice, source: ModelSource, hpi_config: HpiConfig) -> BackendChoice:
     """High-performance mode folds cast, mean/std and layout into the graph when the chosen backend can (ONNX
-    Runtime, OpenVINO) and the model has a fixed input size (:func:`~hpi.selection.candidates.folds_preprocessing`);
+    Runtime, OpenVINO) and the model has a fixed input size (:func:`~hpi.selection.candidates.high_performance_config`);
     the CPU then only decodes, resizes and crops. The folded graph computes the same values (ONNX Runtime:
     identical; OpenVINO: within 1e-6 relative)."""
-    if not folds_preprocessing(choice.backend, choice.config.fold_preprocess, source, hpi_config):
+    values = high_performance_config(choice.backend, {"fold_preprocess": choice.config.fold_preprocess}, source,
+                                     hpi_config)
+    if values["fold_preprocess"] == choice.config.fold_preprocess:
         return choice
     config = dataclasses.replace(choice.config, fold_preprocess=True)
     return dataclasses.replace(choice, config=config, reason=f"{choice.reason}; preprocessing folded into the graph")

@@ -39,7 +39,7 @@ from hpi.selection import detection
 from hpi.selection.candidates import (
     Candidate,
     candidates,
-    folds_preprocessing,
+    high_performance_config,
     reference_candidate,
     reordering_variant,
 )
@@ -162,7 +162,8 @@ def select(
                        "outputs": str(out_path) if out_path else None, "batch_size": batch_size,
                        "budget_s": round_budget_s / 2, "timed": timed, "keep": keep,  # ... inference and e2e
                        **({} if detector else {"e2e_image": e2e_image,
-                                               "e2e_config": end_to_end_config(cand, source, hpi_config)})}
+                                               "e2e_config": high_performance_config(cand.backend, cand.config, source,
+                                                                                     hpi_config)})}
             if not isolate:
                 with CpuWatch([]) as watch:
                     answer = call_in_process(WORKER, request)
@@ -299,13 +300,6 @@ class Round:
     def decisive_ms(self) -> float:
         """What the choice compares: end to end where measured, else inference."""
         return (self.e2e or self.timing).p50_ms
-
-
-def end_to_end_config(cand: Candidate, source: ModelSource, hpi_config: HpiConfig) -> dict[str, Any]:
-    """The backend config ``create_model`` would run ``cand`` with: in high-performance mode, preprocessing folded
-    into the graph where the backend can fold it (:func:`~hpi.selection.candidates.folds_preprocessing`)."""
-    folds = folds_preprocessing(cand.backend, bool(cand.config.get("fold_preprocess")), source, hpi_config)
-    return {**cand.config, "fold_preprocess": True} if folds else cand.config
 
 
 def with_rounds(result: CandidateResult, rounds: list[Round]) -> CandidateResult:
