@@ -6,6 +6,7 @@ Fields whose name starts with ``_`` (the decoded input image) are kept out of JS
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -15,6 +16,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from hpi.errors import InvalidConfigError
+from hpi.storage import write_file_atomic
 
 
 def to_jsonable(value: Any) -> Any:
@@ -78,16 +82,18 @@ class BaseResult(dict):
     def save_to_json(self, save_path: str | os.PathLike, indent: int = 4, ensure_ascii: bool = False) -> Path:
         """Write ``.json`` to ``save_path`` (a file, or a directory to name it after the input). Returns the path."""
         path = self._target(save_path, ".json")
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.json, indent=indent, ensure_ascii=ensure_ascii), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        text = json.dumps(self.json, indent=indent, ensure_ascii=ensure_ascii)
+        return write_file_atomic(path, text.encode("utf-8"), locked=False)
 
     def save_to_img(self, save_path: str | os.PathLike) -> Path:
         """Write the visualisation to ``save_path`` (a file, or a directory to name it after the input)."""
         path = self._target(save_path, self.default_suffix)
-        self._draw().save(path)
-        return path
+        encoded = io.BytesIO()
+        try:
+            self._draw().save(encoded, format=Image.registered_extensions().get(path.suffix.lower()))
+        except (KeyError, ValueError) as exc:
+            raise InvalidConfigError(f"save_to_img: cannot write an image named {path.name}: {exc}") from exc
+        return write_file_atomic(path, encoded.getvalue(), locked=False)
 
 
 def urlpath_name(input_path: str | None) -> str:

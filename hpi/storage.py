@@ -229,8 +229,10 @@ def _fsync_path(path: Path) -> None:
         os.close(descriptor)
 
 
-def write_file_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Replace one file atomically under its lock: a temporary file beside it, fsynced, renamed into place.
+def write_file_atomic(path: str | os.PathLike[str], data: bytes, *, locked: bool = True) -> Path:
+    """Replace one file atomically: a temporary file beside it (removed whatever happens), fsynced, renamed into
+    place, under the file's lock (``.<name>.lock`` beside it) unless ``locked=False``, for files that only one
+    writer writes and that should not leave a lock file behind, such as a result saved into a user's folder.
 
     Raises:
         StorageError: the directory, the lock or the write failed.
@@ -240,7 +242,7 @@ def write_file_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(f"cannot create {target.parent} to write {target.name}: {exc}", path=target) from exc
-    with directory_lock(target):
+    with directory_lock(target) if locked else contextlib.nullcontext():
         tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:16]}"
         try:
             write_file(tmp, lambda handle: handle.write(data))
