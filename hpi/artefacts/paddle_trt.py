@@ -3,7 +3,7 @@
 Paddle 3 builds TensorRT engines for PIR programs ahead of time ("PIR-TRT", what PaddleX does by default): the
 converted program holds ``tensorrt_engine`` ops and is loaded with a plain GPU ``paddle.inference.Config``. The
 old program format (``inference.pdmodel``) still goes through ``Config.enable_tensorrt_engine`` at load time (see
-:mod:`hpi.backends.paddle`). Unverified on a GPU (docs/gpu.md); written against Paddle 3's
+:mod:`hpi.backends.paddle`). Unverified on a GPU (docs/guides/gpu.md); written against Paddle 3's
 ``paddle.tensorrt.export`` API (``Input``, ``TensorRTConfig``, ``PrecisionMode``, ``convert``).
 """
 

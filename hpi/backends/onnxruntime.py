@@ -113,7 +113,7 @@ class OrtEngine(Engine):
     def _providers(self, ort, model: Artefact) -> list:  # noqa: ANN001
         if not self.device.is_gpu:
             return ["CPUExecutionProvider"]
-        # Unverified on a GPU (docs/gpu.md): written against onnxruntime-gpu's documented options.
+        # Unverified on a GPU (docs/guides/gpu.md): written against onnxruntime-gpu's documented options.
         if hasattr(ort, "preload_dlls"):
             ort.preload_dlls()  # CUDA and cuDNN installed by onnxruntime-gpu[cuda,cudnn] (onnxruntime >= 1.21)
         cuda_provider = ("CUDAExecutionProvider", {"device_id": self.device.index})

@@ -62,7 +62,7 @@ class PaddleEngine(Engine):
         self._scratch: ScratchCopy | None = None
         model_file, params_file, optim_dir = src.model_file, src.params_file, None
         if self.device.is_gpu and cfg.use_tensorrt:
-            # Unverified on a GPU (docs/gpu.md): written against Paddle 3.x's documented APIs.
+            # Unverified on a GPU (docs/guides/gpu.md): written against Paddle 3.x's documented APIs.
             if src.model_file.suffix == ".json":
                 converted = convert_pir(src, self.cache, self._trt_parts(), cfg.precision, cfg.trt_max_batch_size,
                                         cfg.trt_min_subgraph_size)
