@@ -20,7 +20,6 @@ from hpi.serving.common import ServeSettings
 from hpi.serving.limits import ServingLimits
 from tests.serving.conftest import LiveServer, b64, encoded, jpeg_bytes, png_declaring
 
-pytest.importorskip("hpi.pipelines.shitu", reason="the PP-ShiTuV2 pipeline is not in this checkout")
 pytestmark = [pytest.mark.serving, pytest.mark.slow]
 
 # The seeds' PP-ShiTuV2 Python client, statement for statement (the seed prints it with its line breaks lost);
