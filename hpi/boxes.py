@@ -35,9 +35,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, *, top_k: i
         order = order[:top_k]
     keep: list[int] = []
     for idx in order:
+        if len(keep) == keep_top_k:  # checked first: keep_top_k=0 keeps nothing, as "at most 0" says
+            break
         if keep and np.any(iou(boxes[idx], boxes[keep], normalized=normalized) > iou_threshold):
             continue
         keep.append(int(idx))
-        if len(keep) == keep_top_k:
-            break
     return np.asarray(keep, dtype=np.int64)

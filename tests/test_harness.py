@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
 import pytest
 
+from hpi import harness
 from hpi.errors import HpiError, HpiInternalError
 from hpi.harness import (
     CpuWatch,
@@ -34,13 +37,6 @@ def test_fixed_iterations_and_warmup():
     calls = []
     t = time_callable(lambda: calls.append(1), warmup=3, iterations=7)
     assert len(calls) == 10 and t.iterations == 7
-
-
-def test_budget_bounds_the_run_but_keeps_a_minimum():
-    t0 = time.perf_counter()
-    t = time_callable(lambda: time.sleep(0.002), warmup=0, budget_s=0.05, min_iterations=5)
-    assert t.iterations >= 5 and time.perf_counter() - t0 < 2.0
-    assert t.p50_ms >= 2.0
 
 
 def test_synchronize_runs_inside_each_timed_call():
@@ -108,39 +104,159 @@ def test_a_worker_answers_many_calls_in_one_process_and_reports_errors_like_run_
             worker.call({})  # dead: every later call says so
 
 
-def _spinner(seconds: float) -> subprocess.Popen[bytes]:
-    """A process that keeps one core busy for ``seconds``, then sleeps (as an OpenMP pool spins after a call)."""
-    code = f"import time\nt=time.perf_counter()\nwhile time.perf_counter()-t<{seconds}: pass\ntime.sleep(30)"
-    return subprocess.Popen([sys.executable, "-c", code])
+class Spinner:
+    """A child process that keeps one core busy from when it says "spinning" until it is told to stop, then says
+    "idle" and waits without using the CPU (as an OpenMP pool spins after a call, then sleeps). Every step is
+    signalled through its pipes, so the tests wait on events, not on guessed durations."""
+
+    CODE = (
+        "import select, sys\n"
+        "print('spinning', flush=True)\n"
+        "while not select.select([sys.stdin], [], [], 0)[0]:\n"
+        "    sum(range(2000))\n"
+        "sys.stdin.readline()\n"
+        "print('idle', flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", self.CODE], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.pid = self.proc.pid
+        self._expect("spinning")
+
+    def _expect(self, word: str) -> None:
+        ready, _, _ = select.select([self.proc.stdout], [], [], 60)
+        line = self.proc.stdout.readline().strip() if ready else "(nothing within 60 s)"
+        assert line == word, f"the spinner said {line!r}, expected {word!r}"
+
+    def stop_spinning(self) -> None:
+        self.proc.stdin.write("stop\n")
+        self.proc.stdin.flush()
+        self._expect("idle")
+
+    def close(self) -> None:
+        self.proc.stdin.close()  # the child's last readline returns: it exits
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
+def _until(condition, what: str, timeout_s: float = 60.0) -> None:
+    """Wait until ``condition()`` holds (polled), failing the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+class FakeTime:
+    """A clock that moves only when the harness sleeps or the test says so: for the harness's time logic."""
+
+    def __init__(self) -> None:
+        self.now_ns = 0
+        self.sleeps: list[float] = []
+
+    def perf_counter_ns(self) -> int:
+        return self.now_ns
+
+    def perf_counter(self) -> float:
+        return self.now_ns / 1e9
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now_ns += round(seconds * 1e9)
+
+
+@pytest.fixture
+def fake_time(monkeypatch) -> FakeTime:
+    clock = FakeTime()
+    monkeypatch.setattr(harness, "time", clock)
+    return clock
+
+
+def test_budget_bounds_the_run_but_keeps_a_minimum(fake_time):
+    def two_ms() -> None:
+        fake_time.now_ns += 2_000_000
+
+    t = time_callable(two_ms, warmup=0, budget_s=0.05, min_iterations=5)
+    assert t.iterations == 26  # the first call that ends past the 50 ms budget is the last
+    assert t.p50_ms == t.min_ms == t.max_ms == 2.0
+    t = time_callable(two_ms, warmup=0, budget_s=0.05, min_iterations=40)
+    assert t.iterations == 40  # the minimum outlasts the budget
+    t = time_callable(two_ms, warmup=0, budget_s=10.0, min_iterations=5, max_iterations=30)
+    assert t.iterations == 30  # and the maximum cuts a long budget short
+
+
+def _cpu_of(clock: FakeTime, busy_until_s: dict[int, float], cores: float = 1.0):
+    """process_cpu_s of processes that each use ``cores`` until their time, then none."""
+    return lambda pid: cores * min(clock.perf_counter(), busy_until_s[pid])
+
+
+def test_wait_until_quiet_waits_until_the_spinning_ends_and_no_longer(fake_time, monkeypatch):
+    monkeypatch.setattr(harness, "process_cpu_s", _cpu_of(fake_time, {1: 0.4, 2: 0.2}))
+    waited = wait_until_quiet([1, 2], window_s=0.05, timeout_s=3.0)
+    assert waited == pytest.approx(0.45) and len(fake_time.sleeps) == 9  # 8 busy windows, then one quiet one
+    fake_time.sleeps.clear()
+    assert wait_until_quiet([1, 2], window_s=0.05, timeout_s=3.0) == pytest.approx(0.05)  # idle: one window
+    assert fake_time.sleeps == [0.05]
+
+
+def test_wait_until_quiet_gives_up_at_its_timeout(fake_time, monkeypatch):
+    monkeypatch.setattr(harness, "process_cpu_s", _cpu_of(fake_time, {1: 1e9}))
+    assert wait_until_quiet([1], window_s=0.05, timeout_s=0.3) == pytest.approx(0.3)
+    assert len(fake_time.sleeps) == 6
+
+
+def test_wait_until_quiet_counts_cores_against_its_threshold(fake_time, monkeypatch):
+    monkeypatch.setattr(harness, "process_cpu_s", _cpu_of(fake_time, {1: 1e9}, cores=0.05))
+    assert wait_until_quiet([1], max_cores=0.1, timeout_s=3.0) == pytest.approx(0.05)  # 0.05 cores: quiet
+    monkeypatch.setattr(harness, "process_cpu_s", _cpu_of(fake_time, {1: 1e9}, cores=0.2))
+    assert wait_until_quiet([1], max_cores=0.1, timeout_s=1.0) == pytest.approx(1.0)  # 0.2 cores: busy
+    assert wait_until_quiet([], timeout_s=1.0) == pytest.approx(0.05)  # nothing to watch: one window
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="CPU accounting reads /proc (Linux)")
-def test_wait_until_quiet_waits_for_spinning_threads_and_no_longer():
-    spinner = _spinner(0.4)
+def test_wait_until_quiet_waits_for_a_real_spinning_process():
+    spinner = Spinner()
     try:
-        time.sleep(0.1)  # the interpreter has started and spins
-        waited = wait_until_quiet([spinner.pid], timeout_s=3.0)
-        assert 0.15 <= waited < 2.0  # until its spin ended, not the timeout
-        assert wait_until_quiet([spinner.pid], timeout_s=3.0) < 0.15  # idle now: one window
-        assert wait_until_quiet([spinner.pid], window_s=0.05, timeout_s=0.1) < 0.5
+        done = threading.Event()
+        waited: list[float] = []
+
+        def wait() -> None:
+            # A strict threshold (2% of a core over 0.1 s windows): a spinner starved by a loaded machine for
+            # one window still counts as busy; the idle one uses nothing.
+            waited.append(wait_until_quiet([spinner.pid], window_s=0.1, max_cores=0.02, timeout_s=120.0))
+            done.set()
+
+        cpu0 = process_cpu_s(spinner.pid)
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        _until(lambda: process_cpu_s(spinner.pid) - cpu0 >= 0.3, "the spinner to use 0.3 s of CPU")
+        assert not done.is_set()  # it spun all along: still waiting
+        spinner.stop_spinning()
+        assert done.wait(60), "wait_until_quiet did not return after the spinner went idle"
+        assert waited[0] < 120.0  # returned because the process went quiet, not at the timeout
+        waiter.join()
     finally:
-        spinner.kill()
-        spinner.wait()
+        spinner.close()
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="CPU accounting reads /proc (Linux)")
 def test_cpu_watch_counts_other_processes_only():
-    spinner = _spinner(5.0)
+    spinner = Spinner()
     try:
-        time.sleep(0.1)
         spun = process_cpu_s(spinner.pid)
         t0 = time.perf_counter()
-        with CpuWatch([]) as others, CpuWatch([spinner.pid]) as watched:  # the same half second, seen twice
-            time.sleep(0.5)
+        with CpuWatch([]) as others, CpuWatch([spinner.pid]) as watched:  # the same interval, seen twice
+            _until(lambda: process_cpu_s(spinner.pid) - spun >= 0.4, "the spinner to use 0.4 s of CPU")
         spinner_cores = (process_cpu_s(spinner.pid) - spun) / (time.perf_counter() - t0)
     finally:
-        spinner.kill()
-        spinner.wait()
+        spinner.close()
     assert spinner_cores > 0.2  # it ran, even on a loaded machine
     assert others.other_cores is not None and watched.other_cores is not None
     assert others.other_cores >= spinner_cores - 0.1  # a noisy neighbour, seen
