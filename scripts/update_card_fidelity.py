@@ -53,17 +53,6 @@ FLOP_CAVEATS: tuple[tuple[str, str], ...] = (
 )
 
 
-def disagreements(card: ModelCard, model: ZooModel) -> list[str]:
-    """Where the zoo's record of a model contradicts its card (family, task, input size, resize)."""
-    pairs = (
-        ("family", model.family, card.family),
-        ("task", model.task, card.task),
-        ("input_size", model.input_size, card.input_size),
-        ("resize_short", model.resize_short, card.preprocessing.resize_short),
-    )
-    return [f"{key}: zoo {zoo!r}, card {carded!r}" for key, zoo, carded in pairs if zoo != carded]
-
-
 def lazy_param_count(model: ZooModel) -> int:
     """Parameter count from shapes, weights never allocated; falls back to a real build if lazy building fails."""
     import paddle
@@ -159,16 +148,11 @@ def main(argv: list[str] | None = None) -> int:
 
     paths = {p.stem: p for p in sorted(args.cards.glob(f"*{CARD_SUFFIX}"))}
     cards = {name: parse_card(p.read_text(encoding="utf-8"), where=str(p)) for name, p in paths.items()}
-    not_carded = sorted(set(zoo) - set(cards))
-    if not_carded:
-        print(f"zoo models without a card (ignored): {', '.join(not_carded)}")
 
     targets = [n for n in cards if n in zoo and (args.only is None or n in args.only)]
     updated: dict[str, ModelCard] = dict(cards)
     for name in targets:
         card, model = cards[name], zoo[name]
-        for problem in disagreements(card, model):
-            print(f"{name}: zoo and card disagree on {problem}")
         t0 = time.perf_counter()
         try:
             params = lazy_param_count(model)

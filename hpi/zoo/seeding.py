@@ -24,6 +24,7 @@ the weights, and so the content hash, depend on it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import warnings
 from collections.abc import Iterator
@@ -36,7 +37,7 @@ import numpy as np
 
 from hpi.errors import HpiInternalError
 from hpi.preprocess.reference import preprocess_batch
-from hpi.preprocess.spec import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
+from hpi.preprocess.spec import PreprocessSpec
 from hpi.zoo.record import ZooModel
 
 CALIBRATION_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")  # scikit-image sample photos
@@ -72,26 +73,15 @@ def imagenet1k_labels() -> tuple[str, ...]:
 
 
 def preprocess_spec(model: ZooModel) -> PreprocessSpec:
-    """The preprocessing PaddleX executes for ``model`` (written to its inference.yml).
+    """The preprocessing PaddleX executes for ``model`` (written to its inference.yml): its card's.
 
-    ``extra`` may override ``mean`` / ``std`` and name an OpenCV ``interpolation``. When PaddleX's config asks
-    for a PIL resize (``extra["resize_backend"] == "pil"``), the filter is only declared: PaddleX's predictor
-    resizes with OpenCV bilinear whatever the config says, so LINEAR is written.
+    When PaddleX's config asks for a PIL resize (the card's ``resize_backend: pil``), the filter is only declared:
+    PaddleX's predictor resizes with OpenCV bilinear whatever the config says, so LINEAR with OpenCV is written.
     """
-    extra = model.extra
-    declared_pil = extra.get("resize_backend") == "pil"
-    resize_short = model.resize_short
-    side = model.input_size
-    return PreprocessSpec(
-        resize_short=resize_short,
-        resize_to=None if resize_short else (side, side),
-        interpolation="LINEAR" if declared_pil else str(extra.get("interpolation", "LINEAR")).upper(),
-        crop=(side, side) if resize_short else None,
-        mean=tuple(extra.get("mean", IMAGENET_MEAN)),
-        std=tuple(extra.get("std", IMAGENET_STD)),
-        scale=1.0 / 255.0,
-        channels_first=True,
-    )
+    spec = model.card.preprocessing.to_spec()
+    if spec.resize_backend == "pil":
+        spec = dataclasses.replace(spec, interpolation="LINEAR", resize_backend="cv2")
+    return spec
 
 
 def calibration_images(seed: int) -> tuple[list[np.ndarray], str]:

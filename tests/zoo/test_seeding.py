@@ -19,30 +19,30 @@ def test_imagenet_labels_in_paddlex_wording():
     assert labels[134] == labels[517] == "crane"  # the bird and the machine share a lemma, as in PaddleClas
 
 
-def test_preprocess_spec_follows_the_zoo_record():
-    from hpi.zoo.catalogue import ZooModel
+def test_preprocess_spec_is_the_cards_with_a_declared_pil_filter_executed_as_paddlex_does():
+    """The zoo writes what PaddleX executes: the card's preprocessing, except that a declared PIL resize runs as
+    OpenCV bilinear (PaddleX's predictor ignores the PIL filter)."""
+    from hpi.zoo import zoo_models
     from hpi.zoo.seeding import preprocess_spec
 
-    plain = preprocess_spec(ZooModel("A", "F", build=lambda: None))
+    models = zoo_models()
+    plain = preprocess_spec(models["PP-LCNet_x1_0"])
     assert (plain.resize_short, plain.crop, plain.interpolation) == (256, (224, 224), "LINEAR")
-    declared = ZooModel(
-        "B",
-        "F",
-        build=lambda: None,
-        resize_short=232,
-        extra={"interpolation": "BICUBIC", "resize_backend": "pil"},
-    )
-    assert preprocess_spec(declared).interpolation == "LINEAR"  # PaddleX's predictor ignores the PIL filter
-    direct = ZooModel(
-        "C",
-        "F",
-        build=lambda: None,
-        input_size=384,
-        resize_short=None,
-        extra={"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)},
-    )
-    spec = preprocess_spec(direct)
-    assert spec.resize_to == (384, 384) and spec.crop is None and spec.mean == (0.5, 0.5, 0.5)
+    hgnet = models["PP-HGNetV2-B4"]
+    assert (hgnet.card.preprocessing.resize_backend, hgnet.card.preprocessing.interpolation) == ("pil", "BICUBIC")
+    spec = preprocess_spec(hgnet)
+    assert (spec.resize_short, spec.interpolation, spec.resize_backend) == (232, "LINEAR", "cv2")
+    rec = preprocess_spec(models["PP-ShiTuV2_rec"])
+    assert rec.resize_to == (224, 224) and rec.crop is None
+
+
+def test_the_zoo_builds_exactly_the_models_whose_cards_say_buildable():
+    """A zoo record reads its facts from its card, so each needs one, and the card's ``buildable`` flag is true."""
+    from hpi.cards import load_cards
+    from hpi.zoo import zoo_models
+
+    buildable = {name for name, card in load_cards().items() if card.buildable}
+    assert set(zoo_models()) == buildable
 
 
 def _tiny_net():

@@ -4,7 +4,7 @@ The architecture lives in :mod:`hpi.zoo.nets.convnext` (imported only when a mod
 the 224 architectures run at 384.
 
 Preprocessing: PaddleX's configs declare a PIL bicubic resize of the short side (256 before the 224 crop, 384
-before the 384 crop) and ImageNet mean/std. As for PP-HGNet, ``extra`` keeps the declared filter and
+before the 384 crop) and ImageNet mean/std. As for PP-HGNet, the model card keeps the declared filter and
 :func:`hpi.zoo.seeding.preprocess_spec` writes what PaddleX's predictor executes.
 """
 
@@ -14,8 +14,6 @@ from functools import partial
 from typing import Any
 
 from hpi.zoo.record import ZooModel
-
-DECLARED_RESIZE = {"declared_interpolation": "BICUBIC", "resize_backend": "pil"}
 
 # Published parameter counts in millions, trainable weights: the reference implementation's (Liu et al. 2022,
 # facebookresearch/ConvNeXt; timm convnext_tiny 28.59, _small 50.22, _base 88.59, _large 197.77). PaddleClas'
@@ -48,15 +46,11 @@ def _build(size: str) -> Any:
 
 
 def _zoo_model(name: str) -> ZooModel:
-    size, _, resolution = name.removeprefix("ConvNeXt_").partition("_")
-    side = int(resolution or 224)
+    size = name.removeprefix("ConvNeXt_").partition("_")[0]
     return ZooModel(
         name=name,
-        family="ConvNeXt",
         build=partial(_build, size),
-        input_size=side,
-        resize_short=256 if side == 224 else side,
-        extra={**DECLARED_RESIZE, "published_params_m": PUBLISHED_PARAMS_M[name]},
+        extra={"published_params_m": PUBLISHED_PARAMS_M[name]},
     )
 
 

@@ -47,10 +47,7 @@ def _build(name: str) -> Any:
 MODELS: list[ZooModel] = [
     ZooModel(
         name=name,
-        family="FasterNet",
         build=partial(_build, name),
-        input_size=224,
-        resize_short=256,
         extra={"published_params_m": PUBLISHED_PARAMS_M[name]},
     )
     for name in ARCHS

@@ -58,7 +58,6 @@ def _zoo_model(version: int, scale: float, size: str | None = None) -> ZooModel:
     name = f"MobileNetV{version}_{size + '_' if size else ''}{scale_tag(scale)}"
     return ZooModel(
         name=name,
-        family=f"MobileNetV{version}",
         build=partial(_build, version, scale, size),
         extra={"published_params_m": PUBLISHED_PARAMS_M[name]},
     )

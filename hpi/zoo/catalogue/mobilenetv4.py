@@ -188,10 +188,7 @@ def _build(name: str) -> Any:
 MODELS: list[ZooModel] = [
     ZooModel(
         name=name,
-        family="MobileNetV4",
         build=partial(_build, name),
-        input_size=arch[4],
-        resize_short=arch[5],
         extra={"published_params_m": PUBLISHED_PARAMS_M[name]},
     )
     for name, arch in ARCHS.items()

@@ -18,7 +18,6 @@ from hpi.zoo.shituv2_seeding import (
     DET_NAME,
     EMBEDDING_DIM,
     LABELS,
-    REC_INPUT_SIZE,
     REC_NAME,
 )
 
@@ -47,11 +46,7 @@ def build_rec() -> Any:
 MODELS: list[ZooModel] = [
     ZooModel(
         name=DET_NAME,
-        family="PP-ShiTuV2",
         build=build_detector,
-        task="detection",
-        input_size=DET_INPUT_SIZE,
-        resize_short=None,
         extra={
             "interpolation": "BICUBIC",
             "inputs": {"image": [None, 3, DET_INPUT_SIZE, DET_INPUT_SIZE], "scale_factor": [None, 2]},
@@ -62,11 +57,7 @@ MODELS: list[ZooModel] = [
     ),
     ZooModel(
         name=REC_NAME,
-        family="PP-ShiTuV2",
         build=build_rec,
-        task="embedding",
-        input_size=REC_INPUT_SIZE,
-        resize_short=None,
         extra={"embedding_dim": EMBEDDING_DIM},
         exporter="hpi.zoo.shituv2_seeding:export_rec",  # PaddleClas' exact inference.yml
     ),

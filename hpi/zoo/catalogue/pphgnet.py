@@ -4,7 +4,7 @@ The architecture lives in :mod:`hpi.zoo.nets.pphgnet`.
 
 Preprocessing: PaddleX's configs declare a PIL bicubic resize of the short side (232 for tiny, 236 for small
 and base) before the 224 crop, but PaddleX's predictor ignores the filter and resizes with OpenCV bilinear;
-the inference.yml hpi writes says what is executed (LINEAR), and ``extra`` keeps what was declared.
+the inference.yml hpi writes says what is executed (LINEAR), and the model card keeps what was declared.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from hpi.zoo.record import ZooModel
 
 # PaddleX name suffix -> short side of the resize before the 224 centre crop
 RESIZE_SHORT = {"tiny": 232, "small": 236, "base": 236}
-DECLARED_RESIZE = {"declared_interpolation": "BICUBIC", "resize_backend": "pil"}
 
 
 def _build(variant: str) -> Any:
@@ -28,10 +27,7 @@ def _build(variant: str) -> Any:
 MODELS: list[ZooModel] = [
     ZooModel(
         name=f"PP-HGNet_{variant}",
-        family="PP-HGNet",
         build=partial(_build, variant),
-        resize_short=short,
-        extra=dict(DECLARED_RESIZE),
     )
     for variant, short in RESIZE_SHORT.items()
 ]

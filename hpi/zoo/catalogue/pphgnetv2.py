@@ -4,7 +4,7 @@ The architecture lives in :mod:`hpi.zoo.nets.pphgnetv2`.
 
 Preprocessing: PaddleX's configs declare a PIL bicubic resize of the short side to 232 before the 224 crop,
 but PaddleX's predictor ignores the filter and resizes with OpenCV bilinear; the inference.yml hpi writes says
-what is executed (LINEAR), and ``extra`` keeps what was declared.
+what is executed (LINEAR), and the model card keeps what was declared.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any
 from hpi.zoo.record import ZooModel
 
 VARIANT_NAMES = ("B0", "B1", "B2", "B3", "B4", "B5", "B6")
-DECLARED_RESIZE = {"declared_interpolation": "BICUBIC", "resize_backend": "pil"}
 
 
 def _build(variant: str) -> Any:
@@ -27,10 +26,7 @@ def _build(variant: str) -> Any:
 MODELS: list[ZooModel] = [
     ZooModel(
         name=f"PP-HGNetV2-{variant}",
-        family="PP-HGNetV2",
         build=partial(_build, variant),
-        resize_short=232,
-        extra=dict(DECLARED_RESIZE),
     )
     for variant in VARIANT_NAMES
 ]

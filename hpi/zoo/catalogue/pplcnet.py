@@ -34,6 +34,6 @@ def _build(scale: float) -> Any:
 
 
 MODELS: list[ZooModel] = [
-    ZooModel(name=f"PP-LCNet_{suffix}", family="PP-LCNet", build=partial(_build, scale))
+    ZooModel(name=f"PP-LCNet_{suffix}", build=partial(_build, scale))
     for suffix, scale in SCALES.items()
 ]

@@ -23,6 +23,6 @@ def _build(variant: str) -> Any:
 
 
 MODELS: list[ZooModel] = [
-    ZooModel(name=f"PP-LCNetV2_{variant}", family="PP-LCNetV2", build=partial(_build, variant))
+    ZooModel(name=f"PP-LCNetV2_{variant}", build=partial(_build, variant))
     for variant in VARIANT_NAMES
 ]

@@ -39,7 +39,6 @@ def _zoo_model(name: str) -> ZooModel:
     depth, _, variant = name.removeprefix("ResNet").partition("_")
     return ZooModel(
         name=name,
-        family="ResNet",
         build=partial(_build, int(depth), variant == "vd"),
         extra={"published_params_m": PUBLISHED_PARAMS_M[name]},
     )

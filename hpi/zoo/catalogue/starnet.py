@@ -43,10 +43,7 @@ def _build(name: str) -> Any:
 MODELS: list[ZooModel] = [
     ZooModel(
         name=name,
-        family="StarNet",
         build=partial(_build, name),
-        input_size=224,
-        resize_short=224,
         extra={"published_params_m": PUBLISHED_PARAMS_M[name]},
     )
     for name in ARCHS

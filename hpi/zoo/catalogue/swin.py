@@ -5,7 +5,7 @@ The architecture lives in :mod:`hpi.zoo.nets.swin` (imported only when a model i
 its input resolution (constant window masks) with a dynamic batch.
 
 Preprocessing: PaddleX's configs declare a PIL bicubic resize of the short side (256 before the 224 crop, 438
-before the 384 crop) and ImageNet mean/std; ``extra`` keeps the declared filter, as for PP-HGNet.
+before the 384 crop) and ImageNet mean/std; the model card keeps the declared filter, as for PP-HGNet.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from functools import partial
 from typing import Any
 
 from hpi.zoo.record import ZooModel
-
-DECLARED_RESIZE = {"declared_interpolation": "BICUBIC", "resize_backend": "pil"}
 
 # Published parameter counts in millions, trainable weights: the reference implementation's (Liu et al. 2021,
 # microsoft/Swin-Transformer: 28M / 50M / 88M / 197M; exact figures as timm's swin_*_patch4_window*).
@@ -53,11 +51,8 @@ def _zoo_model(name: str) -> ZooModel:
     window, side = int(window_part.removeprefix("window")), int(side_part)
     return ZooModel(
         name=name,
-        family="SwinTransformer",
         build=partial(_build, size, side, window),
-        input_size=side,
-        resize_short=256 if side == 224 else 438,
-        extra={**DECLARED_RESIZE, "published_params_m": PUBLISHED_PARAMS_M[name]},
+        extra={"published_params_m": PUBLISHED_PARAMS_M[name]},
     )
 
 
