@@ -15,7 +15,7 @@ import sysconfig
 import tempfile
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from hpi.errors import BackendUnavailableError
 from hpi.scaleout.triton.environment import PYVER
@@ -85,10 +85,16 @@ class TritonServer:
         import tritonclient.http as httpclient
 
         client = httpclient.InferenceServerClient(self.url)
+        try:
+            return self._wait_ready(client, self.proc)
+        finally:
+            client.close()  # an open keep-alive connection would hold the server's shutdown for its exit timeout
+
+    def _wait_ready(self, client: Any, proc: subprocess.Popen[bytes]) -> TritonServer:
         deadline = time.monotonic() + self.start_timeout_s
         while True:
-            if self.proc.poll() is not None:
-                code, tail = self.proc.returncode, self.log_tail()
+            if proc.poll() is not None:
+                code, tail = proc.returncode, self.log_tail()
                 self.__exit__()
                 raise BackendUnavailableError(f"tritonserver exited with {code}:\n{tail}")
             try:
