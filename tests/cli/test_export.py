@@ -104,3 +104,13 @@ def test_export_triton_honours_gate_data(toy_dir, tmp_path, capsys, calibration_
     assert f"the accuracy gate judged gate_data {calibration_dir}" in capsys.readouterr().out
     manifest = json.loads((tmp_path / "repo" / "hpi_manifest.json").read_text(encoding="utf-8"))
     assert f"gate_data {calibration_dir}" in manifest["selection"]["judged_on"]
+
+
+def test_export_triton_gpu_without_a_gpu_says_how_to_state_one(toy_dir, tmp_path, capsys):
+    from hpi.device import cuda_device_count
+
+    if cuda_device_count():
+        pytest.skip("a CUDA device is visible: the selection would run on it")
+    assert main(["export", "--format", "triton", "--model", "ToyNet", "--model-dir", str(toy_dir), "--device", "gpu",
+                 "--output", str(tmp_path / "repo"), "--cache-dir", str(tmp_path / "cache")]) == 2
+    assert "state it" in (err := capsys.readouterr().err) and "--gpu-arch 8.9" in err
