@@ -382,3 +382,26 @@ def test_export_cli_writes_a_repository(exported, tmp_path, capsys):
     assert manifest["selection"]["created"] == exported.record.created
     for model in manifest["models"]:
         parse_config(tmp_path / "repo" / model / "config.pbtxt")
+
+
+def test_openvino_engine_is_converted_by_hpis_one_converter(exported, tmp_path):
+    """An OpenVINO bf16 plan writes IR through hpi.artefacts.openvino.onnx_to_ir (the engine cache's converter)
+    with the tuned stream count; the IR reads back in OpenVINO with the graph's input."""
+    import openvino as ov
+
+    from hpi.scaleout.triton.graph import graph_io
+    from hpi.scaleout.triton.layouts import LayoutInput, LayoutWriter
+
+    name = exported.source.name
+    onnx_file = exported.ort.path / name / "1" / "model.onnx"
+    options = TritonExportOptions(target_cores=4, instances=2, openvino_streams=2)
+    plan = plan_engine(_decision("openvino", "bf16"), parse_device("cpu"), options)
+    io = graph_io(onnx_file)
+    given = LayoutInput(exported.source, plan, options, io, True, tuple(str(i) for i in range(10)), 5, onnx_file)
+    models, entry = LayoutWriter(tmp_path, given).write_hpi()
+    config = parse_config(tmp_path / name / "config.pbtxt")
+    assert config.backend == "openvino" and entry == f"{name}_ensemble"
+    assert config.parameters["NUM_STREAMS"].string_value == "2"
+    assert config.parameters["INFERENCE_NUM_THREADS"].string_value == "2"
+    model = ov.Core().read_model(str(tmp_path / name / "1" / "model.xml"))
+    assert [p.get_any_name() for p in model.inputs] == [io.input_name]
