@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from hpi.errors import BackendUnavailableError, ExportError
 from hpi.version import __version__
@@ -110,7 +112,8 @@ def readme_text(*, entry_model: str, models: Sequence[str], engine_backend: str,
               "(`hpi triton serve` starts it)" if python_only else
               f"a Triton server with the `{engine_backend}` and `python` backends, for example NVIDIA's Triton "
               "container (nvcr.io/nvidia/tritonserver:<yy.mm>-py3); the `nvidia-pytriton` wheel's server has only "
-              "the python backend and cannot load the engine model")
+              "the python backend and cannot load the engine model. Unverified: hpi's tests have not run this "
+              "variant on a full Triton server; its configs are checked against Triton's schema only")
     return f"""# Triton model repository written by hpi {__version__}
 
 Models: {", ".join(f"`{m}`" for m in models)}. Clients call `{entry_model}`.
@@ -209,7 +212,7 @@ def server_environment(requirements: Path, venv: Path | None = None, *, timeout_
             reqs = list(lines)
             if tree_line:  # build from a clean copy of the tree the line names, reinstalled whatever pip caches
                 name, url = (part.strip() for part in tree_line.split("@", 1))
-                staged = _stage_source_tree(Path(url.removeprefix("file://")), Path(tmp))
+                staged = _stage_source_tree(Path(unquote(urlparse(url).path)), Path(tmp))
                 reqs[reqs.index(tree_line)] = f"{name} @ {staged.as_uri()}"
             steps = [] if python.exists() else [[sys.executable, "-m", "venv", str(venv)]]
             steps.append([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q",
@@ -224,5 +227,7 @@ def server_environment(requirements: Path, venv: Path | None = None, *, timeout_
                     tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
                     raise ExportError(f"preparing the Triton server environment {venv} failed "
                                       f"({' '.join(cmd[:5])} ...):\n{tail}")
-        stamp.write_text(json.dumps({**base, "lines": sorted(have | set(lines))}), encoding="utf-8")
+        # hpi installed with extras satisfies the same hpi without them (the PaddleX layout asks for hpi[serve]).
+        plain = {re.sub(r"^hpi\[[^\]]*\]", "hpi", line) for line in lines}
+        stamp.write_text(json.dumps({**base, "lines": sorted(have | set(lines) | plain)}), encoding="utf-8")
     return venv

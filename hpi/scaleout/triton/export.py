@@ -3,8 +3,9 @@
 Steps: the decision (cached selection, or a stated :class:`~hpi.scaleout.triton.plan.GpuTarget` when the GPU is
 not on this machine) -> the plan (:mod:`~hpi.scaleout.triton.plan`) -> the engine graph and its I/O
 (:mod:`~hpi.scaleout.triton.graph`) -> the outputs the repository must give on the built-in photos -> the layout's
-models (:mod:`~hpi.scaleout.triton.layouts`), ``requirements.txt`` and ``README.md`` (:mod:`~hpi.scaleout.triton.
-environment`), written atomically with the manifest last (:func:`hpi.storage.write_directory`).
+models (:mod:`~hpi.scaleout.triton.layouts`), ``requirements.txt`` and ``README.md``
+(:mod:`~hpi.scaleout.triton.environment`), written atomically with the manifest last
+(:func:`hpi.storage.write_directory`).
 """
 
 from __future__ import annotations

@@ -40,9 +40,8 @@ class TunedDeployment:
     streams: int | None
 
 
-def _int(record: Path, key: str, value: Any, *, optional: bool = False) -> int | None:
-    if optional and value is None:
-        return None
+def _count(record: Path, key: str, value: Any) -> int:
+    """A positive integer of the record's deployment, or an error naming the key."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise InvalidConfigError(f"{record}: deployment.{key}: expected a positive integer, got {value!r}")
     return value
@@ -82,12 +81,12 @@ def read_tune_record(path: str | os.PathLike[str]) -> TunedDeployment:
         raise InvalidConfigError(f"{record}: deployment.preferred_batch_sizes: expected a list, got {preferred!r}")
     return TunedDeployment(
         path=str(record), model=str(data.get("model")), backend=data.get("backend"), precision=data.get("precision"),
-        instances=_int(record, "instances", dep.get("instances")) or 1,
-        threads=_int(record, "threads", dep.get("threads")) or 1,
-        max_batch_size=_int(record, "max_batch_size", dep.get("max_batch_size")) or 1,
+        instances=_count(record, "instances", dep.get("instances")),
+        threads=_count(record, "threads", dep.get("threads")),
+        max_batch_size=_count(record, "max_batch_size", dep.get("max_batch_size")),
         batch_delay_ms=float(delay),
-        preferred_batch_sizes=tuple(_int(record, "preferred_batch_sizes", v) or 1 for v in preferred),
-        streams=_int(record, "streams", dep.get("streams"), optional=True),
+        preferred_batch_sizes=tuple(_count(record, "preferred_batch_sizes", v) for v in preferred),
+        streams=None if dep.get("streams") is None else _count(record, "streams", dep.get("streams")),
     )
 
 

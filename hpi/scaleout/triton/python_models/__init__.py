@@ -6,6 +6,3 @@ resizing and top-k run hpi's own code. These modules import ``triton_python_back
 inside Triton: hpi itself never imports them.
 """
 
-# The repository role -> the module whose TritonPythonModel serves it.
-MODULES = {"preprocess": "preprocess", "postprocess": "postprocess", "engine": "engine",
-           "paddlex_classify": "paddlex_classify"}
