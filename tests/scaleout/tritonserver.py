@@ -11,11 +11,13 @@ fails); only an unsupported platform skips, saying why.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from hpi.scaleout.triton.environment import (
     REQUIREMENTS_FILE,
     default_venv,
+    requirements_text,
     server_environment,
     unsupported_reason,
 )
@@ -30,9 +32,15 @@ def venv_path() -> Path:
     return Path(override) if override else default_venv()
 
 
-def ensure_venv(repository: Path) -> Path:
-    """The venv with the server and ``repository``'s requirements (hpi from this checkout among them)."""
-    return server_environment(repository / REQUIREMENTS_FILE, venv_path())
+def ensure_venv(repository: Path | None = None) -> Path:
+    """The venv with the server and ``repository``'s requirements (hpi from this checkout among them); without a
+    repository, what an ``--engine-backend python`` export requires."""
+    if repository is not None:
+        return server_environment(repository / REQUIREMENTS_FILE, venv_path())
+    with tempfile.TemporaryDirectory() as tmp:
+        requirements = Path(tmp) / REQUIREMENTS_FILE
+        requirements.write_text(requirements_text(needs_onnxruntime=True, needs_serve=False), encoding="utf-8")
+        return server_environment(requirements, venv_path())
 
 
 class TritonServer(_TritonServer):
