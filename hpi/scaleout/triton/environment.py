@@ -114,6 +114,10 @@ def readme_text(*, entry_model: str, models: Sequence[str], engine_backend: str,
               "container (nvcr.io/nvidia/tritonserver:<yy.mm>-py3); the `nvidia-pytriton` wheel's server has only "
               "the python backend and cannot load the engine model. Unverified: hpi's tests have not run this "
               "variant on a full Triton server; its configs are checked against Triton's schema only")
+    trial = ("Local trial on this machine (creates its own virtual environment with `nvidia-pytriton` and the "
+             "requirements):\n\n    python -m hpi triton serve .\n" if python_only else
+             "For a local trial on `nvidia-pytriton`'s server, export again with `--engine-backend python` and run "
+             "`python -m hpi triton serve REPO`.\n")
     return f"""# Triton model repository written by hpi {__version__}
 
 Models: {", ".join(f"`{m}`" for m in models)}. Clients call `{entry_model}`.
@@ -135,10 +139,7 @@ point each Python model at it with the `EXECUTION_ENV_PATH` parameter, as Triton
 
 This repository needs {server}.
 
-Local trial on this machine (creates its own virtual environment with `nvidia-pytriton` and the requirements):
-
-    python -m hpi triton serve .
-"""
+{trial}"""
 
 
 def unsupported_reason() -> str | None:
