@@ -47,13 +47,26 @@ def convert_ir(source: ModelSource, cache: EngineCache, *, opset: int = DEFAULT_
     parts = {"onnx": exported.key, "tool": "openvino", "version": ov.get_version()}
 
     def build(out: Path) -> None:
-        try:
-            model = ov.convert_model(str(onnx_file))
-            ov.save_model(model, str(out / OPENVINO_FILE), compress_to_fp16=False)
-        except Exception as exc:  # openvino raises RuntimeError / OpConversionFailure with a useful message
-            raise ExportError(f"OpenVINO could not convert {onnx_file}: {exc}") from exc
+        onnx_to_ir(onnx_file, out)
 
     return Artefact.cached("openvino", parts, cache.get_or_build("openvino", parts, build), OPENVINO_FILE)
+
+
+def onnx_to_ir(onnx_file: Path, out: Path) -> Path:
+    """Convert an ONNX file to OpenVINO IR (``out/model.xml`` + ``model.bin``, fp32 weights); the one converter,
+    used by the engine cache and by the Triton export.
+
+    Raises:
+        BackendUnavailableError: openvino is not installed.
+        ExportError: OpenVINO could not convert the graph (its message included).
+    """
+    ov = _import_openvino()
+    try:
+        model = ov.convert_model(str(onnx_file))
+        ov.save_model(model, str(out / OPENVINO_FILE), compress_to_fp16=False)
+    except Exception as exc:  # openvino raises RuntimeError / OpConversionFailure with a useful message
+        raise ExportError(f"OpenVINO could not convert {onnx_file}: {exc}") from exc
+    return out / OPENVINO_FILE
 
 
 def openvino_ir_path(source: ModelSource, cache: EngineCache, *, opset: int = DEFAULT_OPSET) -> Path:

@@ -57,3 +57,60 @@ def test_export_cli_judges_gate_data_and_names_a_bad_directory(toy_dir, tmp_path
                  "--cache-dir", str(cache)]) == 2
     assert f"gate_data: directory {missing} does not exist" in capsys.readouterr().err
 
+
+
+# ------------------------------------------------------------------------------------------- --format triton
+
+
+def test_export_triton_refuses_calibrate_and_names_why(toy_dir, tmp_path, capsys, calibration_dir):
+    """--calibrate was once accepted and silently dropped by --format triton: now it is refused with the reason."""
+    code = main(["export", "--format", "triton", "--model", "ToyNet", "--model-dir", str(toy_dir), "--calibrate",
+                 str(calibration_dir), "--output", str(tmp_path / "repo"), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 2
+    assert "--calibrate with --format triton: the Triton export does not write int8 models" in capsys.readouterr().err
+    assert not (tmp_path / "repo").exists()
+
+
+def test_export_triton_gpu_flags_need_a_gpu_device_and_an_arch(toy_dir, tmp_path, capsys):
+    base = ["export", "--format", "triton", "--model", "ToyNet", "--model-dir", str(toy_dir),
+            "--output", str(tmp_path / "repo"), "--cache-dir", str(tmp_path / "cache")]
+    assert main([*base, "--tensorrt-version", "10.13"]) == 2
+    assert "--tensorrt-version needs --gpu-arch" in capsys.readouterr().err
+    assert main([*base, "--gpu-arch", "8.9"]) == 2
+    assert "--gpu-arch writes a GPU repository: give --device gpu" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_export_triton_gpu_repository_without_a_gpu(toy_dir, tmp_path, capsys):
+    """--device gpu on this GPU-less machine: with --gpu-arch the repository is written and the output says that
+    the engines are built on first load and that it is unverified."""
+    assert main(["export", "--format", "triton", "--model", "ToyNet", "--model-dir", str(toy_dir), "--device", "gpu",
+                 "--gpu-arch", "9.0", "--tensorrt-version", "10.13", "--gpu-precision", "fp16", "--threads", "2",
+                 "--output", str(tmp_path / "repo"), "--cache-dir", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert "KIND_GPU" in out and "first load" in out and "unverified" in out
+    assert "onnxruntime" in out and "NVIDIA's Triton container" in out
+
+
+@pytest.mark.slow
+def test_export_triton_honours_gate_data(toy_dir, tmp_path, capsys, calibration_dir):
+    """--gate-data reaches the selection whose decision the repository follows (it decides whether OpenVINO bf16
+    may be exported): the manifest's selection record says what the gate judged."""
+    import json
+
+    assert main(["export", "--format", "triton", "--model", "ToyNet", "--model-dir", str(toy_dir), "--threads", "2",
+                 "--gate-data", str(calibration_dir), "--output", str(tmp_path / "repo"),
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert f"the accuracy gate judged gate_data {calibration_dir}" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "repo" / "hpi_manifest.json").read_text(encoding="utf-8"))
+    assert f"gate_data {calibration_dir}" in manifest["selection"]["judged_on"]
+
+
+def test_export_triton_gpu_without_a_gpu_says_how_to_state_one(toy_dir, tmp_path, capsys):
+    from hpi.device import cuda_device_count
+
+    if cuda_device_count():
+        pytest.skip("a CUDA device is visible: the selection would run on it")
+    assert main(["export", "--format", "triton", "--model", "ToyNet", "--model-dir", str(toy_dir), "--device", "gpu",
+                 "--output", str(tmp_path / "repo"), "--cache-dir", str(tmp_path / "cache")]) == 2
+    assert "state it" in (err := capsys.readouterr().err) and "--gpu-arch 8.9" in err

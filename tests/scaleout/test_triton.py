@@ -12,52 +12,36 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from hpi.cache import EngineCache
 from hpi.device import parse_device
 from hpi.errors import ExportError, InvalidConfigError
 from hpi.scaleout.triton import (
     MANIFEST_FILE,
+    GpuTarget,
     TritonExportOptions,
     export_triton_repository,
     plan_engine,
     verify_repository,
 )
-from hpi.selection.decision import cached_selection
 from hpi.selection.measure import SAMPLE_IMAGES
-from hpi.source import ModelSource
 from tests.scaleout import tritonserver
+from tests.scaleout.tritonserver import parse_config
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def exported(toy_dir, tmp_path_factory):
+def exported(triton_selection, tmp_path_factory):
     """The toy model exported three ways from one measured decision: onnxruntime engine, Python engine, PaddleX."""
-    cache = EngineCache(tmp_path_factory.mktemp("triton-cache"))
-    source = ModelSource.from_path(toy_dir)
-    record = cached_selection(source, parse_device("cpu"), _cfg(), cache=cache, batch_size=1)
+    sel = triton_selection
     root = tmp_path_factory.mktemp("repos")
     out = {}
     for key, options in (("ort", TritonExportOptions(engine_backend="onnxruntime")),
                          # a 20 ms batching window, so that the burst below batches even on a loaded 2-core machine
                          ("python", TritonExportOptions(engine_backend="python", max_queue_delay_us=20000)),
                          ("paddlex", TritonExportOptions(layout="paddlex"))):
-        out[key] = export_triton_repository(source, root / key, options=options, cache=cache, record=record,
-                                            hpi_config=_cfg())
-    return SimpleNamespace(source=source, record=record, cache=cache, **out)
-
-
-def _cfg():
-    from hpi.config import HpiConfig
-
-    return HpiConfig(threads=2)
-
-
-def parse_config(path: Path):
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
-
-    return text_format.Parse(path.read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
+        out[key] = export_triton_repository(sel.source, root / key, options=options, cache=sel.cache,
+                                            record=sel.record, hpi_config=sel.cfg)
+    return SimpleNamespace(source=sel.source, record=sel.record, cache=sel.cache, **out)
 
 
 def test_every_config_parses_with_tritons_schema(exported):
@@ -132,7 +116,45 @@ def test_paddlex_layout_is_paddlex_hps_shaped(exported):
     assert config.backend == "python" and config.max_batch_size == 1
     assert [(t.name, _np_dtype(t.data_type)) for t in config.input] == [("input", np.object_)]
     assert [(t.name, _np_dtype(t.data_type)) for t in config.output] == [("output", np.object_)]
-    assert (repo.path / model / "1" / "hpi" / "preprocess" / "decode.py").is_file()  # hpi's own decoder
+    # hpi's own decoder, imported from the installed hpi (hpi serve's drawing needs its serve extra): no copies.
+    assert "from hpi.scaleout.triton.python_models.paddlex_classify import TritonPythonModel" in \
+        (repo.path / model / "1" / "model.py").read_text(encoding="utf-8")
+    assert not list(repo.path.rglob("hpi")) and not list(repo.path.rglob("runtime.py"))
+    requirements = [line for line in (repo.path / "requirements.txt").read_text(encoding="utf-8").splitlines()
+                    if line and not line.startswith("#")]
+    assert requirements[0].startswith("hpi[serve] @ file://") and "onnxruntime>=1.18" in requirements
+
+
+def test_python_models_import_the_installed_hpi_and_pin_its_version(exported):
+    """Every Python model's model.py is one import from hpi; requirements.txt names this hpi's source; the
+    repository's README says how to install it into the server's Python environment."""
+    from hpi.scaleout.triton.environment import hpi_requirement
+    from hpi.version import __version__
+
+    repo, name = exported.python, exported.source.name
+    for model, role in ((f"{name}_preprocess", "preprocess"), (f"{name}_postprocess", "postprocess"),
+                        (name, "engine")):
+        code = (repo.path / model / "1" / "model.py").read_text(encoding="utf-8")
+        assert f"from hpi.scaleout.triton.python_models.{role} import TritonPythonModel" in code
+        config = parse_config(repo.path / model / "config.pbtxt")
+        assert config.parameters["hpi_version"].string_value == __version__
+    assert sorted(p.name for p in repo.path.rglob("*.py")) == ["model.py"] * 3  # nothing of hpi copied
+    text = (repo.path / "requirements.txt").read_text(encoding="utf-8")
+    line, origin = hpi_requirement()
+    assert line in text.splitlines() and f"hpi {__version__}" in text
+    assert "pip install -r requirements.txt" in (repo.path / "README.md").read_text(encoding="utf-8")
+    # The ORT-engine repository's Python models only decode and rank: no ONNX Runtime requirement.
+    assert "onnxruntime" not in (exported.ort.path / "requirements.txt").read_text(encoding="utf-8").split("#")[-1]
+
+
+def test_python_models_refuse_another_hpi_version():
+    from hpi.scaleout.triton.python_models.runtime import parameters
+
+    config = {"name": "m", "parameters": {"hpi_version": {"string_value": "0.0.0-other"}, "k": {"string_value": "1"}}}
+    with pytest.raises(InvalidConfigError, match="exported by hpi 0.0.0-other.*requirements.txt"):
+        parameters({"model_config": json.dumps(config)})
+    config["parameters"].pop("hpi_version")
+    assert parameters({"model_config": json.dumps(config)}) == {"k": "1"}
 
 
 def test_manifest_records_decision_and_expected_outputs(exported):
@@ -143,10 +165,15 @@ def test_manifest_records_decision_and_expected_outputs(exported):
     images = sorted(p.name for p in SAMPLE_IMAGES.glob("*.jpg"))
     assert [e["image"] for e in manifest["expected"]["results"]] == images
     assert verify_repository(exported.ort.path) == []
-    (exported.ort.path / exported.source.name / "1" / "model.onnx").write_bytes(b"tampered")
+    onnx_file = exported.ort.path / exported.source.name / "1" / "model.onnx"
+    onnx_file.write_bytes(b"tampered")
+    (exported.ort.path / "stray.txt").write_text("x")
     try:
-        assert verify_repository(exported.ort.path) == [f"{exported.source.name}/1/model.onnx: changed"]
+        changed, stray = verify_repository(exported.ort.path)
+        assert changed.startswith(f"{exported.source.name}/1/model.onnx: ") and "truncated or was replaced" in changed
+        assert stray == "stray.txt: not in the manifest"
     finally:
+        (exported.ort.path / "stray.txt").unlink()
         shutil.copyfile(exported.python.path / exported.source.name / "1" / "model.onnx",
                         exported.ort.path / exported.source.name / "1" / "model.onnx")
 
@@ -164,7 +191,7 @@ def _decision(backend, precision, **config):
 
 def test_plan_openvino_fp32_is_never_exported_as_openvino():
     cpu = parse_device("cpu")
-    plan = plan_engine(_decision("openvino", "fp32"), cpu, TritonExportOptions(threads=4, instances=2))
+    plan = plan_engine(_decision("openvino", "fp32"), cpu, TritonExportOptions(target_cores=4, instances=2))
     assert (plan.backend, plan.precision, plan.threads_per_instance) == ("onnxruntime", "fp32", 2)
     assert any("bf16 hint" in note for note in plan.notes)
     with pytest.raises(InvalidConfigError, match="bf16 hint"):
@@ -174,8 +201,23 @@ def test_plan_openvino_fp32_is_never_exported_as_openvino():
     assert (accepted.backend, accepted.precision) == ("openvino", "bf16")
     bf16 = plan_engine(_decision("openvino", "bf16"), cpu, TritonExportOptions())
     assert (bf16.backend, bf16.precision) == ("openvino", "bf16")
-    with pytest.raises(InvalidConfigError, match="cannot share 4 cores"):
-        plan_engine(_decision("onnxruntime", "fp32"), cpu, TritonExportOptions(threads=4, instances=3))
+    with pytest.raises(InvalidConfigError, match="cannot share 4 cores.*--target-cores"):
+        plan_engine(_decision("onnxruntime", "fp32"), cpu, TritonExportOptions(target_cores=4, instances=3))
+
+
+def test_plan_splits_the_deployment_machines_cores():
+    """--target-cores: the threads are those of the machine Triton runs on, not of the exporting one."""
+    cpu = parse_device("cpu")
+    plan = plan_engine(_decision("onnxruntime", "fp32"), cpu, TritonExportOptions(target_cores=64, instances=8))
+    assert (plan.instances, plan.threads_per_instance, plan.cores) == (8, 8, 64)
+    assert any("64 cores" in note for note in plan.notes)
+    three = plan_engine(_decision("onnxruntime", "fp32"), cpu, TritonExportOptions(target_cores=6, instances=3))
+    assert (three.instances, three.threads_per_instance) == (3, 2)
+    tuned = plan_engine(_decision("onnxruntime", "fp32"), cpu, TritonExportOptions(instances=3, threads_per_instance=2))
+    assert (tuned.threads_per_instance, tuned.cores) == (2, 6)
+    with pytest.raises(InvalidConfigError, match="need 6 cores, more than target_cores=4"):
+        TritonExportOptions(instances=3, threads_per_instance=2, target_cores=4)
+    assert any("not yet run by a full Triton server" in note for note in plan.notes)  # onnxruntime: unverified
 
 
 def test_plan_gpu_fp16_uses_the_tensorrt_accelerator():
@@ -186,30 +228,44 @@ def test_plan_gpu_fp16_uses_the_tensorrt_accelerator():
     assert not plain.tensorrt and any("unverified" in note for note in plain.notes)
 
 
-def test_gpu_fp16_config_parses(exported, tmp_path, monkeypatch):
-    """The GPU variant's config (TensorRT accelerator with an engine cache) is valid Triton; it is not run here."""
-    import hpi.scaleout.triton as triton
-
-    gpu_plan = plan_engine(_decision("tensorrt", "fp16"), SimpleNamespace(is_gpu=True), TritonExportOptions())
-    monkeypatch.setattr(triton, "plan_engine", lambda *a, **k: gpu_plan)
-    repo = export_triton_repository(exported.source, tmp_path / "gpu", cache=exported.cache, record=exported.record)
+def test_gpu_repository_from_a_stated_target(exported, tmp_path):
+    """--device gpu without a local GPU: the repository is written for a stated compute capability and TensorRT
+    version (no selection runs); its config is valid Triton; it is not run here."""
+    target = GpuTarget("8.9", "10.13", "fp16")
+    repo = export_triton_repository(exported.source, tmp_path / "gpu", device="gpu", gpu_target=target,
+                                    cache=exported.cache)
     config = parse_config(repo.path / exported.source.name / "config.pbtxt")
     (group,) = config.instance_group
     assert group.kind == group.KIND_GPU and list(group.gpus) == [0]
     (trt,) = config.optimization.execution_accelerators.gpu_execution_accelerator
     assert trt.name == "tensorrt" and trt.parameters["precision_mode"] == "FP16"
-    assert trt.parameters["trt_engine_cache_enable"] == "1" and trt.parameters["trt_engine_cache_path"]
+    assert trt.parameters["trt_engine_cache_enable"] == "1" and trt.parameters["trt_engine_cache_path"].endswith("-sm89")
+    manifest = repo.manifest
+    assert manifest["selection"] is None and manifest["gpu_target"] == target.to_dict()
+    notes = " ".join(manifest["plan"]["notes"])
+    assert "first load" in notes and "unverified" in notes and "no measurement" in notes
+    for model in repo.models:
+        parse_config(repo.path / model / "config.pbtxt")
+    with pytest.raises(InvalidConfigError, match="fp16' on the GPU needs TensorRT"):
+        GpuTarget("8.9", None, "fp16")
+    with pytest.raises(InvalidConfigError, match="compute_capability: expected MAJOR.MINOR"):
+        GpuTarget("sm89")
+    with pytest.raises(InvalidConfigError, match="device is cpu"):
+        export_triton_repository(exported.source, tmp_path / "x", device="cpu", gpu_target=target,
+                                 cache=exported.cache)
 
 
 # ------------------------------------------------------------------------------------------- a real server
 
 
 @pytest.fixture(scope="module")
-def triton_venv():
+def triton_venv(exported):
+    """The server's venv with both repositories' requirements installed (hpi from this checkout)."""
     reason = tritonserver.unsupported_reason()
     if reason:
         pytest.skip(f"environment: {reason}")
-    return tritonserver.ensure_venv()  # a failure here is a test failure, not a skip
+    tritonserver.ensure_venv(exported.paddlex.path)  # a failure here is a test failure, not a skip
+    return tritonserver.ensure_venv(exported.python.path)
 
 
 def _predict_expected(exported):
@@ -314,12 +370,38 @@ def test_export_cli_writes_a_repository(exported, tmp_path, capsys):
     from hpi.cli import main
 
     code = main(["export", "--format", "triton", "--model", "ToyNet", "--model-dir", str(exported.source.directory),
-                 "--threads", "2", "--cache-dir", str(exported.cache.root), "--instances", "2",
+                 "--threads", "2", "--cache-dir", str(exported.cache.root), "--instances", "3", "--target-cores", "6",
                  "--output", str(tmp_path / "repo")])  # the decision is the cached one (same model, policy, threads)
     out = capsys.readouterr().out
     assert code == 0 and "clients call ToyNet_ensemble" in out
+    assert "x3, 2 thread(s) each on 6 cores" in out and "pip install -r" in out
     manifest = json.loads((tmp_path / "repo" / MANIFEST_FILE).read_text(encoding="utf-8"))
-    assert (manifest["plan"]["instances"], manifest["plan"]["threads_per_instance"]) == (2, 1)
+    assert (manifest["plan"]["instances"], manifest["plan"]["threads_per_instance"]) == (3, 2)
+    engine = parse_config(tmp_path / "repo" / "ToyNet" / "config.pbtxt")
+    assert engine.instance_group[0].count == 3 and engine.parameters["intra_op_thread_count"].string_value == "2"
     assert manifest["selection"]["created"] == exported.record.created
     for model in manifest["models"]:
         parse_config(tmp_path / "repo" / model / "config.pbtxt")
+
+
+def test_openvino_engine_is_converted_by_hpis_one_converter(exported, tmp_path):
+    """An OpenVINO bf16 plan writes IR through hpi.artefacts.openvino.onnx_to_ir (the engine cache's converter)
+    with the tuned stream count; the IR reads back in OpenVINO with the graph's input."""
+    import openvino as ov
+
+    from hpi.scaleout.triton.graph import graph_io
+    from hpi.scaleout.triton.layouts import LayoutInput, LayoutWriter
+
+    name = exported.source.name
+    onnx_file = exported.ort.path / name / "1" / "model.onnx"
+    options = TritonExportOptions(target_cores=4, instances=2, openvino_streams=2)
+    plan = plan_engine(_decision("openvino", "bf16"), parse_device("cpu"), options)
+    io = graph_io(onnx_file)
+    given = LayoutInput(exported.source, plan, options, io, True, tuple(str(i) for i in range(10)), 5, onnx_file)
+    models, entry = LayoutWriter(tmp_path, given).write_hpi()
+    config = parse_config(tmp_path / name / "config.pbtxt")
+    assert config.backend == "openvino" and entry == f"{name}_ensemble"
+    assert config.parameters["NUM_STREAMS"].string_value == "2"
+    assert config.parameters["INFERENCE_NUM_THREADS"].string_value == "2"
+    model = ov.Core().read_model(str(tmp_path / name / "1" / "model.xml"))
+    assert [p.get_any_name() for p in model.inputs] == [io.input_name]

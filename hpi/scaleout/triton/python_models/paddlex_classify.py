@@ -13,18 +13,22 @@ import base64
 import binascii
 import json
 import os
-import sys
 import uuid
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # runtime.py and the copied hpi subset
+import numpy as np
+import triton_python_backend_utils as pb_utils
 
-import numpy as np  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
-from hpi_draw import draw_labels_jpeg  # noqa: E402
-from runtime import load_labels, make_preprocessor, onnx_session, parameters, top_k, version_dir  # noqa: E402
-
-from hpi.errors import HpiError  # noqa: E402
-from hpi.preprocess.decode import decode_image  # noqa: E402
+from hpi.errors import HpiError
+from hpi.preprocess.decode import decode_image
+from hpi.scaleout.triton.python_models.runtime import (
+    load_labels,
+    make_preprocessor,
+    onnx_session,
+    parameters,
+    top_k,
+    version_dir,
+)
+from hpi.serving.classification import draw_labels_jpeg
 
 
 class RequestError(Exception):

@@ -1,31 +1,39 @@
 """What hpi's Triton Python models share: their config parameters, hpi's preprocessing, ONNX Runtime, top-k.
 
-Copied into every Python model's version directory together with the subset of hpi it imports (``hpi/errors.py``,
-``hpi/preprocess/``), so the decode, resize and crop are hpi's own code, not a re-implementation.
+Imported inside Triton from the hpi installed in the server's Python environment, so the decode, resize and crop
+are hpi's own code. No Triton import here: the tests exercise these functions directly.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Any
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)  # the copied hpi subset beside this file wins over any installed hpi
-
-from hpi.preprocess.fused import FusedPreprocessor  # noqa: E402
-from hpi.preprocess.graph import ResizeCropU8  # noqa: E402
-from hpi.preprocess.spec import PreprocessSpec  # noqa: E402
+from hpi.errors import InvalidConfigError
+from hpi.preprocess.fused import FusedPreprocessor
+from hpi.preprocess.graph import ResizeCropU8
+from hpi.preprocess.spec import PreprocessSpec
+from hpi.version import __version__
 
 
 def parameters(args: dict[str, Any]) -> dict[str, str]:
-    """The ``parameters`` of a model's config.pbtxt as a plain mapping (Triton passes them as JSON)."""
+    """The ``parameters`` of a model's config.pbtxt as a plain mapping (Triton passes them as JSON).
+
+    Raises:
+        InvalidConfigError: the installed hpi is not the version the repository was exported with (its
+            ``hpi_version`` parameter): the model would run other code than the export checked.
+    """
     config = json.loads(args["model_config"])
-    return {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
+    params = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
+    exported = params.get("hpi_version")
+    if exported and exported != __version__:
+        raise InvalidConfigError(
+            f"model {config.get('name')!r} was exported by hpi {exported} but this Python environment has hpi "
+            f"{__version__}: install the repository's requirements.txt into the server's Python environment")
+    return params
 
 
 def version_dir(args: dict[str, Any]) -> str:

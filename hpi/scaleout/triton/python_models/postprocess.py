@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # runtime.py and the copied hpi subset
+import numpy as np
+import triton_python_backend_utils as pb_utils
 
-import numpy as np  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
-from runtime import load_labels, parameters, top_k, version_dir  # noqa: E402
+from hpi.scaleout.triton.python_models.runtime import load_labels, parameters, top_k, version_dir
 
 
 class TritonPythonModel:

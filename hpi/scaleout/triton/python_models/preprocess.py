@@ -5,14 +5,10 @@ A request whose image cannot be decoded gets an error response naming it; the ot
 
 from __future__ import annotations
 
-import os
-import sys
+import numpy as np
+import triton_python_backend_utils as pb_utils
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # runtime.py and the copied hpi subset
-
-import numpy as np  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
-from runtime import make_preprocessor, parameters  # noqa: E402
+from hpi.scaleout.triton.python_models.runtime import make_preprocessor, parameters
 
 
 class TritonPythonModel:
