@@ -40,6 +40,7 @@ from hpi.selection.candidates import (
     Candidate,
     candidates,
     folds_preprocessing,
+    int8_overflow,
     reference_candidate,
     reordering_variant,
 )
@@ -253,6 +254,7 @@ def select(
     results += failed
     for key, reason in skipped.items():
         results.append(CandidateResult(Candidate.unavailable(key), "unavailable", reason))
+    results = [dataclasses.replace(r, int8_overflow=int8_overflow(r.candidate, device)) for r in results]
     passed = [r for r in results if r.status == "passed"]
     if not passed:
         raise HpiError(f"no candidate for {source.name} on {device} passed the accuracy gate: "

@@ -29,6 +29,7 @@ class CandidateResult:
     e2e_timing: Timing | None = None  # the median round's end to end (decoded image to top-k, as predict() runs it)
     rounds_e2e_p50_ms: tuple[float, ...] = ()  # end-to-end p50 of each round; what the choice compares
     rounds_other_cores: tuple[float, ...] = ()  # CPU cores other processes used during each round (noise)
+    int8_overflow: str = ""  # int8: how the quantised model avoids 16-bit saturation (quantize.overflow_handling)
 
     @property
     def decisive_p50_ms(self) -> float:
@@ -48,6 +49,7 @@ class CandidateResult:
             "e2e_timing": self.e2e_timing.to_dict() if self.e2e_timing else None,
             "rounds_e2e_p50_ms": list(self.rounds_e2e_p50_ms),
             "rounds_other_cores": list(self.rounds_other_cores),
+            "int8_overflow": self.int8_overflow,
         }
 
     @classmethod
@@ -63,6 +65,7 @@ class CandidateResult:
             e2e_timing=Timing(**d["e2e_timing"]) if d.get("e2e_timing") else None,
             rounds_e2e_p50_ms=tuple(d.get("rounds_e2e_p50_ms", ())),
             rounds_other_cores=tuple(d.get("rounds_other_cores", ())),
+            int8_overflow=d.get("int8_overflow", ""),
         )
 
 

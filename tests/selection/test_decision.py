@@ -9,6 +9,7 @@ import textwrap
 import pytest
 
 import hpi
+from hpi.artefacts import quantize
 from hpi.cache import EngineCache
 from hpi.config import HpiConfig
 from hpi.device import Device
@@ -67,7 +68,7 @@ def test_version_or_policy_change_measures_again(toy_dir, tmp_path, monkeypatch)
 
 @pytest.mark.slow
 def test_a_changed_calibration_set_selects_again_and_the_record_names_it(toy_dir, tmp_path, monkeypatch,
-                                                                        calibration_dir, cpu_with_vnni):
+                                                                        calibration_dir):
     source = ModelSource.from_path(toy_dir)
     cache = EngineCache(tmp_path / "cache")
     runs = []
@@ -85,6 +86,7 @@ def test_a_changed_calibration_set_selects_again_and_the_record_names_it(toy_dir
     assert set(int8) == {"onnxruntime", "openvino", "paddle"}
     assert int8["paddle"].status == "unavailable" and "PaddleSlim" in int8["paddle"].reason
     assert int8["openvino"].status != "unavailable" and int8["onnxruntime"].status != "unavailable"
+    assert int8["openvino"].int8_overflow == quantize.overflow_handling("openvino") != ""
     assert record.SelectionRecord.from_dict(first.to_dict()).calibration == first.calibration
     decision.cached_selection(source, CPU, cfg, cache=cache)
     assert len(runs) == 1  # same set: cached

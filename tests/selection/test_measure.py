@@ -96,13 +96,19 @@ def test_a_bug_in_a_candidate_process_surfaces_with_its_traceback(toy_dir, tmp_p
     assert "Traceback (most recent call last)" in message and "crash_on_openvino" in message
 
 
-def test_the_record_says_why_bf16_is_absent(toy_dir, tmp_path, cpu_without_bf16):
+def test_the_record_says_why_bf16_is_absent_and_how_int8_avoids_overflow(toy_dir, tmp_path, cpu_without_bf16):
     record = measure.select(ModelSource.from_path(toy_dir), CPU, HpiConfig(threads=1), cache=EngineCache(tmp_path),
                             budget_s=0.05, isolate=False)
     absent = {r.candidate.label: r for r in record.results if r.candidate.precision == "bf16"}
     assert set(absent) == {"paddle[bf16]", "openvino[bf16]"}
     assert all(r.status == "unavailable" and "neither AMX-BF16 nor AVX512-BF16" in r.reason for r in absent.values())
     assert SelectionRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+    # The same AVX2-only CPU runs int8, and the record says how each int8 model avoids 16-bit saturation.
+    int8 = {r.candidate.label: r for r in record.results if r.candidate.precision == "int8"}
+    assert int8["openvino[int8]"].status != "unavailable" and int8["onnxruntime[int8]"].status != "unavailable"
+    assert int8["openvino[int8]"].int8_overflow.startswith("7-bit weights (NNCF OverflowFix.ENABLE)")
+    assert int8["onnxruntime[int8]"].int8_overflow.startswith("7-bit weights (reduce_range=True)")
+    assert all(not r.int8_overflow for r in record.results if r.candidate.precision != "int8")
 
 
 def test_the_fp32_bound_is_measured_and_a_perturbed_weight_is_rejected(toy_dir, tmp_path, monkeypatch):
