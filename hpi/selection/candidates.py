@@ -88,7 +88,9 @@ def int8_overflow(candidate: Candidate, device: Device) -> str:
     in words for the record; "" for any other candidate and for a backend hpi does not quantise."""
     if candidate.precision != "int8" or device.is_gpu:
         return ""
-    from hpi.artefacts.quantize import overflow_handling  # the quantisation tools' module, only when int8 is asked
+    from hpi.artefacts.quantize import (
+        overflow_handling,  # the quantisation tools' module, only when int8 is asked
+    )
 
     return overflow_handling(candidate.backend, device)
 

@@ -40,7 +40,7 @@ def decision_key(source: ModelSource, device: Device, hpi_config: HpiConfig, bat
     }
 
 
-def int8_key(hpi_config: HpiConfig, device: Device = Device("cpu")) -> dict[str, Any] | None:
+def int8_key(hpi_config: HpiConfig, device: Device = quantize.CPU) -> dict[str, Any] | None:
     """What int8 candidates are built from: the calibration set's content and the quantisation recipe on ``device``
     (its settings, overflow handling included; None when reduced precision is off). A changed calibration set,
     recipe or overflow handling measures the selection again."""
