@@ -28,7 +28,7 @@ from hpi.bench.targets import (
 from hpi.cards import ModelCard, get_card
 from hpi.device import Device, cpu_info, parse_device
 from hpi.errors import UnknownModelError
-from hpi.selection.record import CandidateResult, SelectionRecord
+from hpi.selection.record import CandidateResult, RatioInterval, SelectionRecord
 
 
 def machine_description() -> str:
@@ -144,6 +144,14 @@ def _rounds(values: Sequence[float]) -> str:
     return " / ".join(_f(v) for v in values) + spread
 
 
+def _interval(interval: RatioInterval | None) -> str:
+    """``0.873 (0.85-0.90, 90%, 5 rounds end to end: faster)``, or - for the reference and unmeasured ones."""
+    if interval is None:
+        return "-"
+    return (f"{interval.estimate:.3f} ({interval.low:.3f}-{interval.high:.3f}, {interval.confidence:.0%}, "
+            f"{interval.rounds} rounds {interval.path}: {interval.verdict})")
+
+
 def header_lines(benches: Sequence[ModelBench], kind: CpuKind | None = None, peaks: Peaks | None = None
                  ) -> list[str]:
     """Where and how a table was measured: CPU name and kind, its flags, date, weights, load, roofs."""
@@ -198,17 +206,18 @@ def format_markdown(benches: Sequence[ModelBench], *, kind: CpuKind | None = Non
             lines += ["", f"#### {b.model}: every candidate (threads={_f(run['threads'])}, batch={run['batch_size']}, "
                       f"weights: {b.weights})", "", fp32_bound_line(rec), "",
                       "| candidate | status | p50 ms | p50 per round | end to end p50 per round | others' CPU per round "
-                      "(cores) | p90 ms | p99 ms | items/s | rel. error | top-1 agree | top-5 overlap | note |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                      "(cores) | candidate/normal (interval) | p90 ms | p99 ms | items/s | rel. error | top-1 agree "
+                      "| top-5 overlap | note |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
             for res in rec.results:
                 t, a = res.timing, res.accuracy
                 mark = "**winner**" if res.status == "winner" else res.status
                 lines.append(
                     f"| {res.candidate.label} | {mark} | {_f(t and t.p50_ms)} | {_rounds(res.rounds_p50_ms)} "
                     f"| {_rounds(res.rounds_e2e_p50_ms)} | {' / '.join(_f(c) for c in res.rounds_other_cores) or '-'} "
-                    f"| {_f(t and t.p90_ms)} | {_f(t and t.p99_ms)} | {_f(t and t.throughput, 1)} "
+                    f"| {_interval(res.ratio_interval)} | {_f(t and t.p90_ms)} | {_f(t and t.p99_ms)} | {_f(t and t.throughput, 1)} "
                     f"| {_f(a and a.max_rel_error, 5)} | {_f(a and a.top1_agreement)} | {_f(a and a.top5_overlap)} "
-                    f"| {res.reason} |"
+                    f"| {res.reason}{f'; int8 overflow: {res.int8_overflow}' if res.int8_overflow else ''} |"
                 )
             if run.get("stages"):
                 lines += ["", "| mode | backend | decode | preprocess | inference | postprocess | end to end "
