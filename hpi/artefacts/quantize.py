@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import logging
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ from hpi.artefacts.openvino import OPENVINO_FILE, convert_ir
 from hpi.cache import EngineCache
 from hpi.calibration import CalibrationSet
 from hpi.device import Device, int8_overflow_risk
-from hpi.errors import BackendUnavailableError, ExportError
+from hpi.errors import BackendUnavailableError, ExportError, InvalidConfigError
 from hpi.models.detector_ops import (
     IM_SHAPE_INPUT,
     IMAGE_INPUT,
@@ -98,16 +99,30 @@ OVERFLOW_FIXES = ("disable", "enable", "first_layer_only")
 CPU = Device("cpu")
 
 
+# For measuring what the overflow handling changes (benchmarks/precision_gate.py): "7" or "8" forces the weights'
+# bits whatever the CPU; unset, the CPU decides. The setting it gives is in the artefact's key like any other.
+WEIGHT_BITS_ENV = "HPI_INT8_WEIGHT_BITS"
+
+
+def seven_bit_weights(device: Device = CPU) -> bool:
+    """Whether int8 weights are kept to 7 bits on ``device``: where int8 sums can saturate
+    (:func:`hpi.device.int8_overflow_risk`), unless ``HPI_INT8_WEIGHT_BITS`` forces 7 or 8."""
+    forced = os.environ.get(WEIGHT_BITS_ENV, "").strip()
+    if forced not in ("", "7", "8"):
+        raise InvalidConfigError(f"{WEIGHT_BITS_ENV}={forced!r}: expected 7 or 8 (or unset: the CPU decides)")
+    return forced == "7" if forced else int8_overflow_risk(device)
+
+
 def openvino_settings(device: Device = CPU) -> OpenVinoInt8Settings:
     """The NNCF settings for ``device``: :data:`OPENVINO_INT8`, with the overflow fix where int8 sums can
-    saturate (:func:`hpi.device.int8_overflow_risk`)."""
-    return dataclasses.replace(OPENVINO_INT8, overflow_fix="enable") if int8_overflow_risk(device) else OPENVINO_INT8
+    saturate (:func:`seven_bit_weights`)."""
+    return dataclasses.replace(OPENVINO_INT8, overflow_fix="enable") if seven_bit_weights(device) else OPENVINO_INT8
 
 
 def ort_settings(device: Device = CPU) -> OrtInt8Settings:
     """ONNX Runtime's quantisation settings for ``device``: :data:`ORT_INT8`, with ``reduce_range`` (7-bit
-    weights) where int8 sums can saturate."""
-    return dataclasses.replace(ORT_INT8, reduce_range=True) if int8_overflow_risk(device) else ORT_INT8
+    weights) where int8 sums can saturate (:func:`seven_bit_weights`)."""
+    return dataclasses.replace(ORT_INT8, reduce_range=True) if seven_bit_weights(device) else ORT_INT8
 
 
 def overflow_handling(backend: str, device: Device = CPU) -> str:
@@ -116,6 +131,9 @@ def overflow_handling(backend: str, device: Device = CPU) -> str:
     quantise."""
     risk = int8_overflow_risk(device)
     why = "no VNNI/AVX-VNNI/AMX-INT8" if risk else "int8 dot products sum in 32 bits"
+    forced = os.environ.get(WEIGHT_BITS_ENV, "").strip()
+    if forced:
+        why += f"; forced by {WEIGHT_BITS_ENV}={forced}"
     if backend == "openvino":
         fix = openvino_settings(device).overflow_fix
         return f"{'7-bit weights' if fix == 'enable' else '8-bit weights'} (NNCF OverflowFix.{fix.upper()}): {why}"

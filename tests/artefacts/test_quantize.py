@@ -22,6 +22,7 @@ from hpi.cache import EngineCache
 from hpi.calibration import calibration_set
 from hpi.config import AccuracyGate
 from hpi.device import Device
+from hpi.errors import InvalidConfigError
 from hpi.selection.gate import compare_outputs
 from hpi.selection.measure import reference_inputs
 from hpi.source import ModelSource
@@ -152,3 +153,13 @@ def test_the_overflow_handling_follows_the_cpu(monkeypatch):
     assert openvino_settings() == OPENVINO_INT8 and not ort_settings().reduce_range
     assert recipe() != avx2_recipe  # the decision key's int8 part differs too
     assert overflow_handling("paddle") == ""
+
+
+def test_the_weight_bits_can_be_forced_for_measuring_and_say_so(monkeypatch):
+    fake_cpu_flags(monkeypatch, add=("avx512_vnni",))
+    monkeypatch.setenv("HPI_INT8_WEIGHT_BITS", "7")
+    assert openvino_settings().overflow_fix == "enable" and ort_settings().reduce_range
+    assert overflow_handling("onnxruntime").endswith("forced by HPI_INT8_WEIGHT_BITS=7")
+    monkeypatch.setenv("HPI_INT8_WEIGHT_BITS", "6")
+    with pytest.raises(InvalidConfigError, match="expected 7 or 8"):
+        ort_settings()
