@@ -105,8 +105,12 @@ def summary_rows(benches: Sequence[ModelBench]) -> list[dict[str, Any]]:
                 "hpi_p90_ms": win.timing.p90_ms,
                 "hpi_p99_ms": win.timing.p99_ms,
                 "hpi_backend": win.candidate.label,
+                "normal_backend": normal.candidate.label if normal else None,
                 "speedup": rec.speedup,
                 "e2e_speedup": rec.e2e_speedup,
+                # What the choice was made on: the winner's ratio to normal mode with its interval (None for normal
+                # mode itself, and for records made before intervals were recorded).
+                "decided_on": win.ratio_interval.to_dict() if win.ratio_interval else None,
                 "normal_rounds_p50_ms": list(normal.rounds_p50_ms) if normal else [],
                 "hpi_rounds_p50_ms": list(win.rounds_p50_ms),
                 # Preprocessing and Python per image: the winner's end to end minus inference in the same (median)
@@ -144,6 +148,13 @@ def _rounds(values: Sequence[float]) -> str:
     return " / ".join(_f(v) for v in values) + spread
 
 
+def _decided_on(row: dict[str, Any]) -> str:
+    """The summary's "decided on" cell: the winner's interval, or why there is none."""
+    if row["decided_on"]:
+        return _interval(RatioInterval(**row["decided_on"]))
+    return "normal mode kept" if row["hpi_backend"] == row.get("normal_backend") else "-"
+
+
 def _interval(interval: RatioInterval | None) -> str:
     """``0.873 (0.85-0.90, 90%, 5 rounds end to end: faster)``, or - for the reference and unmeasured ones."""
     if interval is None:
@@ -179,9 +190,9 @@ def format_markdown(benches: Sequence[ModelBench], *, kind: CpuKind | None = Non
     lines = header_lines(benches, kind, peaks)
     lines += [
         "| Model | weights | threads | batch | normal mode p50 ms (Paddle fp32) | high-performance p50 / p90 / p99 ms "
-        "| backend | speed-up | speed-up end to end | p50 per round (normal; high-performance) "
-        "| published CPU ms (normal / hp) | published speed-up | target |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| backend | speed-up | speed-up end to end | decided on: hp / normal (interval) "
+        "| p50 per round (normal; high-performance) | published CPU ms (normal / hp) | published speed-up | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = summary_rows(benches)
     for r, check in zip(rows, checks):
@@ -191,7 +202,7 @@ def format_markdown(benches: Sequence[ModelBench], *, kind: CpuKind | None = Non
         lines.append(
             f"| {r['model']} | {r['weights']} | {_f(r['threads'])} | {r['batch']} | {_f(r['normal_p50_ms'])} "
             f"| {_f(r['hpi_p50_ms'])} / {_f(r['hpi_p90_ms'])} / {_f(r['hpi_p99_ms'])} | {r['hpi_backend']} "
-            f"| {_f(r['speedup'])}x | {_f(r['e2e_speedup'])}x | {_rounds(r['normal_rounds_p50_ms'])}; "
+            f"| {_f(r['speedup'])}x | {_f(r['e2e_speedup'])}x | {_decided_on(r)} | {_rounds(r['normal_rounds_p50_ms'])}; "
             f"{_rounds(r['hpi_rounds_p50_ms'])} | {_f(r['published_normal_ms'])} / {_f(r['published_hpi_ms'])} "
             f"| {_f(r['published_speedup'])}x | {verdict} |"
         )
