@@ -16,6 +16,7 @@ from hpi.artefacts.quantize import (
     quantize_onnx,
     quantize_openvino,
     recipe,
+    seven_bit_weights,
 )
 from hpi.backends import get_backend
 from hpi.cache import EngineCache
@@ -96,7 +97,9 @@ def test_trained_text_direction_classifier_keeps_its_answers_in_int8(ocr_cls_dir
         results = list(model.predict(inputs))
         assert [r["label_names"][0] for r in results] == ["0"] * 3 + ["180"] * 3, precision
         scores[precision] = np.array([r["scores"][0] for r in results])
-    assert np.abs(scores["int8"] - scores["fp32"]).max() < 0.05
+    # 8-bit weights moved these scores by under 0.05; 7-bit weights (AVX2 without VNNI: half the weight levels)
+    # moved them by 0.082 with ONNX Runtime's reduce_range (HPI_MAX_CPU_ISA=avx2, 2026-12-07), answers all kept.
+    assert np.abs(scores["int8"] - scores["fp32"]).max() < (0.1 if seven_bit_weights() else 0.05)
     assert np.abs(scores["int8"] - scores["fp32"]).max() > 0  # int8 really ran
 
 
