@@ -19,11 +19,15 @@ def decisive_rounds(record: SelectionRecord, result: CandidateResult) -> tuple[l
     if result.ratio_interval is not None:
         path = result.ratio_interval.path
     else:
-        path = "end to end" if result.rounds_e2e_p50_ms and reference and reference.rounds_e2e_p50_ms else \
-            "inference"
-    rounds = result.rounds_e2e_p50_ms if path == "end to end" and result.rounds_e2e_p50_ms else result.rounds_p50_ms
-    if not rounds and result.timing:
-        rounds = (result.timing.p50_ms,)
+        timed_e2e = bool(result.rounds_e2e_p50_ms or (result.e2e_timing and not result.rounds_p50_ms))
+        path = "end to end" if timed_e2e and reference and reference.rounds_e2e_p50_ms else "inference"
+    if path == "end to end":
+        if result.rounds_e2e_p50_ms:
+            return list(result.rounds_e2e_p50_ms), path
+        if result.e2e_timing and not result.rounds_p50_ms:  # a rejected candidate: its one (first) round
+            return [result.e2e_timing.p50_ms], path
+        path = "inference"
+    rounds = result.rounds_p50_ms or ((result.timing.p50_ms,) if result.timing else ())
     return list(rounds), path
 
 
@@ -45,15 +49,17 @@ def plot(benches: Sequence[ModelBench], path: str | Path) -> Path:
     for (b, run), (ax_ms, ax_ratio) in zip(runs, axes):
         record: SelectionRecord = run["record"]
         res = [r for r in record.results if r.timing is not None]
-        labels = [r.candidate.label for r in res]
+        reference = next((r for r in res if r.candidate.label == record.reference), None)
+        decided = decisive_rounds(record, reference)[1] if reference else "inference"
+        # A candidate timed on another figure (a rejected one: first round, inference only) is labelled and hatched.
+        labels = [r.candidate.label + ("" if decisive_rounds(record, r)[1] == decided else f"\n({decisive_rounds(record, r)[1]})")
+                  for r in res]
         colors = ["tab:green" if r.status == "winner" else "tab:red" if r.status == "rejected" else "tab:blue"
                   for r in res]
-        paths = set()
         for y, (r, color) in enumerate(zip(res, colors)):
             rounds, decided_on = decisive_rounds(record, r)
-            paths.add(decided_on)
             mid = _median(rounds)
-            ax_ms.barh(y, mid, color=color, alpha=0.8)
+            ax_ms.barh(y, mid, color=color, alpha=0.8, hatch="" if decided_on == decided else "//")
             ax_ms.errorbar(mid, y, xerr=[[mid - min(rounds)], [max(rounds) - mid]], fmt="none", ecolor="black",
                            capsize=3, lw=1)
             ax_ms.scatter(rounds, [y] * len(rounds), s=10, color="black", zorder=3)
@@ -68,16 +74,16 @@ def plot(benches: Sequence[ModelBench], path: str | Path) -> Path:
         line = next((r.ratio_interval.line for r in res if r.ratio_interval), None)
         for ax in (ax_ms, ax_ratio):
             ax.set_yticks(range(len(res)), labels)
-        decided = " / ".join(sorted(paths)) or "inference"
-        ax_ms.set_xlabel(f"{decided} p50 ms: bar = median round, dots = rounds, whisker = fastest..slowest round")
+        ax_ms.set_xlabel(f"{decided} p50 ms (what the choice compared)\nbar = median round, dots = rounds, "
+                         "whisker = fastest..slowest round", fontsize=8)
         ax_ms.set_title(f"{b.model} threads={run['threads']} batch={run['batch_size']} ({b.weights} weights)",
                         fontsize=9)
         ax_ratio.axvline(1.0, color="grey", lw=0.8)
         if line is not None:
             ax_ratio.axvline(line, color="tab:green", lw=0.8, ls="--")
             confidence = next(r.ratio_interval.confidence for r in res if r.ratio_interval)
-            ax_ratio.set_xlabel(f"candidate / normal mode (geometric mean of paired rounds, {confidence:.0%} "
-                                f"interval); a winner's interval lies left of {line:.2f}")
+            ax_ratio.set_xlabel(f"candidate / normal mode: geometric mean of paired rounds, {confidence:.0%} "
+                                f"interval\na winner's interval lies left of the dashed line ({line:.2f})", fontsize=8)
         else:
             ax_ratio.set_xlabel("candidate / normal mode")
     height = fig.get_size_inches()[1]

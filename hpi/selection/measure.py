@@ -237,7 +237,8 @@ def select(
             acc = compare_outputs(task, reference, output, cand.precision, gate, max_rel_fp32=bound)
             status = "passed" if acc.passed else "rejected"
             why = acc.why if not (note and cand == ref_cand) else f"{acc.why}; {note}"
-            results.append(CandidateResult(cand, status, why, first_round.timing, acc, build_s))
+            results.append(CandidateResult(cand, status, why, first_round.timing, acc, build_s,
+                                           e2e_timing=first_round.e2e))
             first[id(results[-1])] = first_round
         # Rounds 2..n: the reference and every passing candidate again, interleaved, so that a noisy neighbour
         # slows all of them in the same round rather than one candidate's whole measurement; every other round in

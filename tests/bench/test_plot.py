@@ -53,3 +53,12 @@ def test_a_candidate_timed_only_at_inference_is_plotted_at_inference():
     record = _record()
     lone = dataclasses.replace(record.results[1], rounds_e2e_p50_ms=(), e2e_timing=None, ratio_interval=None)
     assert decisive_rounds(record, lone) == ([5.0, 5.1, 5.2], "inference")
+
+
+def test_a_rejected_candidate_is_plotted_on_its_first_rounds_end_to_end_figure():
+    """A candidate the gate rejected ran one round: its end-to-end p50 of that round is plotted, on the same figure
+    as the others, not its inference p50."""
+    record = _record()
+    rejected = CandidateResult(Candidate("openvino", "int8"), "rejected", "top-5 overlap 0.4 < 0.8",
+                               Timing.from_samples([int(4e6)]), e2e_timing=Timing.from_samples([int(14e6)]))
+    assert decisive_rounds(record, rejected) == ([14.0], "end to end")
