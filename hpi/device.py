@@ -106,7 +106,7 @@ def isa_cap() -> str | None:
     """The instruction-set cap ``HPI_MAX_CPU_ISA`` asks for (``avx2``), or None.
 
     It makes this machine stand in for an older CPU: hpi hides the newer instructions from its own decisions (no
-    bf16 or int8 candidates, cache keys and benchmark files of the capped kind) and :func:`apply_isa_cap` makes
+    bf16 candidates, int8 quantised with 7-bit weights, cache keys and benchmark files of the capped kind) and :func:`apply_isa_cap` makes
     oneDNN, MKL and OpenBLAS stay within it. ONNX Runtime cannot be capped, so figures taken this way are an
     emulation, labelled as such, not a measurement of the older CPU.
     """
@@ -167,12 +167,21 @@ def cpu_has_bf16() -> bool:
 
 
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot-product instructions (/proc/cpuinfo names)
+INT8_MIN_FLAG = "avx2"  # int8 kernels' 8-bit multiply-add (vpmaddubsw) on 256-bit registers
 
 
 def cpu_has_int8_dot() -> bool:
-    """Whether the CPU has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8), where int8 pays."""
+    """Whether the CPU has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8): int8 products are then
+    summed in 32 bits in one instruction."""
     flags = set(cpu_info()["flags"])  # type: ignore[arg-type]
     return bool(flags & set(INT8_DOT_FLAGS))
+
+
+def int8_overflow_risk(device: Device) -> bool:
+    """Whether int8 kernels on ``device`` sum pairs of int8 products in 16 bits, which can saturate: a CPU with AVX2
+    but without VNNI, AVX-VNNI or AMX-INT8 (``vpmaddubsw`` then ``vpmaddwd``). Quantisation then keeps weights to 7
+    bits (NNCF's overflow fix, ONNX Runtime's ``reduce_range``): :mod:`hpi.artefacts.quantize`."""
+    return not device.is_gpu and not cpu_has_int8_dot()
 
 
 def precision_reason(precision: str, device: Device) -> str | None:
@@ -180,16 +189,19 @@ def precision_reason(precision: str, device: Device) -> str | None:
 
     fp32 runs everywhere. On a CPU, bf16 needs AMX-BF16 or AVX512-BF16: without them oneDNN and OpenVINO either
     emulate it slowly or quietly run fp32 under a bf16 label (seen on an AVX2-only AMD EPYC), so it is not offered.
-    int8 needs int8 dot products (VNNI, AVX-VNNI or AMX-INT8): with AVX2 alone an int8 multiply-add is emulated
-    with 16-bit intermediates (slower, and it can saturate), so it is not offered either.
+    int8 needs AVX2: its 8-bit multiply-add (two instructions, where VNNI has one) is not an emulation, and it beats
+    fp32 (OpenVINO int8 ResNet50 1.96x fp32 on an AVX2-only AMD EPYC Zen 3); without VNNI the intermediate 16-bit
+    sums can saturate, which quantisation avoids with 7-bit weights (:func:`int8_overflow_risk`).
     Reduced precision on a GPU is decided by the backend (its CUDA device and libraries), not here.
     """
     if precision == "fp32" or device.is_gpu:
         return None
+    flags = set(cpu_info()["flags"])  # type: ignore[arg-type]
     if precision == "bf16":
         why = None if cpu_has_bf16() else "this CPU has neither AMX-BF16 nor AVX512-BF16"
     elif precision == "int8":
-        why = None if cpu_has_int8_dot() else "no VNNI/AVX-VNNI/AMX-INT8: int8 would be emulated"
+        why = None if INT8_MIN_FLAG in flags else \
+            "this CPU has no AVX2, which int8 kernels need for their 8-bit multiply-add (vpmaddubsw)"
     else:
         why = f"{precision} does not run natively on this CPU"
     cap = cpu_info().get("isa_cap")

@@ -195,19 +195,44 @@ def engine_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("engine_cache")
 
 
-def _cpu_flags(monkeypatch, keep, add=()) -> None:  # noqa: ANN001
+def fake_cpu_flags(monkeypatch, keep=lambda f: True, add=()) -> None:  # noqa: ANN001
+    """Make hpi's CPU flags, in this process only, the detected ones that ``keep`` accepts plus ``add``. Child
+    processes (measured selection, ``hpi export``, benchmarks) still see the real CPU: use it only in tests whose
+    every decision is made here (precision policy, candidate lists)."""
     from hpi import device
 
-    info = dict(device.cpu_info())
+    info = {k: v for k, v in device.cpu_info().items() if k not in ("isa_cap", "real_flags")}  # a CPU, not a cap
     info["flags"] = sorted({f for f in info["flags"] if keep(f)} | set(add))
     monkeypatch.setattr(device, "cpu_info", lambda: info)
 
 
+def _avx2_cpu(monkeypatch) -> None:  # noqa: ANN001
+    """An AVX2-only CPU (AMD EPYC Zen 3) for this process and every process it starts: ``HPI_MAX_CPU_ISA=avx2`` in
+    the environment (children read it when they import hpi), and this process's CPU facts read again under it, so
+    that both sides compute the same flags, cache keys and candidates. On a real AVX2-only CPU nothing changes."""
+    from hpi import device
+
+    monkeypatch.setenv(device.ISA_CAP_ENV, "avx2")
+    info = device.cpu_info.__wrapped__()
+    monkeypatch.setattr(device, "cpu_info", lambda: info)
+
+
+def _real_cpu_has(flags: tuple[str, ...], name: str) -> None:
+    """Skip the test unless the CPU, as every process of this test run sees it (after any ``HPI_MAX_CPU_ISA`` cap),
+    has one of ``flags``: faking them here would not reach the child processes that build and run candidates."""
+    from hpi import device
+
+    if not set(flags) & set(device.cpu_info()["flags"]):  # type: ignore[arg-type]
+        cap = device.cpu_info().get("isa_cap")
+        pytest.skip(f"needs a CPU with {name}; this one has none of {', '.join(flags)}"
+                    f"{f' ({device.ISA_CAP_ENV}={cap})' if cap else ''}")
+
+
 @pytest.fixture
 def cpu_without_bf16(monkeypatch):
-    """The detected CPU flags with every AVX-512, AMX and AVX-VNNI flag masked: an AVX2-only CPU (AMD EPYC Zen 3)
-    to hpi, without bf16 and without int8 dot products."""
-    _cpu_flags(monkeypatch, lambda f: not f.startswith(("avx512", "amx")) and f != "avx_vnni")
+    """An AVX2-only CPU (AMD EPYC Zen 3) to hpi, in this process and its children: no bf16, no int8 dot products
+    (int8 then runs with 7-bit weights)."""
+    _avx2_cpu(monkeypatch)
 
 
 @pytest.fixture
@@ -217,9 +242,11 @@ def cpu_without_vnni(cpu_without_bf16):
 
 
 @pytest.fixture
-def cpu_with_vnni(monkeypatch):
-    """The detected CPU flags plus AVX512-VNNI, whatever this machine has."""
-    _cpu_flags(monkeypatch, lambda f: True, add=("avx512f", "avx512_vnni"))
+def cpu_with_vnni():
+    """A CPU with int8 dot products (AVX512-VNNI, AVX-VNNI or AMX-INT8); skipped, with the reason, on one without."""
+    from hpi.device import INT8_DOT_FLAGS
+
+    _real_cpu_has(INT8_DOT_FLAGS, "int8 dot products (VNNI, AVX-VNNI or AMX-INT8)")
 
 
 @pytest.fixture
@@ -235,9 +262,9 @@ def calibration_dir(tmp_path) -> Path:
 
 
 @pytest.fixture
-def cpu_with_bf16(monkeypatch):
-    """The detected CPU flags plus AVX512-BF16, whatever this machine has."""
-    _cpu_flags(monkeypatch, lambda f: True, add=("avx512f", "avx512_bf16"))
+def cpu_with_bf16():
+    """A CPU with native bf16 (AVX512-BF16 or AMX-BF16); skipped, with the reason, on one without."""
+    _real_cpu_has(("avx512_bf16", "amx_bf16"), "native bf16 (AVX512-BF16 or AMX-BF16)")
 
 
 def free_port() -> int:

@@ -10,6 +10,7 @@ import pytest
 from hpi import device
 from hpi.device import Device, device_signature, gpu_facts
 from hpi.errors import InvalidConfigError
+from tests.conftest import fake_cpu_flags
 from tests.gpu_fakes import use_simulated_cuda, without_cuda_python
 
 
@@ -107,21 +108,33 @@ def test_onnxruntime_gpu_without_cuda_python_is_not_reported_as_no_device(tmp_pa
 
 def test_bf16_is_native_only_with_amx_or_avx512_bf16(cpu_without_bf16):
     assert device.precision_reason("fp32", Device("cpu")) is None
-    assert device.precision_reason("bf16", Device("cpu")) == "this CPU has neither AMX-BF16 nor AVX512-BF16"
+    assert device.precision_reason("bf16", Device("cpu")).startswith("this CPU has neither AMX-BF16 nor AVX512-BF16")
     assert device.precision_reason("fp16", Device("gpu", 0)) is None  # the GPU backends decide
 
 
-def test_bf16_is_native_with_avx512_bf16(cpu_with_bf16):
+def test_bf16_is_native_with_avx512_bf16(monkeypatch):
+    fake_cpu_flags(monkeypatch, add=("avx512f", "avx512_bf16"))  # a decision of this process only
     assert device.precision_reason("bf16", Device("cpu")) is None
 
 
-def test_int8_is_offered_only_with_int8_dot_products(cpu_without_vnni):
+def test_int8_runs_on_avx2_without_vnni_with_the_overflow_risk_named(cpu_without_vnni):
+    """An AVX2-only CPU runs int8 (two instructions where VNNI has one, not an emulation), with 16-bit sums that can
+    saturate: int8 is offered and the risk is known, so quantisation keeps weights to 7 bits."""
     assert not device.cpu_has_int8_dot()
-    assert device.precision_reason("int8", Device("cpu")) == "no VNNI/AVX-VNNI/AMX-INT8: int8 would be emulated"
+    assert device.precision_reason("int8", Device("cpu")) is None
+    assert device.int8_overflow_risk(Device("cpu")) and not device.int8_overflow_risk(Device("gpu", 0))
 
 
-def test_int8_is_native_with_vnni(cpu_with_vnni):
+def test_int8_with_vnni_has_no_overflow_risk(monkeypatch):
+    fake_cpu_flags(monkeypatch, add=("avx512f", "avx512_vnni"))
     assert device.cpu_has_int8_dot() and device.precision_reason("int8", Device("cpu")) is None
+    assert not device.int8_overflow_risk(Device("cpu"))
+
+
+def test_int8_is_not_offered_without_avx2_and_the_reason_names_it(monkeypatch):
+    fake_cpu_flags(monkeypatch, keep=lambda f: f.startswith("sse"))
+    assert device.precision_reason("int8", Device("cpu")) == \
+        "this CPU has no AVX2, which int8 kernels need for their 8-bit multiply-add (vpmaddubsw)"
 
 
 # -- HPI_MAX_CPU_ISA: this machine standing in for an older CPU ------------------------------------------------------
@@ -165,8 +178,8 @@ def test_the_avx2_cap_hides_the_newer_instructions_from_hpi(avx512_cpu, monkeypa
     assert capped["isa_cap"] == "avx2" and capped["real_flags"] == real["flags"]
     assert device.precision_reason("bf16", Device("cpu")) == \
         "this CPU has neither AMX-BF16 nor AVX512-BF16 (HPI_MAX_CPU_ISA=avx2)"
-    assert device.precision_reason("int8", Device("cpu")) == \
-        "no VNNI/AVX-VNNI/AMX-INT8: int8 would be emulated (HPI_MAX_CPU_ISA=avx2)"
+    assert device.precision_reason("int8", Device("cpu")) is None  # AVX2 runs int8, with 7-bit weights
+    assert device.int8_overflow_risk(Device("cpu"))
     assert device_signature(Device("cpu")) != real_signature  # engines built under the cap are kept apart
 
 

@@ -19,6 +19,15 @@ benchmarks/results/int8_*.md). Weights are quantised per channel and symmetrical
   nodes in fp32 made it slower (PP-HGNetV2-B4 16.2 against 12.8 ms) and no more accurate, so it is off. QDQ int8
   is slower than fp32 on PP-LCNet_x1_0 (depthwise convolutions and HardSwish between quantise/dequantise pairs):
   measured selection times it like every candidate, so it wins only where it is faster.
+
+Overflow. A CPU with AVX2 but without VNNI, AVX-VNNI or AMX-INT8 multiplies uint8 activations by int8 weights with
+``vpmaddubsw``, which sums each pair of products in a saturating 16-bit integer: 255 x 127 x 2 overflows it. Both
+tools have the standard answer, weights quantised to 7 bits (then 255 x 63 x 2 fits): NNCF's ``OverflowFix.ENABLE``
+and ONNX Runtime's ``reduce_range``. :func:`openvino_settings` and :func:`ort_settings` pick them for the CPU
+(:func:`hpi.device.int8_overflow_risk`); a CPU with int8 dot products sums in 32 bits and keeps 8-bit weights. The
+choice is a setting, so it is in the artefact's key: an int8 model quantised with 7-bit weights on one CPU is never
+loaded on a CPU that needs none (nor the other way round), and :func:`overflow_handling` says in the selection
+record which one a candidate used.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import logging
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +49,8 @@ from hpi.artefacts.onnx import _captured_stdout, export_onnx
 from hpi.artefacts.openvino import OPENVINO_FILE, convert_ir
 from hpi.cache import EngineCache
 from hpi.calibration import CalibrationSet
-from hpi.errors import BackendUnavailableError, ExportError
+from hpi.device import Device, int8_overflow_risk
+from hpi.errors import BackendUnavailableError, ExportError, InvalidConfigError
 from hpi.models.detector_ops import (
     IM_SHAPE_INPUT,
     IMAGE_INPUT,
@@ -51,7 +62,7 @@ from hpi.source import ModelSource
 
 logger = logging.getLogger(__name__)
 
-RECIPE = 1  # bump when the way an int8 model is built changes: old artefacts then miss
+RECIPE = 2  # bump when the way an int8 model is built changes: old artefacts then miss
 INT8_ONNX_FILE = "model_int8.onnx"
 NNCF_MISSING = "OpenVINO int8 is quantised with NNCF: pip install 'hpi[openvino]' (nncf)"
 
@@ -64,6 +75,9 @@ class OpenVinoInt8Settings:
     fast_bias_correction: bool = True  # correct each layer's bias shift from int8 rounding (cheap)
     keep_first_conv: bool = True  # the first convolution stays fp32
     keep_head: bool = True  # the classifier head (the last MatMul / Convolution) stays fp32
+    # NNCF's OverflowFix: "disable" (8-bit weights, for int8 dot products), "enable" (7-bit weights everywhere, for
+    # AVX2 without VNNI) or "first_layer_only" (NNCF's own default); see the module's "Overflow".
+    overflow_fix: str = "disable"
 
 
 @dataclass(frozen=True)
@@ -76,15 +90,64 @@ class OrtInt8Settings:
     keep_first_conv: bool = False  # the first Conv stays fp32 (slower, no more accurate here: off)
     keep_head: bool = False  # the last Gemm / MatMul / Conv stays fp32 (likewise off)
     pre_process: bool = True  # ORT's quant_pre_process (shape inference, graph optimisation) first
+    reduce_range: bool = False  # 7-bit weights, for AVX2 without VNNI (see the module's "Overflow")
 
 
-OPENVINO_INT8 = OpenVinoInt8Settings()
+OPENVINO_INT8 = OpenVinoInt8Settings()  # for a CPU with int8 dot products; openvino_settings() picks per CPU
 ORT_INT8 = OrtInt8Settings()
+OVERFLOW_FIXES = ("disable", "enable", "first_layer_only")
+CPU = Device("cpu")
 
 
-def recipe() -> dict[str, Any]:
-    """How int8 models are built here (recipe and default settings): part of the selection's decision key."""
-    return {"recipe": RECIPE, "openvino": dataclasses.asdict(OPENVINO_INT8), "onnxruntime": dataclasses.asdict(ORT_INT8)}
+# For measuring what the overflow handling changes (benchmarks/precision_gate.py): "7" or "8" forces the weights'
+# bits whatever the CPU; unset, the CPU decides. The setting it gives is in the artefact's key like any other.
+WEIGHT_BITS_ENV = "HPI_INT8_WEIGHT_BITS"
+
+
+def seven_bit_weights(device: Device = CPU) -> bool:
+    """Whether int8 weights are kept to 7 bits on ``device``: where int8 sums can saturate
+    (:func:`hpi.device.int8_overflow_risk`), unless ``HPI_INT8_WEIGHT_BITS`` forces 7 or 8."""
+    forced = os.environ.get(WEIGHT_BITS_ENV, "").strip()
+    if forced not in ("", "7", "8"):
+        raise InvalidConfigError(f"{WEIGHT_BITS_ENV}={forced!r}: expected 7 or 8 (or unset: the CPU decides)")
+    return forced == "7" if forced else int8_overflow_risk(device)
+
+
+def openvino_settings(device: Device = CPU) -> OpenVinoInt8Settings:
+    """The NNCF settings for ``device``: :data:`OPENVINO_INT8`, with the overflow fix where int8 sums can
+    saturate (:func:`seven_bit_weights`)."""
+    return dataclasses.replace(OPENVINO_INT8, overflow_fix="enable") if seven_bit_weights(device) else OPENVINO_INT8
+
+
+def ort_settings(device: Device = CPU) -> OrtInt8Settings:
+    """ONNX Runtime's quantisation settings for ``device``: :data:`ORT_INT8`, with ``reduce_range`` (7-bit
+    weights) where int8 sums can saturate (:func:`seven_bit_weights`)."""
+    return dataclasses.replace(ORT_INT8, reduce_range=True) if seven_bit_weights(device) else ORT_INT8
+
+
+def overflow_handling(backend: str, device: Device = CPU) -> str:
+    """How ``backend``'s int8 model avoids 16-bit saturation on ``device``, in words, for the record and ``hpi
+    backends``: ``7-bit weights (NNCF OverflowFix.ENABLE): no VNNI/AVX-VNNI/AMX-INT8``; "" for a backend hpi does not
+    quantise."""
+    risk = int8_overflow_risk(device)
+    why = "no VNNI/AVX-VNNI/AMX-INT8" if risk else "int8 dot products sum in 32 bits"
+    forced = os.environ.get(WEIGHT_BITS_ENV, "").strip()
+    if forced:
+        why += f"; forced by {WEIGHT_BITS_ENV}={forced}"
+    if backend == "openvino":
+        fix = openvino_settings(device).overflow_fix
+        return f"{'7-bit weights' if fix == 'enable' else '8-bit weights'} (NNCF OverflowFix.{fix.upper()}): {why}"
+    if backend == "onnxruntime":
+        reduce = ort_settings(device).reduce_range
+        return f"{'7-bit weights' if reduce else '8-bit weights'} (reduce_range={reduce}): {why}"
+    return ""
+
+
+def recipe(device: Device = CPU) -> dict[str, Any]:
+    """How int8 models are built on ``device`` (recipe and settings, overflow handling included): part of the
+    selection's decision key."""
+    return {"recipe": RECIPE, "openvino": dataclasses.asdict(openvino_settings(device)),
+            "onnxruntime": dataclasses.asdict(ort_settings(device))}
 
 
 def first_and_last(ops: list[tuple[str, str]], first_types: tuple[str, ...], last_types: tuple[str, ...],
@@ -142,13 +205,20 @@ def _version(package: str) -> str:
 
 
 def quantize_openvino(source: ModelSource, cache: EngineCache, calibration: CalibrationSet,
-                      settings: OpenVinoInt8Settings = OPENVINO_INT8) -> Artefact:
-    """The model's OpenVINO IR quantised to int8 by NNCF on ``calibration`` (cached, kind ``openvino-int8``)."""
+                      settings: OpenVinoInt8Settings | None = None) -> Artefact:
+    """The model's OpenVINO IR quantised to int8 by NNCF on ``calibration`` (cached, kind ``openvino-int8``), with
+    ``settings`` (None: :func:`openvino_settings` for this CPU)."""
     try:
         import nncf
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     except ImportError as exc:
         raise BackendUnavailableError(NNCF_MISSING) from exc
     import openvino as ov
+
+    settings = settings or openvino_settings()
+    if settings.overflow_fix not in OVERFLOW_FIXES:
+        raise ExportError(f"OpenVinoInt8Settings.overflow_fix: {settings.overflow_fix!r} not understood; "
+                          f"known {', '.join(OVERFLOW_FIXES)}")
 
     ir = convert_ir(source, cache)
     parts = {"ir": ir.key, "calibration": calibration.key(), "settings": dataclasses.asdict(settings),
@@ -163,7 +233,8 @@ def quantize_openvino(source: ModelSource, cache: EngineCache, calibration: Cali
         quantized = _quietly(f"NNCF could not quantise {source.name} to int8", lambda: nncf.quantize(
             model, dataset, preset=nncf.QuantizationPreset(settings.preset), target_device=nncf.TargetDevice.CPU,
             subset_size=len(feeds), fast_bias_correction=settings.fast_bias_correction,
-            ignored_scope=nncf.IgnoredScope(names=keep, validate=False) if keep else None))
+            ignored_scope=nncf.IgnoredScope(names=keep, validate=False) if keep else None,
+            advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix(settings.overflow_fix))))
         ov.save_model(quantized, str(out / OPENVINO_FILE), compress_to_fp16=False)
 
     return Artefact.cached("openvino-int8", parts, cache.get_or_build("openvino-int8", parts, build), OPENVINO_FILE)
@@ -180,9 +251,10 @@ class _Reader:
 
 
 def quantize_onnx(source: ModelSource, cache: EngineCache, calibration: CalibrationSet,
-                  settings: OrtInt8Settings = ORT_INT8) -> Artefact:
+                  settings: OrtInt8Settings | None = None) -> Artefact:
     """The model's ONNX export with QDQ int8 nodes from ONNX Runtime's ``quantize_static`` on ``calibration``
-    (cached, kind ``onnx-int8``)."""
+    (cached, kind ``onnx-int8``), with ``settings`` (None: :func:`ort_settings` for this CPU)."""
+    settings = settings or ort_settings()
     try:
         import onnx
         from onnxruntime import quantization as q
@@ -216,7 +288,7 @@ def quantize_onnx(source: ModelSource, cache: EngineCache, calibration: Calibrat
                                         [i.name for i in model.graph.input if i.name not in initializers])
             _quietly(f"ONNX Runtime could not quantise {source.name} to int8", lambda: q.quantize_static(
                 str(model_in), str(out / INT8_ONNX_FILE), _Reader(feeds),
-                quant_format=q.QuantFormat.QDQ, per_channel=settings.per_channel,
+                quant_format=q.QuantFormat.QDQ, per_channel=settings.per_channel, reduce_range=settings.reduce_range,
                 activation_type=types[settings.activations], weight_type=q.QuantType.QInt8,
                 calibrate_method=methods[settings.method], nodes_to_exclude=keep,
                 extra_options={"WeightSymmetric": True, "ActivationSymmetric": settings.activations == "int8"}))

@@ -28,7 +28,7 @@ from hpi.bench.targets import (
 from hpi.cards import ModelCard, get_card
 from hpi.device import Device, cpu_info, parse_device
 from hpi.errors import UnknownModelError
-from hpi.selection.record import CandidateResult, SelectionRecord
+from hpi.selection.record import CandidateResult, RatioInterval, SelectionRecord
 
 
 def machine_description() -> str:
@@ -105,8 +105,12 @@ def summary_rows(benches: Sequence[ModelBench]) -> list[dict[str, Any]]:
                 "hpi_p90_ms": win.timing.p90_ms,
                 "hpi_p99_ms": win.timing.p99_ms,
                 "hpi_backend": win.candidate.label,
+                "normal_backend": normal.candidate.label if normal else None,
                 "speedup": rec.speedup,
                 "e2e_speedup": rec.e2e_speedup,
+                # What the choice was made on: the winner's ratio to normal mode with its interval (None for normal
+                # mode itself, and for records made before intervals were recorded).
+                "decided_on": win.ratio_interval.to_dict() if win.ratio_interval else None,
                 "normal_rounds_p50_ms": list(normal.rounds_p50_ms) if normal else [],
                 "hpi_rounds_p50_ms": list(win.rounds_p50_ms),
                 # Preprocessing and Python per image: the winner's end to end minus inference in the same (median)
@@ -144,6 +148,21 @@ def _rounds(values: Sequence[float]) -> str:
     return " / ".join(_f(v) for v in values) + spread
 
 
+def _decided_on(row: dict[str, Any]) -> str:
+    """The summary's "decided on" cell: the winner's interval, or why there is none."""
+    if row["decided_on"]:
+        return _interval(RatioInterval(**row["decided_on"]))
+    return "normal mode kept" if row["hpi_backend"] == row.get("normal_backend") else "-"
+
+
+def _interval(interval: RatioInterval | None) -> str:
+    """``0.873 (0.85-0.90, 90%, 5 rounds end to end: faster)``, or - for the reference and unmeasured ones."""
+    if interval is None:
+        return "-"
+    return (f"{interval.estimate:.3f} ({interval.low:.3f}-{interval.high:.3f}, {interval.confidence:.0%}, "
+            f"{interval.rounds} rounds {interval.path}: {interval.verdict})")
+
+
 def header_lines(benches: Sequence[ModelBench], kind: CpuKind | None = None, peaks: Peaks | None = None
                  ) -> list[str]:
     """Where and how a table was measured: CPU name and kind, its flags, date, weights, load, roofs."""
@@ -171,9 +190,9 @@ def format_markdown(benches: Sequence[ModelBench], *, kind: CpuKind | None = Non
     lines = header_lines(benches, kind, peaks)
     lines += [
         "| Model | weights | threads | batch | normal mode p50 ms (Paddle fp32) | high-performance p50 / p90 / p99 ms "
-        "| backend | speed-up | speed-up end to end | p50 per round (normal; high-performance) "
-        "| published CPU ms (normal / hp) | published speed-up | target |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| backend | speed-up | speed-up end to end | decided on: hp / normal (interval) "
+        "| p50 per round (normal; high-performance) | published CPU ms (normal / hp) | published speed-up | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = summary_rows(benches)
     for r, check in zip(rows, checks):
@@ -183,7 +202,7 @@ def format_markdown(benches: Sequence[ModelBench], *, kind: CpuKind | None = Non
         lines.append(
             f"| {r['model']} | {r['weights']} | {_f(r['threads'])} | {r['batch']} | {_f(r['normal_p50_ms'])} "
             f"| {_f(r['hpi_p50_ms'])} / {_f(r['hpi_p90_ms'])} / {_f(r['hpi_p99_ms'])} | {r['hpi_backend']} "
-            f"| {_f(r['speedup'])}x | {_f(r['e2e_speedup'])}x | {_rounds(r['normal_rounds_p50_ms'])}; "
+            f"| {_f(r['speedup'])}x | {_f(r['e2e_speedup'])}x | {_decided_on(r)} | {_rounds(r['normal_rounds_p50_ms'])}; "
             f"{_rounds(r['hpi_rounds_p50_ms'])} | {_f(r['published_normal_ms'])} / {_f(r['published_hpi_ms'])} "
             f"| {_f(r['published_speedup'])}x | {verdict} |"
         )
@@ -198,17 +217,18 @@ def format_markdown(benches: Sequence[ModelBench], *, kind: CpuKind | None = Non
             lines += ["", f"#### {b.model}: every candidate (threads={_f(run['threads'])}, batch={run['batch_size']}, "
                       f"weights: {b.weights})", "", fp32_bound_line(rec), "",
                       "| candidate | status | p50 ms | p50 per round | end to end p50 per round | others' CPU per round "
-                      "(cores) | p90 ms | p99 ms | items/s | rel. error | top-1 agree | top-5 overlap | note |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                      "(cores) | candidate/normal (interval) | p90 ms | p99 ms | items/s | rel. error | top-1 agree "
+                      "| top-5 overlap | note |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
             for res in rec.results:
                 t, a = res.timing, res.accuracy
                 mark = "**winner**" if res.status == "winner" else res.status
                 lines.append(
                     f"| {res.candidate.label} | {mark} | {_f(t and t.p50_ms)} | {_rounds(res.rounds_p50_ms)} "
                     f"| {_rounds(res.rounds_e2e_p50_ms)} | {' / '.join(_f(c) for c in res.rounds_other_cores) or '-'} "
-                    f"| {_f(t and t.p90_ms)} | {_f(t and t.p99_ms)} | {_f(t and t.throughput, 1)} "
+                    f"| {_interval(res.ratio_interval)} | {_f(t and t.p90_ms)} | {_f(t and t.p99_ms)} | {_f(t and t.throughput, 1)} "
                     f"| {_f(a and a.max_rel_error, 5)} | {_f(a and a.top1_agreement)} | {_f(a and a.top5_overlap)} "
-                    f"| {res.reason} |"
+                    f"| {res.reason}{f'; int8 overflow: {res.int8_overflow}' if res.int8_overflow else ''} |"
                 )
             if run.get("stages"):
                 lines += ["", "| mode | backend | decode | preprocess | inference | postprocess | end to end "

@@ -48,7 +48,7 @@ class CpuKind:
         if not self.emulated:
             return ""
         hidden = " ".join(f for f in self.real_flags if f not in self.flags)
-        return (f"**Emulated**: `HPI_MAX_CPU_ISA` hid {hidden} from hpi (no bf16 or int8 candidates) and capped "
+        return (f"**Emulated**: `HPI_MAX_CPU_ISA` hid {hidden} from hpi (no bf16 candidates, int8 with 7-bit weights) and capped "
                 "oneDNN (Paddle Inference, OpenVINO), MKL and OpenBLAS at the flags above; ONNX Runtime's MLAS cannot "
                 "be capped and used every instruction of the real CPU. The targets of the emulated kind are checked, "
                 "but these figures do not stand for a real CPU of that kind.")

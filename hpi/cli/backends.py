@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from hpi.artefacts.quantize import overflow_handling
 from hpi.backends import available_backends, get_backend
 from hpi.cli.common import add_command
 from hpi.device import parse_device
@@ -30,5 +31,7 @@ def run(args: argparse.Namespace) -> int:
         precisions = ",".join(backend.precisions(device)) if reason is None else "-"
         absent = "".join(f" ({p} not offered: {why})" for p, why in backend.absent_precisions(device).items()
                          ) if reason is None else ""
-        print(f"{name:12} {status:60} version={version} precisions={precisions}{absent}")
+        overflow = overflow_handling(name, device) if reason is None and "int8" in backend.precisions(device) else ""
+        int8 = f" (int8 overflow: {overflow})" if overflow else ""
+        print(f"{name:12} {status:60} version={version} precisions={precisions}{int8}{absent}")
     return 0

@@ -40,17 +40,19 @@ class Predictor(LoadedModel):
     options = ("topk",)
 
     def __init__(self, source: ModelSource, engine: Engine, choice: BackendChoice, *, topk: int | None = None,
-                 fast_preprocess: bool = True) -> None:
+                 fast_preprocess: bool = True, reduced_decode: bool = False) -> None:
         super().__init__(source, engine, choice)
         self.topk = topk
         spec = source.spec.preprocess
         # The engine takes what the choice made it take: uint8 NHWC when preprocessing is folded into its graph
         # (the CPU half only decodes, resizes and crops), else the fused kernel's normalised planes;
         # fast_preprocess=False runs PaddleX's op chain as written (the benchmark's normal-mode baseline).
+        # reduced_decode: large JPEGs decode at 1/2, 1/4 or 1/8 size where the resize target allows it (a gated
+        # candidate of high-performance mode, never normal mode's default: hpi.bench.reduced_decode judges it).
         if engine.config.fold_preprocess:
-            self._preprocess: Any = ResizeCropU8(spec)
+            self._preprocess: Any = ResizeCropU8(spec, reduced_decode=reduced_decode)
         elif fast_preprocess:
-            self._preprocess = FusedPreprocessor(spec)
+            self._preprocess = FusedPreprocessor(spec, reduced_decode=reduced_decode)
         else:
             self._preprocess = functools.partial(reference.preprocess_batch, spec)
 

@@ -83,6 +83,18 @@ def candidates(source: ModelSource, device: Device, hpi_config: HpiConfig) -> tu
     return out, skipped
 
 
+def int8_overflow(candidate: Candidate, device: Device) -> str:
+    """How ``candidate``'s int8 model avoids 16-bit saturation on ``device`` (7-bit weights on AVX2 without VNNI),
+    in words for the record; "" for any other candidate and for a backend hpi does not quantise."""
+    if candidate.precision != "int8" or device.is_gpu:
+        return ""
+    from hpi.artefacts.quantize import (
+        overflow_handling,  # the quantisation tools' module, only when int8 is asked
+    )
+
+    return overflow_handling(candidate.backend, device)
+
+
 def reference_backend(source: ModelSource) -> str:
     """The fp32 reference and normal-mode backend: Paddle Inference; ONNX Runtime for a model only in ONNX."""
     return "paddle" if source.format == "paddle" else "onnxruntime"

@@ -34,18 +34,19 @@ def decision_key(source: ModelSource, device: Device, hpi_config: HpiConfig, bat
         "batch_size": batch_size,
         "gate": dataclasses.asdict(gate),
         "rule": measure.SELECTION_RULE,
-        "int8": int8_key(hpi_config),
+        "int8": int8_key(hpi_config, device),
         # Only when given, so that decisions cached without gate_data keep their keys.
         **({"gate_data": gate_images.key()} if gate_images else {}),
     }
 
 
-def int8_key(hpi_config: HpiConfig) -> dict[str, Any] | None:
-    """What int8 candidates are built from: the calibration set's content and the quantisation recipe (None when
-    reduced precision is off). A changed calibration set or recipe measures the selection again."""
+def int8_key(hpi_config: HpiConfig, device: Device = quantize.CPU) -> dict[str, Any] | None:
+    """What int8 candidates are built from: the calibration set's content and the quantisation recipe on ``device``
+    (its settings, overflow handling included; None when reduced precision is off). A changed calibration set,
+    recipe or overflow handling measures the selection again."""
     if not hpi_config.allow_reduced_precision:
         return None
-    return {"calibration": calibration_set(hpi_config.calibration_data).key(), "recipe": quantize.recipe()}
+    return {"calibration": calibration_set(hpi_config.calibration_data).key(), "recipe": quantize.recipe(device)}
 
 
 def cached_selection(source: ModelSource, device: Device, hpi_config: HpiConfig, *, cache: EngineCache,

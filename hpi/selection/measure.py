@@ -40,11 +40,12 @@ from hpi.selection.candidates import (
     Candidate,
     candidates,
     high_performance_config,
+    int8_overflow,
     reference_candidate,
     reordering_variant,
 )
 from hpi.selection.gate import Detections, compare_outputs, fp32_bound, relative_error, trusted_reference
-from hpi.selection.record import CandidateResult, SelectionRecord, library_versions
+from hpi.selection.record import CandidateResult, RatioInterval, SelectionRecord, library_versions
 from hpi.source import ModelSource
 
 WORKER = "hpi.selection.worker:measure_candidate"  # what each candidate's process runs, named, never imported
@@ -56,10 +57,14 @@ ROUNDS = 3  # interleaved timing rounds per candidate
 QUIET_TIMEOUT_S = 1.0
 DISTURBED_CORES = 0.25  # a round during which other processes used more CPU than this is timed again ...
 RETRIES = 1  # ... at most this many times; the least disturbed try is kept and its load recorded
-MIN_GAIN = 0.05  # a candidate replaces normal mode only when at least this much faster at p50 (see pick_winner)
+MIN_GAIN = 0.05  # a candidate replaces normal mode only when at least this much faster (see pick_winner) ...
+CONFIDENCE = 0.90  # ... with this confidence: the two-sided bootstrap interval of candidate/normal below 1 - MIN_GAIN
+BOOTSTRAP_RESAMPLES = 4000
+MAX_ROUNDS = 9  # more rounds while an interval straddles the line, at most this many in all ...
+EXTRA_TIME_FACTOR = 2.0  # ... and within this many times the wall time the first rounds took
 # Part of the decision key: a cached decision made under another rule is measured again.
-SELECTION_RULE = (f"interleaved rounds, end to end; normal mode unless {MIN_GAIN:.0%} faster at p50 in most "
-                  "rounds")
+SELECTION_RULE = (f"paired interleaved rounds, end to end; normal mode unless the {CONFIDENCE:.0%} bootstrap interval "
+                  f"of candidate/normal lies below {1 - MIN_GAIN:.2f}; up to {MAX_ROUNDS} rounds while it straddles")
 
 
 def reference_inputs(source: ModelSource, gate_images: CalibrationSet | None = None
@@ -117,6 +122,7 @@ def select(
     gate: AccuracyGate | None = None,
     budget_s: float = 3.0,
     rounds: int = ROUNDS,
+    max_rounds: int = MAX_ROUNDS,
     isolate: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> SelectionRecord:
@@ -127,6 +133,11 @@ def select(
     outputs the gate judges), interleaved: reference, A, B, reference, A, B, ... Each candidate's process (an
     :class:`~hpi.harness.IsolatedWorker`) keeps its engine loaded between rounds, so a round costs its budget, not a
     new interpreter. Its recorded timing is that of its median round, and every round's p50 is kept.
+
+    After ``rounds`` rounds, while a passing candidate's interval of candidate/normal (:func:`ratio_interval`)
+    straddles the :data:`MIN_GAIN` line, the reference and those candidates are timed in more rounds, up to
+    ``max_rounds`` in all and within :data:`EXTRA_TIME_FACTOR` times the time the first rounds took; a candidate
+    still straddling then leaves normal mode in place.
 
     A candidate that fails with an :class:`~hpi.errors.HpiError` (a build or run error) is recorded as failed; a
     bug (:class:`~hpi.errors.HpiInternalError`, also from the measuring child process) is raised.
@@ -227,18 +238,30 @@ def select(
             acc = compare_outputs(task, reference, output, cand.precision, gate, max_rel_fp32=bound)
             status = "passed" if acc.passed else "rejected"
             why = acc.why if not (note and cand == ref_cand) else f"{acc.why}; {note}"
-            results.append(CandidateResult(cand, status, why, first_round.timing, acc, build_s))
+            results.append(CandidateResult(cand, status, why, first_round.timing, acc, build_s,
+                                           e2e_timing=first_round.e2e))
             first[id(results[-1])] = first_round
         # Rounds 2..n: the reference and every passing candidate again, interleaved, so that a noisy neighbour
         # slows all of them in the same round rather than one candidate's whole measurement; every other round in
         # reverse order, so that no candidate always follows the same one.
         timings = {id(r): [first[id(r)]] for r in results if r.status == "passed" or r.candidate == ref_cand}
-        for n in range(2, rounds + 1):
+        ref_id = next(id(r) for r in results if r.candidate == ref_cand)
+        started, deadline, n = time.monotonic(), None, 1
+        while True:
+            n += 1
+            if n > rounds:  # the first rounds are done: more only while an interval straddles the line
+                deadline = deadline or time.monotonic() + EXTRA_TIME_FACTOR * (time.monotonic() - started)
+                open_ids = undecided(timings, ref_id)
+                if n > max_rounds or not open_ids or time.monotonic() > deadline:
+                    break
+                timed_now = {ref_id, *open_ids}
+            else:
+                timed_now = set(timings)
             for r in (results[::-1] if n % 2 == 0 else results):
-                if id(r) not in timings:
+                if id(r) not in timings or id(r) not in timed_now:
                     continue
                 if progress:
-                    progress(f"round {n}/{rounds}: {r.candidate.label}")
+                    progress(f"round {n}/{rounds if n <= rounds else max_rounds}: {r.candidate.label}")
                 try:
                     answer = run(r.candidate, None)
                 except HpiError as exc:
@@ -254,12 +277,16 @@ def select(
     results += failed
     for key, reason in skipped.items():
         results.append(CandidateResult(Candidate.unavailable(key), "unavailable", reason))
+    results = [dataclasses.replace(r, int8_overflow=int8_overflow(r.candidate, device)) for r in results]
     passed = [r for r in results if r.status == "passed"]
     if not passed:
         raise HpiError(f"no candidate for {source.name} on {device} passed the accuracy gate: "
                        + "; ".join(f"{r.candidate.label}: {r.reason}" for r in results))
-    best, why = pick_winner(next(r for r in results if r.candidate == ref_cand), passed)
-    results = [dataclasses.replace(r, status="winner", reason=f"{why}; {r.reason}") if r is best else r
+    reference_result = next(r for r in results if r.candidate == ref_cand)
+    intervals = {id(r): ratio_interval(reference_result, r) for r in passed if r is not reference_result}
+    best, why = pick_winner(reference_result, passed)
+    results = [dataclasses.replace(r, ratio_interval=intervals.get(id(r)),
+                                   **({"status": "winner", "reason": f"{why}; {r.reason}"} if r is best else {}))
                for r in results]
     return SelectionRecord(
         model_name=source.name,
@@ -318,35 +345,76 @@ def median_round(rounds: list[Round]) -> Round:
     return sorted(rounds, key=lambda r: r.decisive_ms)[(len(rounds) - 1) // 2]
 
 
+def bootstrap_interval(ratios: list[float] | tuple[float, ...], confidence: float = CONFIDENCE,
+                       resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float, float]:
+    """(low, estimate, high): the geometric mean of ``ratios`` and its percentile bootstrap interval. Ratios are
+    averaged as logarithms, so 0.5 and 2.0 cancel. Seeded: the same rounds give the same interval."""
+    logs = np.log(np.asarray(ratios, dtype=np.float64))
+    if logs.size == 0:
+        raise InvalidConfigError("bootstrap_interval: no ratios")
+    means = np.random.default_rng(seed).choice(logs, size=(resamples, logs.size), replace=True).mean(axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(np.exp(low)), float(np.exp(logs.mean())), float(np.exp(high))
+
+
+def paired_rounds(reference: CandidateResult | list[Round], candidate: CandidateResult | list[Round]
+                  ) -> tuple[list[float], list[float], str]:
+    """The reference's and the candidate's decisive p50 of each round both ran (a candidate's rounds are the first
+    ones: it leaves the extra rounds once decided), end to end where both were timed so, else inference."""
+    def series(x: CandidateResult | list[Round]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        if isinstance(x, CandidateResult):
+            return x.rounds_p50_ms, x.rounds_e2e_p50_ms
+        e2e = tuple(r.e2e.p50_ms for r in x if r.e2e) if all(r.e2e for r in x) else ()
+        return tuple(r.timing.p50_ms for r in x), e2e
+
+    (ref_inf, ref_e2e), (inf, e2e) = series(reference), series(candidate)
+    if ref_e2e and e2e:
+        n = min(len(ref_e2e), len(e2e))
+        return list(ref_e2e[:n]), list(e2e[:n]), "end to end"
+    n = min(len(ref_inf), len(inf))
+    return list(ref_inf[:n]), list(inf[:n]), "inference"
+
+
+def ratio_interval(reference: CandidateResult | list[Round], candidate: CandidateResult | list[Round]
+                   ) -> RatioInterval | None:
+    """The candidate's :class:`RatioInterval` against the reference from their paired rounds (None without any)."""
+    ref, cand, path = paired_rounds(reference, candidate)
+    if not ref:
+        return None
+    low, estimate, high = bootstrap_interval([c / r for c, r in zip(cand, ref)])
+    return RatioInterval(low, estimate, high, len(ref), path, CONFIDENCE, 1 - MIN_GAIN)
+
+
+def undecided(timings: dict[int, list[Round]], ref_id: int) -> set[int]:
+    """The candidates (ids in ``timings``) whose interval against the reference (``ref_id``) straddles the line."""
+    out = set()
+    for key, rounds in timings.items():
+        interval = ratio_interval(timings[ref_id], rounds) if key != ref_id else None
+        if interval and interval.verdict == "undecided":
+            out.add(key)
+    return out
+
+
 def pick_winner(reference: CandidateResult, passed: list[CandidateResult]) -> tuple[CandidateResult, str]:
     """The winner among ``passed`` and why. The reference (normal mode) is kept unless a candidate is faster with
-    confidence: its p50 at least :data:`MIN_GAIN` below the reference's in a majority of the rounds (compared
-    round by round, so a noisy neighbour slows both alike) and in the median round, end to end (the path users run,
-    folded preprocessing included) where both were timed end to end, else inference alone. Among those, the fastest
-    median round wins. A rejected reference (outvoted by the other fp32 backends) leaves the fastest passing
-    candidate."""
+    confidence: the :data:`CONFIDENCE` bootstrap interval of its per-round ratio to the reference (paired rounds,
+    so a noisy neighbour slows both alike; end to end, the path users run, where both were timed so) lies wholly
+    at least :data:`MIN_GAIN` below 1. Among those, the lowest ratio wins. A rejected reference (outvoted by the
+    other fp32 backends) leaves the fastest passing candidate."""
     if reference.status != "passed":
         best = min(passed, key=lambda r: r.decisive_p50_ms)
         return best, "fastest passing candidate (the reference did not pass)"
-    confident = []
-    for r in passed:
-        e2e = bool(r.rounds_e2e_p50_ms and reference.rounds_e2e_p50_ms)
-        ref_rounds = reference.rounds_e2e_p50_ms if e2e else reference.rounds_p50_ms
-        rounds = r.rounds_e2e_p50_ms if e2e else r.rounds_p50_ms
-        if r is reference or len(rounds) != len(ref_rounds):
-            continue
-        ref_p50 = reference.e2e_timing.p50_ms if e2e and reference.e2e_timing else reference.timing.p50_ms
-        p50 = r.e2e_timing.p50_ms if e2e and r.e2e_timing else r.timing.p50_ms
-        wins = sum(c <= (1 - MIN_GAIN) * ref for c, ref in zip(rounds, ref_rounds))
-        if 2 * wins > len(ref_rounds) and p50 <= (1 - MIN_GAIN) * ref_p50:
-            confident.append((r, wins, p50, "end to end" if e2e else "inference"))
-    n = len(reference.rounds_e2e_p50_ms or reference.rounds_p50_ms)
+    intervals = [(r, ratio_interval(reference, r)) for r in passed if r is not reference]
+    confident = [(r, i) for r, i in intervals if i is not None and i.verdict == "faster"]
     if not confident:
-        return reference, (f"normal mode kept: no passing candidate was {MIN_GAIN:.0%} faster at p50 in a majority "
-                           f"of {n} interleaved rounds")
-    best, wins, _, path = min(confident, key=lambda c: c[2])
-    return best, (f"fastest passing candidate, at least {MIN_GAIN:.0%} faster than normal mode at p50 {path} in "
-                  f"{wins} of {n} interleaved rounds")
+        closest = min((i for _, i in intervals if i is not None), key=lambda i: i.estimate, default=None)
+        best_seen = f"; closest: {closest.describe()}" if closest else ""
+        return reference, (f"normal mode kept: no passing candidate's {CONFIDENCE:.0%} interval of candidate/normal "
+                           f"lies below {1 - MIN_GAIN:.2f}{best_seen}")
+    best, interval = min(confident, key=lambda c: c[1].estimate)
+    return best, (f"fastest passing candidate, {interval.describe()}: at least {MIN_GAIN:.0%} faster than normal "
+                  f"mode with {CONFIDENCE:.0%} confidence")
 
 
 def describe_variant(variant: Candidate) -> str:

@@ -18,6 +18,34 @@ _RECORD_VERSION = 1
 
 
 @dataclass(frozen=True)
+class RatioInterval:
+    """Candidate over normal mode from paired interleaved rounds: the geometric mean of the per-round ratios and its
+    two-sided bootstrap interval (``confidence``), on the figure the choice compares (``path``), and the line the
+    whole interval must lie below for the candidate to replace normal mode (hpi.selection.measure.pick_winner)."""
+
+    low: float
+    estimate: float
+    high: float
+    rounds: int
+    path: str  # "end to end" or "inference"
+    confidence: float
+    line: float  # 1 - the minimum gain (0.95)
+
+    @property
+    def verdict(self) -> str:
+        """``faster`` (the whole interval below the line), ``not faster`` (none of it) or ``undecided`` (it
+        straddles the line: more rounds may tell)."""
+        return "faster" if self.high < self.line else "not faster" if self.low >= self.line else "undecided"
+
+    def describe(self) -> str:
+        return (f"{self.path} candidate/normal {self.estimate:.3f} ({self.confidence:.0%} interval {self.low:.3f}-"
+                f"{self.high:.3f}, {self.rounds} paired rounds)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class CandidateResult:
     candidate: Candidate
     status: str  # "winner", "passed", "rejected" (accuracy), "failed" (build or run), "unavailable"
@@ -29,6 +57,9 @@ class CandidateResult:
     e2e_timing: Timing | None = None  # the median round's end to end (decoded image to top-k, as predict() runs it)
     rounds_e2e_p50_ms: tuple[float, ...] = ()  # end-to-end p50 of each round; what the choice compares
     rounds_other_cores: tuple[float, ...] = ()  # CPU cores other processes used during each round (noise)
+    int8_overflow: str = ""  # int8: how the quantised model avoids 16-bit saturation (quantize.overflow_handling)
+    # candidate/normal from paired rounds: {low, estimate, high, rounds, path, confidence} (measure.RatioInterval)
+    ratio_interval: RatioInterval | None = None
 
     @property
     def decisive_p50_ms(self) -> float:
@@ -48,6 +79,8 @@ class CandidateResult:
             "e2e_timing": self.e2e_timing.to_dict() if self.e2e_timing else None,
             "rounds_e2e_p50_ms": list(self.rounds_e2e_p50_ms),
             "rounds_other_cores": list(self.rounds_other_cores),
+            "int8_overflow": self.int8_overflow,
+            "ratio_interval": self.ratio_interval.to_dict() if self.ratio_interval else None,
         }
 
     @classmethod
@@ -63,6 +96,8 @@ class CandidateResult:
             e2e_timing=Timing(**d["e2e_timing"]) if d.get("e2e_timing") else None,
             rounds_e2e_p50_ms=tuple(d.get("rounds_e2e_p50_ms", ())),
             rounds_other_cores=tuple(d.get("rounds_other_cores", ())),
+            int8_overflow=d.get("int8_overflow", ""),
+            ratio_interval=RatioInterval(**d["ratio_interval"]) if d.get("ratio_interval") else None,
         )
 
 

@@ -166,7 +166,7 @@ def test_bf16_is_offered_only_where_the_cpu_runs_it(cpu_without_bf16, toy_dir, t
     backend = get_backend("paddle")
     cpu = Device("cpu")
     assert backend.precisions(cpu) == ("fp32",)
-    assert backend.absent_precisions(cpu)["bf16"] == "this CPU has neither AMX-BF16 nor AVX512-BF16"
+    assert backend.absent_precisions(cpu)["bf16"].startswith("this CPU has neither AMX-BF16 nor AVX512-BF16")
     with pytest.raises(InvalidConfigError, match=r"cannot run bf16 on cpu: this CPU has neither AMX-BF16"):
         backend.engine(ModelSource.from_path(toy_dir), cpu, {"precision": "bf16"}, EngineCache(tmp_path))
 

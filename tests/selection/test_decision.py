@@ -9,6 +9,7 @@ import textwrap
 import pytest
 
 import hpi
+from hpi.artefacts import quantize
 from hpi.cache import EngineCache
 from hpi.config import HpiConfig
 from hpi.device import Device
@@ -67,7 +68,7 @@ def test_version_or_policy_change_measures_again(toy_dir, tmp_path, monkeypatch)
 
 @pytest.mark.slow
 def test_a_changed_calibration_set_selects_again_and_the_record_names_it(toy_dir, tmp_path, monkeypatch,
-                                                                        calibration_dir, cpu_with_vnni):
+                                                                        calibration_dir):
     source = ModelSource.from_path(toy_dir)
     cache = EngineCache(tmp_path / "cache")
     runs = []
@@ -85,6 +86,7 @@ def test_a_changed_calibration_set_selects_again_and_the_record_names_it(toy_dir
     assert set(int8) == {"onnxruntime", "openvino", "paddle"}
     assert int8["paddle"].status == "unavailable" and "PaddleSlim" in int8["paddle"].reason
     assert int8["openvino"].status != "unavailable" and int8["onnxruntime"].status != "unavailable"
+    assert int8["openvino"].int8_overflow == quantize.overflow_handling("openvino") != ""
     assert record.SelectionRecord.from_dict(first.to_dict()).calibration == first.calibration
     decision.cached_selection(source, CPU, cfg, cache=cache)
     assert len(runs) == 1  # same set: cached
@@ -95,3 +97,18 @@ def test_a_changed_calibration_set_selects_again_and_the_record_names_it(toy_dir
     assert len(runs) == 2 and again.calibration.startswith(f"{calibration_dir} (1 images, ")
     off = HpiConfig(threads=1, calibration_data=str(calibration_dir), allow_reduced_precision=False)
     assert decision.decision_key(source, CPU, off, 1, off.gate())["int8"] is None
+
+
+def test_the_int8_overflow_handling_is_in_the_decision_key(toy_dir, monkeypatch):
+    """A decision made where int8 ran with 7-bit weights (AVX2 without VNNI) is never reused where it runs with
+    8-bit weights: the int8 recipe in the key holds the overflow setting (and the device signature differs too)."""
+    from tests.conftest import fake_cpu_flags
+
+    source, cfg = ModelSource.from_path(toy_dir), HpiConfig(threads=1)
+    fake_cpu_flags(monkeypatch, keep=lambda f: not f.startswith(("avx512", "amx")) and f != "avx_vnni")
+    avx2 = decision.decision_key(source, CPU, cfg, 1, cfg.gate())
+    assert avx2["int8"]["recipe"]["openvino"]["overflow_fix"] == "enable"
+    assert avx2["int8"]["recipe"]["onnxruntime"]["reduce_range"] is True
+    fake_cpu_flags(monkeypatch, add=("avx2", "avx512_vnni"))
+    vnni = decision.decision_key(source, CPU, cfg, 1, cfg.gate())
+    assert vnni["int8"]["recipe"]["openvino"]["overflow_fix"] == "disable" and vnni["int8"] != avx2["int8"]

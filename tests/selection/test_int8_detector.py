@@ -34,8 +34,7 @@ def test_calibration_feeds_are_the_detectors_own_inputs(seeded_detector_dir, cal
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("backend", "quantize"), [("openvino", quantize_openvino), ("onnxruntime", quantize_onnx)])
-def test_an_int8_detector_is_built_and_finds_boxes(seeded_detector_dir, calibration_dir, tmp_path, cpu_with_vnni,
-                                                   backend, quantize):
+def test_an_int8_detector_is_built_and_finds_boxes(seeded_detector_dir, calibration_dir, tmp_path, backend, quantize):
     source = ModelSource.from_path(seeded_detector_dir)
     cache = EngineCache(tmp_path / "cache")
     artefact = quantize(source, cache, calibration_set(calibration_dir))
@@ -55,7 +54,7 @@ def test_an_int8_detector_is_built_and_finds_boxes(seeded_detector_dir, calibrat
 
 
 @pytest.mark.slow
-def test_selection_measures_int8_detector_candidates(seeded_detector_dir, tmp_path, cpu_with_vnni):
+def test_selection_measures_int8_detector_candidates(seeded_detector_dir, tmp_path):
     """int8 detector candidates are built, run and judged by the box gate like the others: passed or rejected on
     their boxes, never failed for want of calibration inputs."""
     record = measure.select(ModelSource.from_path(seeded_detector_dir), CPU, HpiConfig(threads=1),
