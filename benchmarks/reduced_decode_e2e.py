@@ -2,8 +2,8 @@
 reduced-scale JPEG decoding (a gated candidate), from a JPEG path to top-5, batch 1 (issue 21, item 4).
 
 Two photos: the benchmarks' 500x375 JPEG (:func:`hpi.bench.measure.stage_image`) and a 12 MP phone-size one
-(scikit-image's ``coffee`` enlarged to 4000x3000, quality 90; :func:`hpi.bench.reduced_decode.photo_jpeg`).
-Before timing, :func:`hpi.bench.reduced_decode.judge` runs the high-performance engine on 12 MP JPEGs of the
+(scikit-image's ``coffee`` enlarged to 4000x3000, quality 90; :func:`hpi.selection.reduced_decode.photo_jpeg`).
+Before timing, :func:`hpi.selection.reduced_decode.judge` runs the high-performance engine on 12 MP JPEGs of the
 gate's photos (the built-in photos and their mirrors) decoded both ways and judges the reduced outputs with the
 gate's reduced-precision rules; the verdict is printed and recorded beside the timings (reduced decoding is timed
 either way, labelled "rejected by the gate" where a model would not use it).
@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 import hpi  # noqa: E402
 from hpi.bench.measure import stage_image, weights_label  # noqa: E402
-from hpi.bench.reduced_decode import judge, photo_jpeg  # noqa: E402
+from hpi.selection.reduced_decode import judge, photo_jpeg  # noqa: E402
 from hpi.bench.report import machine_description  # noqa: E402
 from hpi.bench.targets import cpu_kind  # noqa: E402
 from hpi.loading import locate_model  # noqa: E402

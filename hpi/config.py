@@ -80,6 +80,9 @@ class HpiConfig:
     accuracy_gate: Mapping[str, Any] = field(default_factory=dict)  # overrides of AccuracyGate's fields
     fold_preprocess: bool = True  # high-performance mode: normalise inside the graph where the backend can
     spin_wait: bool = True  # engine threads may spin between runs; pipelines turn it off for their sub-models
+    # High-performance mode: JPEGs much larger than the model input decode at 1/2, 1/4 or 1/8 scale in libjpeg,
+    # where the accuracy gate passes it for this model and engine (hpi.selection.reduced_decode); never upsampling.
+    reduced_decode: bool = True
     # int8 candidates are calibrated on these images (a directory of photos); None: the built-in photos. The set's
     # content hash is part of the int8 engines' cache keys and of the decision key (a changed set re-selects).
     # Checked (exists, holds images that decode) where the choice is resolved (hpi.calibration).

@@ -8,6 +8,7 @@ wrap it in the model class. A failure after the engine is loaded closes it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping
@@ -15,12 +16,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hpi.backends import get_backend
+from hpi.backends.base import Engine
+from hpi.backends.choice import BackendChoice
 from hpi.cache import EngineCache
 from hpi.config import HpiConfig
 from hpi.device import Device, parse_device
-from hpi.errors import UnknownModelError
+from hpi.errors import HpiError, UnknownModelError
 from hpi.models.base import LoadedModel
 from hpi.selection.choice import resolve_choice
+from hpi.selection.reduced_decode import cached_verdict
 from hpi.source import ModelSource
 from hpi.zoo.store import locate
 
@@ -60,6 +64,17 @@ def locate_model(model_name: str, model_dir: str | os.PathLike[str] | None = Non
     return ModelSource.from_path(found, model_name=model_name)
 
 
+def _reduced_decode(source: ModelSource, device: Device, choice: BackendChoice, engine: Engine, cfg: HpiConfig,
+                    cache: EngineCache) -> tuple[BackendChoice, bool]:
+    """High-performance mode's reduced-scale JPEG decoding for this engine: the accuracy gate's cached verdict
+    (:func:`hpi.selection.reduced_decode.cached_verdict`), named in the choice's reason."""
+    try:
+        verdict = cached_verdict(source, device, choice, engine, cfg.gate(), cache)
+    except HpiError as exc:
+        return dataclasses.replace(choice, reason=f"{choice.reason}; reduced-scale decoding not judged: {exc}"), False
+    return dataclasses.replace(choice, reason=f"{choice.reason}; {verdict.describe()}"), verdict.passed
+
+
 def load_model(
     model_class: type[M],
     source: ModelSource,
@@ -90,6 +105,8 @@ def load_model(
     choice = resolve_choice(source, dev, cfg, use_hpip=use_hpip, cache=cache)
     engine = get_backend(choice.backend).engine(source, dev, choice.config, cache).load()
     try:
+        if use_hpip and cfg.reduced_decode and model_class.reduced_decode_candidate and source.spec.preprocess:
+            choice, model_kwargs["reduced_decode"] = _reduced_decode(source, dev, choice, engine, cfg, cache)
         return model_class(source, engine, choice, **model_kwargs)
     except BaseException:
         engine.close()

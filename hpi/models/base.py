@@ -107,6 +107,8 @@ class LoadedModel:
 
     tasks: ClassVar[tuple[Task, ...]]  # the inference.yml tasks this model type runs
     options: ClassVar[tuple[str, ...]] = ()  # keyword options its constructor takes beyond the engine
+    # decodes JPEGs itself and can take reduced_decode=True (hpi.selection.reduced_decode judges it)
+    reduced_decode_candidate: ClassVar[bool] = False
 
     def __init__(self, source: ModelSource, engine: Engine, choice: BackendChoice) -> None:
         self.check_source(source)

@@ -38,6 +38,7 @@ class Predictor(LoadedModel):
 
     tasks = ("classification", "embedding")
     options = ("topk",)
+    reduced_decode_candidate = True
 
     def __init__(self, source: ModelSource, engine: Engine, choice: BackendChoice, *, topk: int | None = None,
                  fast_preprocess: bool = True, reduced_decode: bool = False) -> None:
@@ -48,7 +49,7 @@ class Predictor(LoadedModel):
         # (the CPU half only decodes, resizes and crops), else the fused kernel's normalised planes;
         # fast_preprocess=False runs PaddleX's op chain as written (the benchmark's normal-mode baseline).
         # reduced_decode: large JPEGs decode at 1/2, 1/4 or 1/8 size where the resize target allows it (a gated
-        # candidate of high-performance mode, never normal mode's default: hpi.bench.reduced_decode judges it).
+        # candidate of high-performance mode, never normal mode's default: hpi.selection.reduced_decode judges it).
         if engine.config.fold_preprocess:
             self._preprocess: Any = ResizeCropU8(spec, reduced_decode=reduced_decode)
         elif fast_preprocess:

@@ -9,18 +9,29 @@ from the full-size chain's (an area average instead of a linear resize), so it i
 :func:`judge` runs the chosen engine on large JPEGs of the gate's photos decoded both ways and judges the reduced
 outputs against the full ones with the reduced-precision rules of the accuracy gate (every top-1 kept, top-5
 overlap, cosine), and only a passing model uses it (``Predictor(..., reduced_decode=True)``).
+
+High-performance mode asks :func:`cached_verdict` once per model, engine and machine (``hpi_config.reduced_decode``
+switches it off); the verdict is cached beside the decision, as kind ``reduced-decode``, and named in the choice's
+reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from hpi.backends.base import Engine
+from hpi.backends.choice import BackendChoice
+from hpi.cache import EngineCache
 from hpi.config import AccuracyGate
+from hpi.device import Device, device_signature
 from hpi.preprocess.fused import FusedPreprocessor
 from hpi.preprocess.graph import ResizeCropU8
 from hpi.selection.gate import Accuracy, compare_outputs
@@ -28,6 +39,8 @@ from hpi.source import ModelSource
 
 PHONE_PHOTO = (4000, 3000)  # width, height: a 12 MP phone photo
 PHONE_QUALITY = 90
+VERDICT_FILE = "verdict.json"
+RECIPE = 1  # bump when the judging changes: cached verdicts are then judged again
 GATE_RULES = "bf16"  # the gate's reduced-precision rules: ranking and cosine, no fp32 score bound
 
 
@@ -49,6 +62,13 @@ class ReducedDecodeVerdict:
     accuracy: Accuracy
     reductions: tuple[int, ...]  # the DCT reduction each judged image was decoded at (1 = full size)
     images: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"accuracy": dataclasses.asdict(self.accuracy), "reductions": list(self.reductions), "images": self.images}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ReducedDecodeVerdict:
+        return cls(Accuracy(**d["accuracy"]), tuple(d["reductions"]), int(d["images"]))
 
     @property
     def passed(self) -> bool:
@@ -86,3 +106,34 @@ def judge(source: ModelSource, engine: Engine, jpegs: Sequence[bytes], gate: Acc
     out = np.concatenate([engine.run(reduced.batch[i:i + 1])[0] for i in range(len(jpegs))])
     accuracy = compare_outputs(source.spec.task, ref, out, GATE_RULES, gate or AccuracyGate())
     return ReducedDecodeVerdict(accuracy, tuple(reduced.reductions), len(jpegs))
+
+
+def gate_jpegs(images: Path | None = None) -> list[bytes]:
+    """The built-in photos and their mirrors as 12 MP JPEGs: what :func:`cached_verdict` judges on."""
+    from hpi.preprocess.decode import decode_image
+    from hpi.selection.measure import SAMPLE_IMAGES
+
+    photos = [decode_image(p.read_bytes(), p.name) for p in sorted((images or SAMPLE_IMAGES).glob("*.jpg"))]
+    return [photo_jpeg(np.ascontiguousarray(rgb[:, ::-1] if mirror else rgb))
+            for rgb in photos for mirror in (False, True)]
+
+
+def cached_verdict(source: ModelSource, device: Device, choice: BackendChoice, engine: Engine, gate: AccuracyGate,
+                   cache: EngineCache) -> ReducedDecodeVerdict:
+    """:func:`judge` for the high-performance engine of ``source``, once: cached as kind ``reduced-decode``, keyed
+    on the model's bytes, the engine's backend and config, the machine and OpenCV (whose libjpeg decodes), the
+    gate and :data:`RECIPE`."""
+    parts: dict[str, Any] = {
+        "model": source.content_hash, "backend": choice.backend, "config": choice.config.to_dict(),
+        "device_signature": device_signature(device), "opencv": cv2.__version__,
+        "gate": dataclasses.asdict(gate), "recipe": RECIPE,
+    }
+    found = cache.lookup("reduced-decode", parts)
+    if found is None:
+        verdict = judge(source, engine, gate_jpegs(), gate)
+
+        def build(out: Path) -> None:
+            (out / VERDICT_FILE).write_text(json.dumps(verdict.to_dict(), indent=2), encoding="utf-8")
+
+        found = cache.get_or_build("reduced-decode", parts, build)
+    return ReducedDecodeVerdict.from_dict(json.loads((found / VERDICT_FILE).read_text(encoding="utf-8")))

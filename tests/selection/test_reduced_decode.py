@@ -1,4 +1,4 @@
-"""hpi/bench/reduced_decode.py: reduced-scale JPEG decoding judged by the accuracy gate, never upsampling."""
+"""hpi/selection/reduced_decode.py: reduced-scale JPEG decoding judged by the accuracy gate, never upsampling."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from hpi.backends import get_backend
-from hpi.bench.reduced_decode import PHONE_PHOTO, judge, photo_jpeg
 from hpi.cache import EngineCache
 from hpi.device import Device
 from hpi.preprocess.decode import decode, jpeg_header
 from hpi.preprocess.fused import REDUCED_DECODE_MARGIN, FusedPreprocessor
+from hpi.selection.reduced_decode import PHONE_PHOTO, judge, photo_jpeg
 from hpi.source import ModelSource
 
 
@@ -42,3 +42,30 @@ def test_the_gate_judges_reduced_decoding_on_the_engine_that_runs_it(orientation
     assert verdict.accuracy.top1_agreement is not None and verdict.accuracy.min_cosine > 0.9
     assert verdict.passed == verdict.accuracy.passed and "4000x3000" in verdict.describe()
     assert np.isfinite(verdict.accuracy.max_rel_error) and verdict.accuracy.max_rel_error > 0  # pixels did change
+
+
+@pytest.mark.slow
+def test_high_performance_mode_uses_reduced_decoding_as_its_cached_verdict_says(orientation_dir, tmp_path):
+    """create_model(use_hpip=True) asks the gate once (a "reduced-decode" cache entry), names the verdict in the
+    choice's reason and gives the model the verdict; normal mode and hpi_config.reduced_decode=False never ask."""
+    import hpi
+
+    cache = EngineCache(tmp_path)
+    config = {"backend": "onnxruntime"}
+    with hpi.create_model("PP-LCNet_x1_0_doc_ori", orientation_dir, device="cpu", use_hpip=True, hpi_config=config,
+                          cache_dir=tmp_path) as model:
+        assert "reduced-scale decoding" in model.choice.reason
+        passed = "reduced-scale decoding passed" in model.choice.reason
+        assert model._preprocess.reduced_decode is passed
+    assert [e.kind for e in cache.entries()].count("reduced-decode") == 1
+    with hpi.create_model("PP-LCNet_x1_0_doc_ori", orientation_dir, device="cpu", use_hpip=True, hpi_config=config,
+                          cache_dir=tmp_path) as again:  # the cached verdict, not a second judgement
+        assert again._preprocess.reduced_decode is passed
+    assert [e.kind for e in cache.entries()].count("reduced-decode") == 1
+    off = tmp_path / "off"
+    with hpi.create_model("PP-LCNet_x1_0_doc_ori", orientation_dir, device="cpu", use_hpip=True, cache_dir=off,
+                          hpi_config={**config, "reduced_decode": False}) as model:
+        assert not model._preprocess.reduced_decode and "reduced-scale" not in model.choice.reason
+    with hpi.create_model("PP-LCNet_x1_0_doc_ori", orientation_dir, device="cpu", cache_dir=off) as normal:
+        assert not normal._preprocess.reduced_decode
+    assert "reduced-decode" not in [e.kind for e in EngineCache(off).entries()]
