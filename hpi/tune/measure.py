@@ -42,7 +42,7 @@ class LoadPlan:
 
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)  # client connections, ascending
     seconds: float = 2.0  # measured per load level
-    warmup_s: float = 1.0  # unmeasured before the first level (engine shapes, thread pools); a third of it after
+    warmup_s: float = 1.5  # unmeasured at the highest level first (engine shapes, thread pools); a third before each
     percentile: float = 99.0
     budget_ms: float = 20.0
     image: Path = DEFAULT_IMAGE
@@ -123,9 +123,13 @@ def load_levels(port: int, plan: LoadPlan, concurrency: Sequence[int] | None = N
     """Load the running server at each concurrency, ascending, stopping early (see the module's docstring)."""
     body = json.dumps({"image": base64.b64encode(plan.image.read_bytes()).decode("ascii")}).encode()
     request = build_request(port, body)
+    levels = list(concurrency or plan.concurrency)
+    # Warm-up at the highest level first: every batch size up to the max reaches the engine, so that engines that
+    # compile per shape (OpenVINO's static batches, oneDNN's primitives) have done so before any level is timed.
+    asyncio.run(run_load(port, request, max(levels), plan.warmup_s, 0.0, Budget(MAX_REQUESTS_PER_LEVEL)))
     points: list[Point] = []
-    for i, clients in enumerate(concurrency or plan.concurrency):
-        warmup = plan.warmup_s if i == 0 else plan.warmup_s / 3
+    for clients in levels:
+        warmup = plan.warmup_s / 3
         stats, measured_s = asyncio.run(run_load(port, request, clients, warmup, plan.seconds,
                                                  Budget(MAX_REQUESTS_PER_LEVEL)))
         point = Point(concurrency=clients, throughput_rps=round(len(stats.latencies_ms) / measured_s, 2),

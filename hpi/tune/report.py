@@ -140,7 +140,8 @@ def svg_chart(rec: dict[str, Any], width: int = 880, height: int = 520) -> str:
     xs = [p[0] for _, _, pts in series for p in pts] + [rec["budget_ms"]]
     ys = [p[1] for _, _, pts in series for p in pts] + [0.0]
     x_lo, x_hi = math.log10(max(min(xs), 1e-3) / 1.3), math.log10(max(xs) * 1.3)
-    y_hi = max(ys) * 1.1 or 1.0
+    y_step = _nice_step(max(ys) * 1.1 / 5)
+    y_hi = y_step * math.ceil(max(ys) * 1.1 / y_step)
 
     def px(x: float) -> float:
         return left + (math.log10(max(x, 1e-3)) - x_lo) / (x_hi - x_lo) * (width - left - right)
@@ -161,8 +162,8 @@ def svg_chart(rec: dict[str, Any], width: int = 880, height: int = 520) -> str:
                 parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{height - bottom}" stroke="#ddd"/>')
                 parts.append(f'<text x="{x:.1f}" y="{height - bottom + 16}" font-size="11" text-anchor="middle">'
                              f'{v:g}</text>')
-    for i in range(6):
-        v = y_hi * i / 5
+    for i in range(round(y_hi / y_step) + 1):
+        v = y_step * i
         y = py(v)
         parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#eee"/>')
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{v:.0f}</text>')
@@ -204,6 +205,14 @@ def svg_chart(rec: dict[str, Any], width: int = 880, height: int = 520) -> str:
         legend_y += 16
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+def _nice_step(raw: float) -> float:
+    """The smallest 1, 2 or 5 times a power of ten at least ``raw`` (an axis' tick step)."""
+    if not raw > 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
 
 
 def markdown(rec: dict[str, Any], rows: list[dict[str, Any]]) -> str:

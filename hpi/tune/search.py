@@ -175,7 +175,8 @@ class HillClimb:
         cores: the cores to spread (instances x threads = cores).
         budget_ms: the latency budget.
         measure: measures one deployment.
-        time_budget_s: no new measurement starts after this many seconds (one that started finishes).
+        time_budget_s: no new measurement starts after this many seconds (one that started finishes; the first
+            one always runs).
         estimate_s: how long one measurement is expected to take; none starts that would end past the budget.
         state: earlier measurements (a resumed record); new ones are added to it.
         progress: called with one line per step.
@@ -227,7 +228,8 @@ class HillClimb:
         found = self.state.measurements.get(d.key)
         if found is not None:
             return found
-        if self.elapsed() + self.estimate_s > self.time_budget_s:
+        # the first measurement always runs, so that even a spent budget (a slow first selection) gives a result
+        if self.state.measurements and self.elapsed() + self.estimate_s > self.time_budget_s:
             raise TimeUp
         index = len(self.state.measurements) + 1
         self.progress(f"[{self.elapsed():5.0f}/{self.time_budget_s:.0f}s] {index}: measuring {d.key}")

@@ -136,7 +136,8 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
         if cached is not None:
             show(f"a record for this model, hardware, library versions and budget is cached ({key}); "
                  "--remeasure measures again")
-            cached.update(commands(out, cached, host=host, port=port) if target == "serve" else {})
+            if target == "serve" and cached["chosen"]["met_budget"]:
+                cached.update(commands(out, cached, host=host, port=port))
             return _finish(cached, out, from_cache=True)
 
     show(f"selection: the gate-passing candidates of {model} (cached after the first run)")
@@ -173,7 +174,7 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
     confirmed = _confirm(measurer, best, budget_ms, plan, show) if best.best_within(budget_ms) else None
     rec = _record(model, source.content_hash, target, engines, state, best, confirmed, parts, key, budget_ms,
                   percentile, objective, climb, cores, selection, time.monotonic() - started)
-    if target == "serve":
+    if target == "serve" and rec["chosen"]["met_budget"]:
         rec.update(commands(out, rec, host=host, port=port))
     if state.stopped.startswith("converged"):
         records.cache_record(cache, parts, rec)
