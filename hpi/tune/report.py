@@ -85,7 +85,7 @@ def _summary(rec: dict[str, Any]) -> str:
     c, s = rec["chosen"], rec["search"]
     pct = f"p{rec['percentile']:g}"
     if c["met_budget"]:
-        head = (f"Chosen: {c['key']} at {c['concurrency']} clients: {c['throughput_rps']:.1f} req/s, {pct} "
+        head = (f"Chosen: {c['key']} at {_clients(c['concurrency'])}: {c['throughput_rps']:.1f} req/s, {pct} "
                 f"{c['latency_ms']:.2f} ms (search: {c['search_throughput_rps']:.1f} req/s, {pct} "
                 f"{c['search_latency_ms']:.2f} ms).")
     else:
@@ -205,6 +205,10 @@ def svg_chart(rec: dict[str, Any], width: int = 880, height: int = 520) -> str:
         legend_y += 16
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+def _clients(n: int) -> str:
+    return f"{n} client{'s' if n != 1 else ''}"
 
 
 def _nice_step(raw: float) -> float:

@@ -242,7 +242,8 @@ class HillClimb:
         self.progress(
             f"[{self.elapsed():5.0f}/{self.time_budget_s:.0f}s] {index}: {d.key}: " + (
                 m.failure if m.failure else
-                f"{best.throughput_rps:.1f} req/s at {best.concurrency} clients inside the budget" if best else
+                f"{best.throughput_rps:.1f} req/s at {best.concurrency} "
+                f"client{'s' if best.concurrency > 1 else ''} inside the budget" if best else
                 f"over the budget at every load (closest {near.latency_ms:.1f} ms)" if near else "no success"))
         return m
 

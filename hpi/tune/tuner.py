@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 SEARCH = "hill-climb over ordered knobs"
 CONFIRM_FACTOR = 3  # the confirmation run measures this many times a search level's seconds
+CONFIRM_TRIES = 3  # deployments confirmed at most, best first, until one stays inside the budget
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
     state = SearchState({m.deployment.key: m for m in resumed})
     if state.measurements:
         show(f"resuming: {len(state.measurements)} deployments measured by an earlier run of this key")
-    confirm_s = plan.estimate_s() + CONFIRM_FACTOR * level_seconds
+    confirm_s = 8.0 + 1.4 * plan.warmup_s + CONFIRM_FACTOR * level_seconds  # a server start, warm-up, one level
 
     def measure_and_save(d: Deployment) -> Measurement:
         m = measurer(d)
@@ -171,12 +172,28 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
     best = state.best(budget_ms)
     if best is None:
         raise InvalidConfigError("no deployment could be measured in the time budget; give a longer --time-budget")
-    confirmed = _confirm(measurer, best, budget_ms, plan, show) if best.best_within(budget_ms) else None
+    confirmed = None
+    # The search's best is the best of many short, noisy runs; a longer run confirms it. One that is over the budget
+    # when confirmed gives way to the next deployment inside it (at most CONFIRM_TRIES are confirmed).
+    inside = sorted((m for m in state.measurements.values() if m.best_within(budget_ms)),
+                    key=lambda m: m.score(budget_ms), reverse=True)
+    for candidate in inside[:CONFIRM_TRIES]:
+        if confirmed is not None and time.monotonic() - started + confirm_s > time_budget_s:
+            break  # no time left to confirm another
+        check = _confirm(measurer, candidate, budget_ms, plan, show)
+        if confirmed is None or (check.points and check.points[0].within(budget_ms)):
+            best, confirmed = candidate, check
+        if check.points and check.points[0].within(budget_ms):
+            break
+        show(f"{candidate.deployment.key} was over the budget when confirmed"
+             + ("; confirming the next" if candidate is not inside[:CONFIRM_TRIES][-1] else ""))
     rec = _record(model, source.content_hash, target, engines, state, best, confirmed, parts, key, budget_ms,
                   percentile, objective, climb, cores, selection, time.monotonic() - started)
     if target == "serve" and rec["chosen"]["met_budget"]:
         rec.update(commands(out, rec, host=host, port=port))
-    if state.stopped.startswith("converged"):
+    # cached only when final: a search the time budget cut short resumes from its progress file instead, and a
+    # deployment that did not hold the budget when confirmed is worth measuring again
+    if state.stopped.startswith("converged") and rec["chosen"].get("confirmed_within_budget") is not False:
         records.cache_record(cache, parts, rec)
     return _finish(rec, out)
 
@@ -242,8 +259,14 @@ def _finish(rec: dict[str, Any], out: Path, from_cache: bool = False) -> TuneRes
     met = bool(chosen["met_budget"])
     pct = f"p{rec['percentile']:g}"
     if met:
-        message = (f"{chosen['key']}: {chosen['throughput_rps']:.1f} req/s at {chosen['concurrency']} clients, "
+        clients = f"{chosen['concurrency']} client{'s' if chosen['concurrency'] > 1 else ''}"
+        message = (f"{chosen['key']}: {chosen['throughput_rps']:.1f} req/s at {clients}, "
                    f"{pct} {chosen['latency_ms']:.2f} ms inside the {rec['budget_ms']:g} ms budget")
+        if chosen.get("confirmed_within_budget") is False:
+            message = (f"{chosen['key']}: {chosen['search_throughput_rps']:.1f} req/s at {clients}, {pct} "
+                       f"{chosen['search_latency_ms']:.2f} ms inside the {rec['budget_ms']:g} ms budget in the search, "
+                       f"but {pct} {chosen['latency_ms']:.2f} ms when confirmed: this machine is too noisy for the "
+                       "budget; run again on a quieter machine or widen the budget")
     else:
         message = f"no deployment met the {pct} budget of {rec['budget_ms']:g} ms: {chosen['shortfall']}"
     return TuneResult(rec, out, met, message, from_cache)
