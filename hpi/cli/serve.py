@@ -53,8 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads per model (default: the machine's cores)")
     parser.add_argument("--tuned", metavar="RECORD",
                         help="run the deployment 'hpi tune --target serve' wrote (its tune.json): it sets --use-hpip, "
-                             "--backend, the precision, --workers, --threads, --max-batch, --batch-window-ms and "
-                             "--no-visualize, replacing those options")
+                             "--backend, the precision, --workers, --threads, --max-batch, --batch-window-ms, "
+                             "--no-visualize and --loop-niceness, replacing those options")
 
     g = parser.add_argument_group("batching")
     g.add_argument("--max-batch", type=_max_batch, default=batching.max_batch,

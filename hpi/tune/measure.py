@@ -79,13 +79,14 @@ def explicit_arguments(pipeline: str | Path, record: dict[str, Any], *, host: st
     return ["--pipeline", str(pipeline), "--host", host, "--port", str(port), "--use-hpip", "--backend",
             record["backend"], "--threads", str(d["threads"]), "--workers", str(d["instances"]),
             "--max-batch", str(d["max_batch_size"]), "--batch-window-ms", f"{d['batch_delay_ms']:g}",
-            "--no-visualize", "--log-level", "warning"]
+            "--no-visualize", "--loop-niceness", str(record.get("loop_niceness", 15)), "--log-level", "warning"]
 
 
 def deployment_record(model: str, d: Deployment, target: str = "serve") -> dict[str, Any]:
     """The smallest tune record that runs ``d`` (what a measured server is started with)."""
     return {"kind": "hpi-tune", "version": 1, "target": target, "model": model, "backend": d.backend,
-            "precision": d.precision, "deployment": d.deployment_dict(), "visualize": False}
+            "precision": d.precision, "deployment": d.deployment_dict(), "visualize": False,
+            "loop_niceness": d.loop_niceness}
 
 
 def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> dict[str, Any]:

@@ -115,7 +115,8 @@ def read_progress(path: Path, parts: dict[str, Any]) -> list[dict[str, Any]]:
 
 def apply_to_serve_args(args: argparse.Namespace) -> None:
     """Set ``hpi serve``'s options from the record named by ``args.tuned`` (when given): backend (with
-    high-performance mode), precision, workers, threads, max batch and batching window. The record's values
+    high-performance mode), precision, workers, threads, max batch, batching window, visualisation and the event
+    loop's niceness. The record's values
     replace the corresponding options; the others (host, port, limits, ...) stay as given.
 
     Raises:
@@ -136,3 +137,5 @@ def apply_to_serve_args(args: argparse.Namespace) -> None:
     args.max_batch, args.batch_window_ms = int(d["max_batch_size"]), float(d["batch_delay_ms"])
     if record.get("visualize") is False:
         args.no_visualize = True
+    if record.get("loop_niceness") is not None:
+        args.loop_niceness = int(record["loop_niceness"])

@@ -8,8 +8,8 @@ chosen-percentile latency was inside the budget and that had no errors (:meth:`M
 deployment that met the budget at no concurrency ranks below every one that did, by how little it missed it.
 
 The search is a hill-climb over ordered knobs (coordinate ascent): starting from ``hpi serve``'s defaults on the
-selection's winner, it steps the workers x threads split, tries each backend candidate, then steps each other
-ordered knob (max batch size, batching window) up and down from the best point so far while that improves, and
+selection's winner, it steps the workers x threads split and the server's event-loop niceness, tries each backend
+candidate, then steps each other ordered knob (max batch size, batching window) up and down from the best point so far while that improves, and
 repeats the pass until a pass changes nothing or the time budget is spent. Every deployment is measured at most once (the record resumes).
 """
 
@@ -24,6 +24,7 @@ from typing import Any
 from hpi.errors import InvalidConfigError
 
 MAX_BATCH_SIZES = (1, 2, 4, 8, 16)  # the ordered values of the max batch size knob
+LOOP_NICENESS = (0, 15)  # the ordered values of the server's event-loop niceness knob (15: hpi serve's default)
 BATCH_DELAYS_MS = (0.5, 1.0, 2.0, 4.0, 8.0)  # the ordered values of the batching window knob
 
 
@@ -42,6 +43,11 @@ class Deployment:
     max_batch_size: int  # images per engine call
     batch_delay_ms: float  # how long a batch that is not full waits for more (0 with max_batch_size 1: never waits)
     streams: int | None = None  # OpenVINO streams per instance where the target runs several requests at once
+    # hpi serve --loop-niceness: how far below the engine threads the event loop runs. The server's default (15)
+    # keeps HTTP work from preempting inference on a dedicated machine; on one shared with other work the starved
+    # loop can add tens of ms (PP-LCNet on 2 busy cores, 3 interleaved rounds: p99 at one client 21-24 ms at 0,
+    # 21-121 ms at 15).
+    loop_niceness: int = 15
 
     def __post_init__(self) -> None:
         if self.instances < 1 or self.threads < 1 or self.max_batch_size < 1 or self.batch_delay_ms < 0:
@@ -52,7 +58,8 @@ class Deployment:
     def key(self) -> str:
         """A stable name for the record (measurements are keyed by it)."""
         return (f"{self.backend}[{self.precision}] {self.instances}x{self.threads}t b{self.max_batch_size} "
-                f"w{self.batch_delay_ms:g}" + (f" s{self.streams}" if self.streams else ""))
+                f"w{self.batch_delay_ms:g}" + (f" s{self.streams}" if self.streams else "")
+                + (f" n{self.loop_niceness}" if self.loop_niceness != 15 else ""))
 
     def deployment_dict(self) -> dict[str, Any]:
         """The agreed ``deployment`` object of a tune record (every target's keys)."""
@@ -209,6 +216,7 @@ class HillClimb:
         # instances first: on a small machine shared with other work, how the cores are split moved latency most
         # (PP-LCNet on 2 busy cores: p99 1.5-30x lower with 2 workers of 1 thread than 1 of 2), more than the engine
         yield "instances", [dataclasses.replace(d, instances=n, threads=t) for n, t in splits(self.cores)]
+        yield "loop_niceness", [dataclasses.replace(d, loop_niceness=n) for n in LOOP_NICENESS]
         yield "engine", [dataclasses.replace(d, backend=e.backend, precision=e.precision) for e in self.engines]
         yield "max_batch_size", [dataclasses.replace(d, max_batch_size=b) for b in MAX_BATCH_SIZES]
         if d.max_batch_size > 1:
@@ -218,7 +226,7 @@ class HillClimb:
 
     def space_size(self) -> int:
         """How many distinct deployments the knobs span here (after :func:`normalised`)."""
-        n = len(self.engines) * len(splits(self.cores))
+        n = len(self.engines) * len(splits(self.cores)) * len(LOOP_NICENESS)
         return n * (1 + (len(MAX_BATCH_SIZES) - 1) * len(BATCH_DELAYS_MS))
 
     def elapsed(self) -> float:

@@ -164,8 +164,8 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
     climb = HillClimb(engines, cores, budget_ms, measure_and_save,
                       time_budget_s=max(0.0, time_budget_s - (time.monotonic() - started) - confirm_s),
                       estimate_s=plan.estimate_s(), state=state, progress=show)
-    show(f"search: {SEARCH}; {len(engines)} engine(s) x {len(splits(cores))} worker split(s) of {cores} cores x max "
-         f"batch x window = {climb.space_size()} deployments" + (" (a small space: 2 cores split only as 1x2 and 2x1)"
+    show(f"search: {SEARCH}; {len(engines)} engine(s) x {len(splits(cores))} worker split(s) of {cores} cores x loop "
+         f"niceness x max batch x window = {climb.space_size()} deployments" + (" (a small space: 2 cores split only as 1x2 and 2x1)"
                                                                   if cores <= 2 else ""))
     climb.run()
     show(f"search stopped: {state.stopped}")
@@ -236,7 +236,7 @@ def _record(model: str, model_hash: str, target: str, engines: list[Engine], sta
     return {
         "kind": records.KIND, "version": records.VERSION, "target": target, "model": model,
         "backend": d.backend, "precision": d.precision, "deployment": d.deployment_dict(),
-        "visualize": False,
+        "visualize": False, "loop_niceness": d.loop_niceness,
         "budget_ms": budget_ms, "percentile": percentile, "objective": objective,
         "measured_through": "hpi serve" + ("" if target == "serve" else
                                            f" (a stand-in: {target} itself was not measured)"),

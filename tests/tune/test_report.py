@@ -34,7 +34,7 @@ def synthetic_record(met: bool = True) -> dict:
               {"key": b.key, "met_budget": False, "closest_latency_ms": 8.0, "closest_concurrency": 1,
                "over_budget_ms": 7.5, "shortfall": "the closest was ..."})
     return {"kind": "hpi-tune", "version": 1, "target": "serve", "model": "PP-LCNet_x1_0", "backend": b.backend,
-            "precision": b.precision, "deployment": b.deployment_dict(), "visualize": False,
+            "precision": b.precision, "deployment": b.deployment_dict(), "visualize": False, "loop_niceness": 0,
             "budget_ms": BUDGET if met else 0.5, "percentile": 99.0, "objective": "throughput",
             "measured_through": "hpi serve", "chosen": chosen,
             "search": {"method": "hill-climb over ordered knobs", "space_size": 210, "measured": 3,
@@ -74,10 +74,11 @@ def test_the_record_reads_back_and_sets_hpi_serve_options(tmp_path):
     rec = records.load_record(path)
     assert rec["deployment"]["preferred_batch_sizes"] == [2, 4]
     args = argparse.Namespace(tuned=str(path), use_hpip=False, backend=None, workers=1, threads=None, max_batch=8,
-                              batch_window_ms=2.0, no_visualize=False)
+                              batch_window_ms=2.0, no_visualize=False, loop_niceness=None)
     records.apply_to_serve_args(args)
     assert (args.use_hpip, args.backend, args.precision, args.workers, args.threads, args.max_batch,
-            args.batch_window_ms, args.no_visualize) == (True, "openvino", "bf16", 2, 1, 4, 1.0, True)
+            args.batch_window_ms, args.no_visualize, args.loop_niceness) == (True, "openvino", "bf16", 2, 1, 4, 1.0,
+                                                                             True, 0)
     from hpi.cli.common import hpi_config_from_args
 
     assert hpi_config_from_args(args) == {"backend": "openvino", "backend_config": {"precision": "bf16"},
