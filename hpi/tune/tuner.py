@@ -48,7 +48,7 @@ class TuneResult:
 
     record: dict[str, Any]
     output: Path
-    met: bool
+    met: bool  # inside the budget in the search and when confirmed
     message: str  # one paragraph for the person who asked
     from_cache: bool = False
 
@@ -256,9 +256,10 @@ def _finish(rec: dict[str, Any], out: Path, from_cache: bool = False) -> TuneRes
     records.write_json(out / records.RECORD_FILE, rec)
     report.write_report(rec, out)
     chosen = rec["chosen"]
-    met = bool(chosen["met_budget"])
+    # a deployment inside the budget in the search but over it when confirmed did not meet it: exit status 1 too
+    met = bool(chosen["met_budget"]) and chosen.get("confirmed_within_budget") is not False
     pct = f"p{rec['percentile']:g}"
-    if met:
+    if chosen["met_budget"]:
         clients = f"{chosen['concurrency']} client{'s' if chosen['concurrency'] > 1 else ''}"
         message = (f"{chosen['key']}: {chosen['throughput_rps']:.1f} req/s at {clients}, "
                    f"{pct} {chosen['latency_ms']:.2f} ms inside the {rec['budget_ms']:g} ms budget")

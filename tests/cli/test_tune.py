@@ -120,3 +120,20 @@ def test_the_printed_command_sustains_what_tune_measured(lcnet, tune_cache, tmp_
     # one window with 95% of the throughput tune measured for it, its p99 inside the budget, and no error
     assert any(rps >= 0.95 * chosen["throughput_rps"] and p99 is not None and p99 <= rec["budget_ms"] and not errors
                for rps, p99, errors in runs), (runs, chosen)
+
+
+def test_hpi_serve_tuned_sets_the_servers_settings(tmp_path):
+    from hpi.cli import build_parser
+    from hpi.cli.serve import settings_from_args
+    from hpi.tune.measure import deployment_record
+    from hpi.tune.record import apply_to_serve_args, write_json
+    from hpi.tune.search import Deployment
+
+    d = Deployment("openvino", "bf16", 2, 1, 4, 1.0, loop_niceness=0)
+    path = write_json(tmp_path / "tune.json", deployment_record(MODEL, d))
+    args = build_parser().parse_args(["serve", "--pipeline", "p.yaml", "--tuned", str(path), "--port", "9000"])
+    apply_to_serve_args(args)
+    s = settings_from_args(args)
+    assert (args.workers, args.port, s.use_hpip, s.visualize, s.loop_niceness) == (2, 9000, True, False, 0)
+    assert (s.batching.max_batch, s.batching.window_ms) == (4, 1.0)
+    assert s.hpi_config == {"backend": "openvino", "backend_config": {"precision": "bf16"}, "threads": 1}
