@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,17 +212,22 @@ class HillClimb:
         self.new = 0  # measurements made by this run (not resumed)
 
     # the ordered knobs: each maps a deployment to its neighbours one step down and one step up
-    def _knob_values(self, d: Deployment) -> Iterator[tuple[str, list[Deployment]]]:
-        # instances first: on a small machine shared with other work, how the cores are split moved latency most
-        # (PP-LCNet on 2 busy cores: p99 1.5-30x lower with 2 workers of 1 thread than 1 of 2), more than the engine
-        yield "instances", [dataclasses.replace(d, instances=n, threads=t) for n, t in splits(self.cores)]
-        yield "loop_niceness", [dataclasses.replace(d, loop_niceness=n) for n in LOOP_NICENESS]
-        yield "engine", [dataclasses.replace(d, backend=e.backend, precision=e.precision) for e in self.engines]
-        yield "max_batch_size", [dataclasses.replace(d, max_batch_size=b) for b in MAX_BATCH_SIZES]
-        if d.max_batch_size > 1:
-            delay = d.batch_delay_ms or BATCH_DELAYS_MS[2]
-            yield "batch_delay_ms", [dataclasses.replace(d, batch_delay_ms=w) for w in sorted(
-                set(BATCH_DELAYS_MS) | {delay})]
+    KNOBS = ("instances", "loop_niceness", "engine", "max_batch_size", "batch_delay_ms")
+
+    def _knob_values(self, knob: str, d: Deployment) -> list[Deployment]:
+        """``d`` with every value of ``knob``, in the knob's order (empty where the knob cannot matter)."""
+        if knob == "instances":
+            return [dataclasses.replace(d, instances=n, threads=t) for n, t in splits(self.cores)]
+        if knob == "loop_niceness":
+            return [dataclasses.replace(d, loop_niceness=n) for n in LOOP_NICENESS]
+        if knob == "engine":
+            return [dataclasses.replace(d, backend=e.backend, precision=e.precision) for e in self.engines]
+        if knob == "max_batch_size":
+            return [dataclasses.replace(d, max_batch_size=b) for b in MAX_BATCH_SIZES]
+        if d.max_batch_size == 1:  # a batch of one never waits: no window to tune
+            return []
+        delay = d.batch_delay_ms or BATCH_DELAYS_MS[2]
+        return [dataclasses.replace(d, batch_delay_ms=w) for w in sorted(set(BATCH_DELAYS_MS) | {delay})]
 
     def space_size(self) -> int:
         """How many distinct deployments the knobs span here (after :func:`normalised`)."""
@@ -289,7 +294,13 @@ class HillClimb:
             current = self.measure(self.start)
             while True:
                 before = current.deployment.key
-                for knob, values in self._knob_values(current.deployment):
+                # the knobs in order (instances first: on a small machine shared with other work, how the cores
+                # are split moved latency most, e.g. PP-LCNet on 2 busy cores: p99 1.5-30x lower with 2 workers of
+                # 1 thread than 1 of 2), each from the best deployment so far
+                for knob in self.KNOBS:
+                    values = self._knob_values(knob, current.deployment)
+                    if not values:
+                        continue
                     if knob == "engine":  # unordered: try every candidate
                         for v in values:
                             m = self.measure(v)

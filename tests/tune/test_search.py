@@ -144,3 +144,15 @@ def test_no_engines_or_a_bad_budget_is_refused():
         HillClimb([], 2, 20, synthetic, time_budget_s=10)
     with pytest.raises(InvalidConfigError, match="positive"):
         HillClimb(ENGINES, 2, 0, synthetic, time_budget_s=10)
+
+
+def test_each_knob_steps_from_the_best_deployment_so_far():
+    calls = []
+
+    def measure(d):
+        calls.append(d)
+        return synthetic(d)
+
+    HillClimb(ENGINES, 2, 20.0, measure, time_budget_s=1e9).run()
+    assert [(d.instances, d.loop_niceness) for d in calls[:3]] == [(1, 15), (2, 15), (2, 0)]
+    assert calls[3].backend == "openvino" and (calls[3].instances, calls[3].loop_niceness) == (2, 0)
