@@ -88,6 +88,9 @@ def _summary(rec: dict[str, Any]) -> str:
         head = (f"Chosen: {c['key']} at {_clients(c['concurrency'])}: {c['throughput_rps']:.1f} req/s, {pct} "
                 f"{c['latency_ms']:.2f} ms (search: {c['search_throughput_rps']:.1f} req/s, {pct} "
                 f"{c['search_latency_ms']:.2f} ms).")
+        if c.get("confirmed_within_budget") is False:
+            head += (f" It was over the budget when confirmed ({pct} {c['latency_ms']:.2f} ms): the machine was too "
+                     "noisy for this budget.")
     else:
         head = f"No deployment met the budget: {c['shortfall']}."
     small = " The space on a machine of 2 cores is small (workers x threads is 1x2 or 2x1)." if s["small_space"] else ""

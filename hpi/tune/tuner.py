@@ -185,8 +185,7 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
             best, confirmed = candidate, check
         if check.points and check.points[0].within(budget_ms):
             break
-        show(f"{candidate.deployment.key} was over the budget when confirmed"
-             + ("; confirming the next" if candidate is not inside[:CONFIRM_TRIES][-1] else ""))
+        show(f"{candidate.deployment.key} was over the budget when confirmed")
     rec = _record(model, source.content_hash, target, engines, state, best, confirmed, parts, key, budget_ms,
                   percentile, objective, climb, cores, selection, time.monotonic() - started)
     if target == "serve" and rec["chosen"]["met_budget"]:
@@ -202,7 +201,7 @@ def _confirm(measurer: ServeMeasurer, best: Measurement, budget_ms: float, plan:
              show: Callable[[str], None]) -> Measurement:
     """The chosen deployment once more at its chosen concurrency, ``CONFIRM_FACTOR`` times longer."""
     point = best.best_within(budget_ms)
-    show(f"confirming {best.deployment.key} at {point.concurrency} clients")
+    show(f"confirming {best.deployment.key} at {point.concurrency} client{'s' if point.concurrency > 1 else ''}")
     longer = dataclasses.replace(plan, concurrency=(point.concurrency,), seconds=plan.seconds * CONFIRM_FACTOR)
     m = ServeMeasurer(measurer.model, measurer.pipeline, longer, measurer.workdir, measurer.env)(best.deployment)
     return m
