@@ -12,6 +12,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -47,6 +48,8 @@ class LoadPlan:
     budget_ms: float = 20.0
     image: Path = DEFAULT_IMAGE
     start_timeout_s: float = 180.0
+    stop_early: bool = True  # stop at a level over the budget or saturated (see the module's docstring)
+    last_level_seconds: float | None = None  # the last level measures this long instead (a confirmation)
 
     def estimate_s(self, start_s: float = 8.0) -> float:
         """A measurement's expected length: a server start and every load level."""
@@ -109,6 +112,31 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> 
     raise ServerStartError(f"the server was not healthy after {timeout_s:.0f} s")
 
 
+def wait_workers(port: int, workers: int, timeout_s: float) -> None:
+    """Wait until ``GET /metrics`` shows all ``workers`` of ``hpi serve --workers`` (each writes its batcher
+    counters, labelled with its index, once it serves). ``/health`` answers as soon as one is ready, and a
+    keep-alive connection stays with the worker it was handed to: a load that started then would load one worker
+    with every connection for its whole run.
+
+    Raises:
+        ServerStartError: not every worker showed up within ``timeout_s``.
+    """
+    if workers <= 1:
+        return
+    deadline = time.monotonic() + timeout_s
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        try:
+            text = http_get(port, "/metrics", timeout_s=5)[1].decode("utf-8", "replace")
+        except OSError:
+            text = ""
+        seen = set(re.findall(r'worker="(\d+)"', text))
+        if len(seen) >= workers:
+            return
+        time.sleep(0.25)
+    raise ServerStartError(f"{len(seen)} of {workers} workers were serving after {timeout_s:.0f} s")
+
+
 def stop(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
     """SIGTERM (the server drains), then SIGKILL after ``timeout_s``."""
     if proc.poll() is None:
@@ -129,15 +157,19 @@ def load_levels(port: int, plan: LoadPlan, concurrency: Sequence[int] | None = N
     # compile per shape (OpenVINO's static batches, oneDNN's primitives) have done so before any level is timed.
     asyncio.run(run_load(port, request, max(levels), plan.warmup_s, 0.0, Budget(MAX_REQUESTS_PER_LEVEL)))
     points: list[Point] = []
-    for clients in levels:
+    for i, clients in enumerate(levels):
         warmup = plan.warmup_s / 3
-        stats, measured_s = asyncio.run(run_load(port, request, clients, warmup, plan.seconds,
+        last = i == len(levels) - 1 and plan.last_level_seconds is not None
+        stats, measured_s = asyncio.run(run_load(port, request, clients, warmup,
+                                                 plan.last_level_seconds if last else plan.seconds,
                                                  Budget(MAX_REQUESTS_PER_LEVEL)))
         point = Point(concurrency=clients, throughput_rps=round(len(stats.latencies_ms) / measured_s, 2),
                       latency_ms=percentile(stats.latencies_ms, plan.percentile),
                       p50_ms=percentile(stats.latencies_ms, 50), requests=stats.sent,
                       errors=sum(stats.errors.values()), seconds=round(measured_s, 3))
         points.append(point)
+        if not plan.stop_early:
+            continue
         if not point.within(plan.budget_ms):
             break
         best_before = max((p.throughput_rps for p in points[:-1]), default=0.0)
@@ -185,6 +217,7 @@ class ServeMeasurer:
                 if served.get("backend") != d.backend:
                     return Measurement(d, (), time.monotonic() - start,
                                        f"the server ran {served.get('backend')}, not {d.backend}")
+                wait_workers(port, d.instances, self.plan.start_timeout_s)
                 points = load_levels(port, self.plan)
             except ServerStartError as exc:
                 return Measurement(d, (), time.monotonic() - start, f"{exc} (log: {self.log})")

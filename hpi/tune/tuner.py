@@ -153,7 +153,7 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
     state = SearchState({m.deployment.key: m for m in resumed})
     if state.measurements:
         show(f"resuming: {len(state.measurements)} deployments measured by an earlier run of this key")
-    confirm_s = 8.0 + 1.4 * plan.warmup_s + CONFIRM_FACTOR * level_seconds  # a server start, warm-up, one level
+    confirm_s = plan.estimate_s() + (CONFIRM_FACTOR - 1) * level_seconds  # a server start, the levels, one longer
 
     def measure_and_save(d: Deployment) -> Measurement:
         m = measurer(d)
@@ -181,9 +181,10 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
         if confirmed is not None and time.monotonic() - started + confirm_s > time_budget_s:
             break  # no time left to confirm another
         check = _confirm(measurer, candidate, budget_ms, plan, show)
-        if confirmed is None or (check.points and check.points[0].within(budget_ms)):
+        held = bool(check.points) and check.points[-1].within(budget_ms)
+        if confirmed is None or held:
             best, confirmed = candidate, check
-        if check.points and check.points[0].within(budget_ms):
+        if held:
             break
         show(f"{candidate.deployment.key} was over the budget when confirmed")
     rec = _record(model, source.content_hash, target, engines, state, best, confirmed, parts, key, budget_ms,
@@ -199,10 +200,13 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
 
 def _confirm(measurer: ServeMeasurer, best: Measurement, budget_ms: float, plan: LoadPlan,
              show: Callable[[str], None]) -> Measurement:
-    """The chosen deployment once more at its chosen concurrency, ``CONFIRM_FACTOR`` times longer."""
+    """The chosen deployment once more, in a fresh server, loaded as in the search up to its chosen concurrency
+    (the lower levels first: a server that has run them is what the search measured), that level ``CONFIRM_FACTOR``
+    times longer. Its last point is the confirmation."""
     point = best.best_within(budget_ms)
     show(f"confirming {best.deployment.key} at {point.concurrency} client{'s' if point.concurrency > 1 else ''}")
-    longer = dataclasses.replace(plan, concurrency=(point.concurrency,), seconds=plan.seconds * CONFIRM_FACTOR)
+    longer = dataclasses.replace(plan, concurrency=tuple(c for c in plan.concurrency if c <= point.concurrency),
+                                 stop_early=False, last_level_seconds=plan.seconds * CONFIRM_FACTOR)
     m = ServeMeasurer(measurer.model, measurer.pipeline, longer, measurer.workdir, measurer.env)(best.deployment)
     return m
 
@@ -213,7 +217,7 @@ def _record(model: str, model_hash: str, target: str, engines: list[Engine], sta
             elapsed_s: float) -> dict[str, Any]:
     d = best.deployment
     point = best.best_within(budget_ms)
-    confirm_point = confirmed.points[0] if confirmed is not None and confirmed.points else None
+    confirm_point = confirmed.points[-1] if confirmed is not None and confirmed.points else None
     met = point is not None
     chosen: dict[str, Any] = {"key": d.key, "met_budget": met}
     if point is not None:

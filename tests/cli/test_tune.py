@@ -113,6 +113,7 @@ def test_the_printed_command_sustains_what_tune_measured(lcnet, tune_cache, tmp_
     try:
         health = measure.wait_healthy(port, proc, 180)
         assert health["models"][0]["backend"] == rec["backend"]
+        measure.wait_workers(port, rec["deployment"]["instances"], 180)
         # the best of three windows: other work on a shared machine only ever slows a window down
         runs = [served(port, chosen["concurrency"], 4.0) for _ in range(3)]
     finally:
