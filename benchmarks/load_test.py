@@ -21,8 +21,8 @@ reference stays one process of ``--threads`` threads, and the same split offline
 supervisor and every worker, and the engine counters come from ``GET /metrics`` (added up over the workers).
 ``--profile FILE`` runs the server under py-spy (folded stacks; the throughput of such a run is not a result).
 
-The client is a minimal asyncio HTTP/1.1 client (precomputed request bytes, Content-Length framing), so that the
-load generator, which shares the CPU with the server, costs as little as possible.
+The client is :mod:`hpi.tune.load`, the load generator ``hpi tune`` measures with: a minimal asyncio HTTP/1.1 client
+(precomputed request bytes, Content-Length framing), so that it costs the shared CPU as little as possible.
 
 Example (the figures in the README's Serving section)::
 
@@ -44,19 +44,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
+
+from hpi.tune.load import Budget, LoadStats, build_request, http_get, percentile, run_load
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_IMAGE = ROOT / "hpi" / "data" / "images" / "chelsea.jpg"
 MAX_DURATION_S = 600.0
 MAX_CLIENTS = 256
-REQUEST_TIMEOUT_S = 60.0
 
 
 # --------------------------------------------------------------------------------------------------- offline
@@ -198,17 +197,6 @@ def start_server(config: Path, port: int, args: argparse.Namespace) -> subproces
     return subprocess.Popen(cmd, cwd=ROOT, env=env)
 
 
-def http_get(port: int, path: str) -> tuple[int, bytes]:
-    """The status and body of ``GET path`` on the server (one connection, closed after)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
-
-
 ENGINE_COUNTERS = {"hpi_engine_busy_seconds_total": "busy_s", "hpi_batches_total": "batches",
                    "hpi_batch_items_total": "items"}
 
@@ -320,131 +308,7 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float) -> di
     raise SystemExit(f"the server was not healthy after {timeout:.0f} s")
 
 
-# --------------------------------------------------------------------------------------------------- load
-
-
-@dataclass
-class LoadStats:
-    latencies_ms: list[float] = field(default_factory=list)  # successful requests in the measured window
-    errors: dict[str, int] = field(default_factory=dict)
-    sent: int = 0  # requests started in the measured window
-    total: int = 0  # requests started, warm-up included
-
-    def error(self, kind: str) -> None:
-        self.errors[kind] = self.errors.get(kind, 0) + 1
-
-    def merge(self, other: LoadStats) -> None:
-        self.latencies_ms += other.latencies_ms
-        for kind, count in other.errors.items():
-            self.errors[kind] = self.errors.get(kind, 0) + count
-        self.sent += other.sent
-        self.total += other.total
-
-
-class Budget:
-    """How many requests may still start (``--max-requests`` bounds the whole run)."""
-
-    def __init__(self, count: int) -> None:
-        self.left = count
-
-    def take(self) -> bool:
-        if self.left <= 0:
-            return False
-        self.left -= 1
-        return True
-
-
-def build_request(port: int, body: bytes) -> bytes:
-    head = (f"POST /image-classification HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n")
-    return head.encode("ascii") + body
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
-    status_line = await reader.readline()
-    if not status_line:
-        raise ConnectionError("connection closed")
-    headers = {}
-    while True:
-        line = await reader.readline()
-        if line in (b"\r\n", b"\n", b""):
-            break
-        key, _, value = line.decode("latin-1").partition(":")
-        headers[key.strip().lower()] = value.strip()
-    body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return int(status_line.split()[1]), headers, body
-
-
-def check_body(status: int, body: bytes) -> str | None:
-    """None for a correct classification response, else what was wrong."""
-    if status != 200:
-        return f"http_{status}"
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return "bad_json"
-    if data.get("errorCode") != 0:
-        return f"error_code_{data.get('errorCode')}"
-    result = data.get("result") or {}
-    if not result.get("categories") or not isinstance(result.get("image"), str | None):
-        return "bad_result"
-    return None
-
-
-async def client(port: int, request: bytes, measure_from: float, stop_at: float, budget: Budget,
-                 stats: LoadStats) -> None:
-    reader = writer = None
-    while True:
-        now = time.perf_counter()
-        if now >= stop_at or not budget.take():
-            break
-        measured = now >= measure_from
-        stats.total += 1
-        if measured:
-            stats.sent += 1
-        try:
-            if writer is None:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            start = time.perf_counter_ns()
-            writer.write(request)
-            await writer.drain()
-            status, headers, body = await asyncio.wait_for(read_response(reader), REQUEST_TIMEOUT_S)
-            latency_ms = (time.perf_counter_ns() - start) / 1e6
-            problem = check_body(status, body)
-            if headers.get("connection", "").lower() == "close":
-                writer.close()
-                reader = writer = None
-        except (OSError, ConnectionError, asyncio.IncompleteReadError, TimeoutError) as exc:
-            problem = type(exc).__name__
-            if writer is not None:
-                writer.close()
-            reader = writer = None
-        if measured:
-            if problem is None:
-                stats.latencies_ms.append(latency_ms)
-            else:
-                stats.error(problem)
-    if writer is not None:
-        writer.close()
-
-
-async def run_load(port: int, request: bytes, clients: int, warmup_s: float, duration_s: float, budget: Budget
-                   ) -> tuple[LoadStats, float]:
-    """``clients`` connections in a loop: ``warmup_s`` unmeasured, then ``duration_s`` measured."""
-    stats = LoadStats()
-    start = time.perf_counter()
-    measure_from = start + warmup_s
-    stop_at = measure_from + duration_s
-    await asyncio.gather(*(client(port, request, measure_from, stop_at, budget, stats) for _ in range(clients)))
-    measured_s = max(1e-9, min(time.perf_counter(), stop_at) - measure_from)
-    return stats, measured_s
-
-
 # --------------------------------------------------------------------------------------------------- report
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)), 2) if values else None
 
 
 def conditions(args: argparse.Namespace) -> dict[str, Any]:

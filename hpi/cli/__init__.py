@@ -19,7 +19,7 @@ from hpi.errors import HpiError
 
 # The subcommand modules of hpi.cli, in the order ``hpi --help`` lists them.
 COMMANDS = ("predict", "cache", "backends", "bench", "export", "eval", "models", "pipeline", "serve", "batch",
-            "zoo", "triton")
+            "zoo", "triton", "tune")
 
 
 def build_parser() -> argparse.ArgumentParser:

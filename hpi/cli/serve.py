@@ -51,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--use-hpip", action="store_true", help="high-performance mode (measured backend choice)")
     parser.add_argument("--backend", help="force a backend: paddle, onnxruntime, openvino, tensorrt")
     parser.add_argument("--threads", type=int, help="CPU threads per model (default: the machine's cores)")
+    parser.add_argument("--tuned", metavar="RECORD",
+                        help="run the deployment 'hpi tune --target serve' wrote (its tune.json): it sets --use-hpip, "
+                             "--backend, the precision, --workers, --threads, --max-batch, --batch-window-ms, "
+                             "--no-visualize and --loop-niceness, replacing those options")
 
     g = parser.add_argument_group("batching")
     g.add_argument("--max-batch", type=_max_batch, default=batching.max_batch,
@@ -208,6 +212,9 @@ def run(args: argparse.Namespace) -> int:
     # batch every few tens of ms, so a spinning thread would hold a core that decoding and HTTP need. 1 ms still
     # covers the gaps between the regions of one inference. Set before Paddle starts its OpenMP runtime.
     os.environ.setdefault("KMP_BLOCKTIME", "1")
+    from hpi.tune.record import apply_to_serve_args
+
+    apply_to_serve_args(args)  # --tuned RECORD: its deployment's values replace the options it sets
     try:
         import uvicorn
 

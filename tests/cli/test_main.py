@@ -19,7 +19,7 @@ def test_every_command_module_registers_its_subcommand():
     assert set(COMMANDS) == modules  # a new command module must be listed, a listed one must exist
     subcommands = build_parser()._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse has no public API
     assert list(subcommands) == ["predict", "cache", "backends", "bench", "export", "eval", "models",
-                                 "pipeline-config", "serve", "batch", "zoo", "triton"]
+                                 "pipeline-config", "serve", "batch", "zoo", "triton", "tune"]
     for name in COMMANDS:
         assert callable(importlib.import_module(f"hpi.cli.{name}").register)
 

@@ -1,0 +1,226 @@
+"""Measuring one deployment for real: ``hpi serve`` started as a subprocess on a free loopback port with the
+deployment's options, loaded by :mod:`hpi.tune.load` at ascending client concurrency, stopped again.
+
+Every load level runs ``seconds`` measured after a warm-up; the levels stop at the first one whose chosen
+percentile is over the budget (more clients only queue longer) or whose throughput no longer grows (the server is
+saturated). The server's log goes to a file beside the record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpi.errors import HpiError
+from hpi.tune.load import Budget, build_request, http_get, percentile, run_load
+from hpi.tune.record import write_json
+from hpi.tune.search import Deployment, Measurement, Point
+
+DEFAULT_IMAGE = Path(__file__).resolve().parent.parent / "data" / "images" / "chelsea.jpg"
+SATURATION_GAIN = 1.03  # a load level less than 3% faster than the one before means the server is saturated
+MAX_REQUESTS_PER_LEVEL = 200_000
+
+
+class ServerStartError(HpiError):
+    """The server for a deployment did not become healthy."""
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """How each deployment is loaded."""
+
+    concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)  # client connections, ascending
+    seconds: float = 2.0  # measured per load level
+    warmup_s: float = 1.5  # unmeasured at the highest level first (engine shapes, thread pools); a third before each
+    percentile: float = 99.0
+    budget_ms: float = 20.0
+    image: Path = DEFAULT_IMAGE
+    start_timeout_s: float = 180.0
+    stop_early: bool = True  # stop at a level over the budget or saturated (see the module's docstring)
+    last_level_seconds: float | None = None  # the last level measures this long instead (a confirmation)
+
+    def estimate_s(self, start_s: float = 8.0) -> float:
+        """A measurement's expected length: a server start and every load level."""
+        return start_s + self.warmup_s + len(self.concurrency) * (self.seconds + self.warmup_s / 3)
+
+
+def free_port() -> int:
+    """A free loopback port (the kernel's choice)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_arguments(pipeline: str | Path, tuned: str | Path, *, host: str = "127.0.0.1", port: int = 8080
+                    ) -> list[str]:
+    """The ``hpi serve`` options (after ``hpi serve``) that run the deployment of the tune record ``tuned``: the
+    measured servers and the printed command are started alike."""
+    return ["--pipeline", str(pipeline), "--tuned", str(tuned), "--host", host, "--port", str(port),
+            "--log-level", "warning"]
+
+
+def explicit_arguments(pipeline: str | Path, record: dict[str, Any], *, host: str = "127.0.0.1", port: int = 8080
+                       ) -> list[str] | None:
+    """The same server as :func:`serve_arguments` with every value spelled out as ``hpi serve`` flags (what
+    ``--tuned`` sets); None for a precision other than fp32, which only ``--tuned`` (or a pipeline's hpi_config)
+    can ask for."""
+    if record["precision"] != "fp32":
+        return None
+    d = record["deployment"]
+    return ["--pipeline", str(pipeline), "--host", host, "--port", str(port), "--use-hpip", "--backend",
+            record["backend"], "--threads", str(d["threads"]), "--workers", str(d["instances"]),
+            "--max-batch", str(d["max_batch_size"]), "--batch-window-ms", f"{d['batch_delay_ms']:g}",
+            "--no-visualize", "--loop-niceness", str(record.get("loop_niceness", 15)), "--log-level", "warning"]
+
+
+def deployment_record(model: str, d: Deployment, target: str = "serve") -> dict[str, Any]:
+    """The smallest tune record that runs ``d`` (what a measured server is started with)."""
+    return {"kind": "hpi-tune", "version": 1, "target": target, "model": model, "backend": d.backend,
+            "precision": d.precision, "deployment": d.deployment_dict(), "visualize": False,
+            "loop_niceness": d.loop_niceness}
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> dict[str, Any]:
+    """The server's ``GET /health`` result once it answers 200.
+
+    Raises:
+        ServerStartError: it exited first, or did not answer within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerStartError(f"the server exited with code {proc.returncode} before it was healthy")
+        try:
+            status, body = http_get(port, "/health", timeout_s=5)
+            if status == 200:
+                return json.loads(body)["result"]
+        except (OSError, ValueError, IndexError):
+            pass
+        time.sleep(0.2)
+    raise ServerStartError(f"the server was not healthy after {timeout_s:.0f} s")
+
+
+def wait_workers(port: int, workers: int, timeout_s: float) -> None:
+    """Wait until ``GET /metrics`` shows all ``workers`` of ``hpi serve --workers`` (each writes its batcher
+    counters, labelled with its index, once it serves). ``/health`` answers as soon as one is ready, and a
+    keep-alive connection stays with the worker it was handed to: a load that started then would load one worker
+    with every connection for its whole run.
+
+    Raises:
+        ServerStartError: not every worker showed up within ``timeout_s``.
+    """
+    if workers <= 1:
+        return
+    deadline = time.monotonic() + timeout_s
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        try:
+            text = http_get(port, "/metrics", timeout_s=5)[1].decode("utf-8", "replace")
+        except OSError:
+            text = ""
+        seen = set(re.findall(r'worker="(\d+)"', text))
+        if len(seen) >= workers:
+            return
+        time.sleep(0.25)
+    raise ServerStartError(f"{len(seen)} of {workers} workers were serving after {timeout_s:.0f} s")
+
+
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """SIGTERM (the server drains), then SIGKILL after ``timeout_s``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def load_levels(port: int, plan: LoadPlan, concurrency: Sequence[int] | None = None) -> list[Point]:
+    """Load the running server at each concurrency, ascending, stopping early (see the module's docstring)."""
+    body = json.dumps({"image": base64.b64encode(plan.image.read_bytes()).decode("ascii")}).encode()
+    request = build_request(port, body)
+    levels = list(concurrency or plan.concurrency)
+    # Warm-up at the highest level first: every batch size up to the max reaches the engine, so that engines that
+    # compile per shape (OpenVINO's static batches, oneDNN's primitives) have done so before any level is timed.
+    asyncio.run(run_load(port, request, max(levels), plan.warmup_s, 0.0, Budget(MAX_REQUESTS_PER_LEVEL)))
+    points: list[Point] = []
+    for i, clients in enumerate(levels):
+        warmup = plan.warmup_s / 3
+        last = i == len(levels) - 1 and plan.last_level_seconds is not None
+        stats, measured_s = asyncio.run(run_load(port, request, clients, warmup,
+                                                 plan.last_level_seconds if last else plan.seconds,
+                                                 Budget(MAX_REQUESTS_PER_LEVEL)))
+        point = Point(concurrency=clients, throughput_rps=round(len(stats.latencies_ms) / measured_s, 2),
+                      latency_ms=percentile(stats.latencies_ms, plan.percentile),
+                      p50_ms=percentile(stats.latencies_ms, 50), requests=stats.sent,
+                      errors=sum(stats.errors.values()), seconds=round(measured_s, 3))
+        points.append(point)
+        if not plan.stop_early:
+            continue
+        if not point.within(plan.budget_ms):
+            break
+        best_before = max((p.throughput_rps for p in points[:-1]), default=0.0)
+        if best_before and point.throughput_rps < best_before * SATURATION_GAIN:
+            break
+    return points
+
+
+class ServeMeasurer:
+    """Measures deployments through the real ``hpi serve``, each in a fresh server process.
+
+    Args:
+        model: the model's name (for the records the servers are started with).
+        pipeline: the pipeline YAML the server runs.
+        plan: the load levels.
+        workdir: where each server's record and the servers' log (``servers.log``) go.
+        env: extra environment for the server (``HPI_CACHE_DIR`` and the like are inherited anyway).
+    """
+
+    def __init__(self, model: str, pipeline: Path, plan: LoadPlan, workdir: Path,
+                 env: dict[str, str] | None = None) -> None:
+        self.model, self.pipeline, self.plan, self.env = model, pipeline, plan, env or {}
+        self.workdir = workdir
+        self.log = workdir / "servers.log"
+
+    def command(self, d: Deployment, port: int) -> list[str]:
+        """The server of ``d``: ``hpi serve --tuned`` with a record of ``d`` alone."""
+        tuned = self.workdir / "deployment.json"
+        write_json(tuned, deployment_record(self.model, d))
+        return [sys.executable, "-m", "hpi", "serve", *serve_arguments(self.pipeline, tuned, port=port)]
+
+    def __call__(self, d: Deployment) -> Measurement:
+        start = time.monotonic()
+        port = free_port()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            log.write(f"\n==== {d.key} on port {port}\n".encode())
+            log.flush()
+            command = self.command(d, port)
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                    env={**os.environ, **self.env}, start_new_session=True)
+            try:
+                health = wait_healthy(port, proc, self.plan.start_timeout_s)
+                served = health["models"][0]
+                if served.get("backend") != d.backend:
+                    return Measurement(d, (), time.monotonic() - start,
+                                       f"the server ran {served.get('backend')}, not {d.backend}")
+                wait_workers(port, d.instances, self.plan.start_timeout_s)
+                points = load_levels(port, self.plan)
+            except ServerStartError as exc:
+                return Measurement(d, (), time.monotonic() - start, f"{exc} (log: {self.log})")
+            finally:
+                stop(proc)
+        return Measurement(d, tuple(points), time.monotonic() - start)
