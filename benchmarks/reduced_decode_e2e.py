@@ -42,12 +42,12 @@ sys.path.insert(0, str(ROOT))
 
 import hpi  # noqa: E402
 from hpi.bench.measure import stage_image, weights_label  # noqa: E402
-from hpi.selection.reduced_decode import judge, photo_jpeg  # noqa: E402
 from hpi.bench.report import machine_description  # noqa: E402
 from hpi.bench.targets import cpu_kind  # noqa: E402
 from hpi.loading import locate_model  # noqa: E402
 from hpi.models.classification import Predictor  # noqa: E402
 from hpi.selection.measure import reference_images  # noqa: E402
+from hpi.selection.reduced_decode import judge, photo_jpeg  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
