@@ -171,6 +171,7 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         log_id = scope["state"].get("log_id")
+        scope["state"]["refusal"] = "unauthorized" if role is None else "forbidden"
         if role is None:
             status, message = 401, ("missing or wrong API key; send it as 'Authorization: Bearer <key>' or "
                                     "'X-API-Key: <key>'")

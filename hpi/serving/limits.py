@@ -51,6 +51,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MiB = 1 << 20
+# Connection-level defaults of ServeSettings, here so that ``hpi serve``'s parser can show them without FastAPI.
+DEFAULT_MAX_CONNECTIONS = 512
+DEFAULT_HEADER_TIMEOUT_S = 5.0
+DEFAULT_BODY_TIMEOUT_S = 30.0
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _DATA_URI_RE = re.compile(r"^data:[\w/+.\-]*(;[\w=.\-]+)*;base64,", re.ASCII)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -316,9 +320,11 @@ class BodyLimitMiddleware:
         for key, value in scope.get("headers", ()):
             if key == b"content-length":
                 if not value.isdigit():
+                    _mark(scope, "bad_content_length")
                     await _reply(scope, send, 400, f"invalid Content-Length {value[:32].decode('latin-1')!r}")
                     return
                 if int(value) > limit:
+                    _mark(scope, "body_too_large")
                     await _reply(scope, send, 413, _too_large(int(value), limit))
                     return
         chunks: list[bytes] = []
@@ -330,6 +336,7 @@ class BodyLimitMiddleware:
             body = message.get("body", b"")
             size += len(body)
             if size > limit:
+                _mark(scope, "body_too_large")
                 await _reply(scope, send, 413, _too_large(None, limit))
                 return
             chunks.append(body)
@@ -352,12 +359,50 @@ def _too_large(size: int | None, limit: int) -> str:
     return f"request body too large: {got}, the limit is {limit / MiB:.1f} MiB"
 
 
-async def _reply(scope: Scope, send: Send, status: int, message: str) -> None:
+def _mark(scope: Scope, reason: str) -> None:
+    """Record why a request was refused, for the metrics and the access log (:mod:`hpi.serving.observability`)."""
+    scope.setdefault("state", {})["refusal"] = reason
+
+
+async def _reply(scope: Scope, send: Send, status: int, message: str,
+                 extra: tuple[tuple[bytes, bytes], ...] = ((b"connection", b"close"),)) -> None:
     body = error_body(status, message, scope.get("state", {}).get("log_id"))
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                            *extra]})
     await send({"type": "http.response.body", "body": body})
+
+
+class ConcurrencyLimitMiddleware:
+    """ASGI middleware: at most ``max_requests`` requests in this process at once; more get 503 with Retry-After.
+
+    It counts requests, not connections: a request reaches the app only once its headers are complete, so a client
+    that opens connections and never finishes a request cannot lock others out (the header and body deadlines of
+    :mod:`hpi.serving.server` close such connections). ``/health`` is exempt, so a load balancer can tell a busy
+    server from a dead one.
+    """
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], max_requests: int,
+                 exempt: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.max_requests = max_requests
+        self.exempt = frozenset(exempt)
+        self.active = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.max_requests:
+            _mark(scope, "connection_limit")
+            await _reply(scope, send, 503, f"the server is at its limit of {self.max_requests} requests at once; "
+                                           "retry shortly", ((b"retry-after", b"1"),))
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
 
 
 def status_for(exc: BaseException) -> int:
