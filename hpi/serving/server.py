@@ -120,6 +120,8 @@ def guarded_protocol(deadlines: ConnectionDeadlines, on_refusal: RefusalCallback
             cycle = self.cycle
             if cycle is not None and cycle is not self._seen_cycle:
                 self._seen_cycle = cycle
+                if getattr(self.server_state, "hpi_stopping", False):
+                    cycle.keep_alive = False  # the server is stopping: answer this request, then close
                 if cycle.more_body and not cycle.response_complete:
                     self._arm(BODY_TIMEOUT, deadlines.body_timeout_s)
                 else:
@@ -165,6 +167,16 @@ def guarded_protocol(deadlines: ConnectionDeadlines, on_refusal: RefusalCallback
                 self.transport.close()
                 report(HEADER_TIMEOUT, 408, self.client, log_id)
 
+        def shutdown(self) -> None:
+            """On the server's graceful stop: a connection whose request has not (fully) arrived yet was accepted
+            before the stop, so its request is still answered (within the header deadline), then it closes; an idle
+            keep-alive connection closes now, as uvicorn does."""
+            if self.cycle is None or (self.cycle.response_complete and self._waiting_for == HEADER_TIMEOUT):
+                if self._waiting_for is None:
+                    self._arm(HEADER_TIMEOUT, deadlines.header_timeout_s)
+                return
+            super().shutdown()
+
         def send_400_response(self, msg: str) -> None:
             log_id = new_log_id()
             self.transport.write(raw_response(400, "Bad Request", error_body(400, f"malformed HTTP request: {msg}",
@@ -202,7 +214,48 @@ def server_config(app: Any, settings: ServeSettings, *, host: str = "127.0.0.1",
 
 class HpiServer(uvicorn.Server):
     """uvicorn's server, which on SIGTERM/SIGINT stops gracefully, logs one line and returns (no re-raised
-    signal, so the process exits 0)."""
+    signal, so the process exits 0).
+
+    Its graceful stop first takes the connections still waiting in the listening socket's backlog (closing the
+    socket would reset them) and answers their requests; a connection made after that is refused.
+    """
+
+    announce_stop = True  # log the one line; a worker process leaves it to its supervisor
+
+    def protocol(self) -> asyncio.Protocol:
+        """A protocol object for one connection, made as uvicorn makes it for one it accepted."""
+        return self.config.http_protocol_class(config=self.config, server_state=self.server_state,
+                                               app_state=self.lifespan.state)
+
+    def adopt(self, conn: Any) -> None:
+        """Serve an accepted socket ``conn`` as if this server had accepted it."""
+        conn.setblocking(False)
+        loop = asyncio.get_running_loop()
+        loop.create_task(loop.connect_accepted_socket(self.protocol, conn))
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        self.server_state.hpi_stopping = True  # type: ignore[attr-defined]
+        for server in self.servers:
+            for listening in server.sockets:
+                self._take_backlog(listening.fileno())
+        await asyncio.sleep(0)  # let the adopted connections register before uvicorn looks at them
+        await super().shutdown(sockets)
+
+    def _take_backlog(self, fileno: int) -> None:
+        import os
+        import socket
+
+        listener = socket.socket(fileno=os.dup(fileno))
+        try:
+            listener.setblocking(False)
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                self.adopt(conn)
+        finally:
+            listener.close()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -215,6 +268,6 @@ class HpiServer(uvicorn.Server):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        if self._captured_signals:
+        if self._captured_signals and self.announce_stop:
             logger.warning("hpi serve stopped on %s after draining its requests",
                            signal.Signals(self._captured_signals[0]).name)

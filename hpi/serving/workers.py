@@ -241,8 +241,8 @@ class _Supervisor:
                     logger.warning("accept failed: %s", exc)
                     time.sleep(0.05)
                 continue
-            with conn:
-                self.hand(conn)
+            with conn:  # accepted: a worker answers it, even if the stop began meanwhile
+                self.hand(conn) or self.hand(conn, attempts=40)
 
     def hand(self, conn: socket.socket, attempts: int | None = None) -> bool:
         """Pass ``conn`` to a ready worker; while none is ready (all starting), wait (at most ``attempts`` rounds
@@ -307,8 +307,10 @@ class _HandedConnectionsServer(HpiServer):
     """uvicorn serving the connections that arrive over ``channel`` instead of listening itself.
 
     Each connection gets uvicorn's own HTTP protocol object, made as uvicorn makes it for a connection it accepted, so
-    keep-alive, ``limit_concurrency`` and graceful shutdown (which waits for the connections it tracks) work as usual.
+    keep-alive, the deadlines and graceful shutdown (which waits for the connections it tracks) work as usual.
     """
+
+    announce_stop = False
 
     def __init__(self, config: Any, channel: socket.socket, ready: Any) -> None:
         super().__init__(config)
@@ -323,10 +325,6 @@ class _HandedConnectionsServer(HpiServer):
         loop.add_reader(self.channel.fileno(), self._receive, loop)
         self.ready.set()
 
-    def _protocol(self) -> asyncio.Protocol:
-        return self.config.http_protocol_class(config=self.config, server_state=self.server_state,
-                                               app_state=self.lifespan.state)
-
     def _receive(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
             message, fds, _, _ = socket.recv_fds(self.channel, 16, 16)
@@ -338,16 +336,23 @@ class _HandedConnectionsServer(HpiServer):
             loop.remove_reader(self.channel.fileno())
             self.should_exit = True
             return
+        # Served even while stopping: the supervisor accepted them before it closed its listening socket.
         for fd in fds:
-            conn = socket.socket(fileno=fd)
-            if self.should_exit:
-                conn.close()
-                continue
-            conn.setblocking(False)
-            loop.create_task(loop.connect_accepted_socket(self._protocol, conn))
+            self.adopt(socket.socket(fileno=fd))
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.channel.fileno() != -1:
-            asyncio.get_running_loop().remove_reader(self.channel.fileno())
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self.channel.fileno())
+            self.channel.setblocking(False)
+            while True:  # connections handed over but not read yet
+                try:
+                    _, fds, _, _ = socket.recv_fds(self.channel, 16, 16)
+                except OSError:
+                    break
+                if not fds:
+                    break
+                for fd in fds:
+                    self.adopt(socket.socket(fileno=fd))
             self.channel.close()
         await super().shutdown(sockets=None)
