@@ -136,7 +136,10 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("engine")
     g.add_argument("--engine", choices=["uvicorn", "ray"], default="uvicorn",
                    help="uvicorn: this machine's processes (default); ray: Ray Serve replicas of the same app "
-                        "(RAY_ADDRESS, or a local cluster on 127.0.0.1)")
+                        "(on --address, else RAY_ADDRESS, else a local cluster on 127.0.0.1), listening on --port "
+                        "like the other variants")
+    g.add_argument("--address", help="with --engine ray: the Ray cluster to join (HOST:PORT as 'ray start --head' "
+                                     "prints it; default: RAY_ADDRESS, else a local cluster on 127.0.0.1)")
     g.add_argument("--workers", type=int, default=1,
                    help="with --engine uvicorn: server processes sharing the port, each with its own engine of "
                         "--threads threads (default: the cores / workers); image_classification only (default: 1)")
@@ -239,8 +242,10 @@ def run(args: argparse.Namespace) -> int:
         from hpi.scaleout.ray_serve import serve_forever
 
         serve_forever(args.pipeline, settings, host=args.host, port=args.port, replicas=args.replicas,
-                      cpus_per_replica=args.cpus_per_replica)
+                      cpus_per_replica=args.cpus_per_replica, address=args.address)
         return 0
+    if args.address:
+        raise InvalidConfigError("--address is for --engine ray")
     if args.workers != 1:
         from hpi.serving.workers import WorkerOptions, serve_workers
 
