@@ -61,12 +61,16 @@ def connect(*, address: str | None = None, num_cpus: int | None = None,
         return RayConnection("existing", False, float(ray.cluster_resources().get("CPU", 0)))
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        if address.rsplit(":", 1)[0] in (LOOPBACK, "localhost"):
+            _prefer_loopback()  # else Ray dials this machine's routable address instead of the loopback one given
         try:
             ray.init(address=address, configure_logging=False, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise BackendUnavailableError(
                 f"cannot join the Ray cluster at {address}: {exc}; start one with 'ray start --head' (it prints the "
-                "address), or leave --address and RAY_ADDRESS unset for a local cluster") from exc
+                "address), or leave --address and RAY_ADDRESS unset for a local cluster. A cluster that says "
+                "'Token authentication is enabled' needs RAY_AUTH_MODE=token here (and its token, in "
+                "~/.ray/auth_token or RAY_AUTH_TOKEN)") from exc
         logger.info("joined the Ray cluster at %s", address)
         return RayConnection(address, True, float(ray.cluster_resources().get("CPU", 0)))
     _prefer_loopback()

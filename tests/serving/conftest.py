@@ -90,9 +90,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 class ServerProcess:
     """``python -m hpi.serving`` (``hpi serve``) on the toy model in a child process on 127.0.0.1, with its caches and
-    temporary files under ``tmp_path``; its stdout+stderr go to ``tmp_path / "server.log"``."""
+    temporary files under ``tmp_path`` (``env`` overrides; Ray needs a short TMPDIR for its socket paths); its
+    stdout+stderr go to ``tmp_path / "server.log"``."""
 
-    def __init__(self, toy_dir: Path, tmp_path: Path, *args: str) -> None:
+    def __init__(self, toy_dir: Path, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
         import os
         import subprocess
         import sys
@@ -108,7 +109,7 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         (tmp_path / "tmp").mkdir(exist_ok=True)
         env = {**os.environ, "HPI_CACHE_DIR": str(tmp_path / "cache"), "TMPDIR": str(tmp_path / "tmp"),
-               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **(env or {})}
         self.log_path = tmp_path / "server.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
