@@ -69,7 +69,7 @@ class SharedIndexStore(IndexStore):
             return
         if key is None:
             if self.default_path is not None and version is not None and slot in self._seen:
-                self.default = FeatureIndex.load(self.default_path)
+                self.default = self.load_quoted(self.default_path, "the default index")
         else:
             self._forget(key)
         self._seen[slot] = version
