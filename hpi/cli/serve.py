@@ -88,6 +88,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="requests served at once (per server, shared out among --workers) before the next gets 503 "
                         "with Retry-After; a connection still sending its request does not count "
                         f"(default: {limit_defaults.DEFAULT_MAX_CONNECTIONS})")
+    g.add_argument("--decode-memory-mb", type=float, default=None,
+                   help="MiB the decoded images of all requests in hand may take; past it a request waits up to 5 s, "
+                        "then gets 503 with Retry-After (default: an eighth of the machine's or container's memory, "
+                        "at least 256)")
     g.add_argument("--header-timeout", type=float, default=limit_defaults.DEFAULT_HEADER_TIMEOUT_S,
                    help="seconds a client may take to send a request's headers; then 408 and the connection closes "
                         f"(default: {limit_defaults.DEFAULT_HEADER_TIMEOUT_S:g})")
@@ -185,6 +189,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         max_connections=args.max_connections,
         header_timeout_s=args.header_timeout,
         body_timeout_s=args.body_timeout,
+        decode_memory_bytes=int(args.decode_memory_mb * MiB) if args.decode_memory_mb else None,
         **({} if args.loop_niceness is None else {"loop_niceness": args.loop_niceness}),
         metrics=not args.no_metrics,
         access_log=not args.no_access_log,

@@ -27,10 +27,12 @@ from hpi.serving.limits import (
     DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_MAX_CONNECTIONS,
+    DecodeBudget,
     ServingLimits,
     check_pixels,
     decode_base64_image,
     decode_image_bytes,
+    default_decode_budget_bytes,
     is_url,
 )
 from hpi.serving.protocol import ModelStatus
@@ -62,6 +64,10 @@ class ServeSettings:
     header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S  # a request's headers must arrive within this, else 408 and
     # the connection closes
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S  # and its body within this after the headers
+    # Decoded images of all requests in hand, in bytes; past it a request waits up to decode_wait_s, then 503.
+    # None: an eighth of the machine's (or container's) memory, at least 256 MiB.
+    decode_memory_bytes: int | None = None
+    decode_wait_s: float = 5.0
     metrics: bool = True  # GET /metrics (Prometheus text)
     access_log: bool = True  # one JSON line per request on the hpi.serving.access logger (INFO)
     visualize: bool = True  # result.image when a request does not say (its "visualize"); False sends null
@@ -186,6 +192,8 @@ class Service(ABC):
         workers = settings.cpu_workers or min(4, (os.cpu_count() or 1) + 1)
         self.cpu_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hpi-serve-cpu")
         self.batchers: list[DynamicBatcher[Any, Any]] = []
+        self.decode_budget = DecodeBudget(settings.decode_memory_bytes or default_decode_budget_bytes(),
+                                          settings.decode_wait_s)
         self.owned: Any = None  # a pipeline this service created, closed on stop()
 
     @abstractmethod

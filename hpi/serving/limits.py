@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import ipaddress
 import json
+import os
 import re
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +87,12 @@ class ImageFetchError(RequestRejectedError):
     """An allowed URL could not be fetched (network error, HTTP error status, timeout)."""
 
     status_code = 422
+
+
+class DecodeMemoryBusyError(RequestRejectedError):
+    """The decoded images of the requests in hand already take the server's decode-memory budget."""
+
+    status_code = 503
 
 
 # --------------------------------------------------------------------------------------------------- limits
@@ -262,6 +270,65 @@ def check_pixels(data: bytes, limits: ServingLimits, name: str) -> tuple[int, in
             f"{limits.max_aspect_ratio:g}:1 (resizing its short side would need too many pixels)"
         )
     return width, height
+
+
+def default_decode_budget_bytes() -> int:
+    """An eighth of the machine's memory (of the cgroup's limit when lower), at least 256 MiB."""
+    total = 0
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = open(limit_file, encoding="ascii").read().strip()  # noqa: SIM115 - one read
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < (total or 1 << 62):
+            total = int(text)
+    return max(256 * MiB, total // 8)
+
+
+def decoded_bytes(data: bytes, name: str = "image") -> int:
+    """The bytes an encoded image takes once decoded to 8-bit BGR, from its header."""
+    width, height = image_dimensions(data, name)
+    return max(1, width) * max(1, height) * 3
+
+
+class DecodeBudget:
+    """A total for the decoded images of all requests in hand: a request holds its images' decoded size from
+    reading until its answer; past the total it waits (at most ``wait_s``), then is refused with 503 and
+    Retry-After. An image larger than the whole budget still runs, alone.
+
+    Sixteen concurrent largest-allowed images took the server to 1.36 GB before it had one.
+    """
+
+    def __init__(self, total_bytes: int, wait_s: float = 5.0) -> None:
+        if total_bytes < 1 or not wait_s > 0:
+            raise InvalidConfigError(f"decode budget must be positive with a positive wait, got {total_bytes!r} "
+                                     f"bytes and {wait_s!r} s")
+        self.total, self.wait_s, self.used = total_bytes, wait_s, 0
+        self._changed: Any = None  # asyncio.Condition, made on the serving loop
+
+    @contextlib.asynccontextmanager
+    async def hold(self, nbytes: int) -> AsyncIterator[None]:
+        import asyncio
+
+        nbytes = min(max(1, nbytes), self.total)
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: self.used + nbytes <= self.total), self.wait_s)
+            except TimeoutError:
+                raise DecodeMemoryBusyError(
+                    f"the server's decode-memory budget ({self.total / MiB:.0f} MiB) is taken by the images in hand; "
+                    f"retry shortly") from None
+            self.used += nbytes
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.used -= nbytes
+                self._changed.notify_all()
 
 
 def decode_image_bytes(data: bytes, limits: ServingLimits, name: str) -> np.ndarray:

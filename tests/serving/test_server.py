@@ -116,8 +116,14 @@ def test_a_keep_alive_request_that_stalls_is_closed_too(guarded_server):
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", guarded_server.port), timeout=5) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        first = sock.recv(65536)
-        assert first.startswith(b"HTTP/1.1 200")
+        first = b""
+        while b"\r\n\r\n" not in first:
+            first += sock.recv(65536)
+        head, _, body = first.partition(b"\r\n\r\n")
+        length = int(re.search(rb"content-length: (\d+)", head.lower()).group(1))
+        while len(body) < length:
+            body += sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200") and len(body) == length
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # the second request's headers never end
         data = read_until_closed(sock, time.monotonic() + DEADLINE_S + 1.0)
     assert data.startswith(b"HTTP/1.1 408")
