@@ -107,10 +107,12 @@ def guarded_protocol(deadlines: ConnectionDeadlines, on_refusal: RefusalCallback
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            if self._waiting_for is None and self._between_requests():
-                self._arm(HEADER_TIMEOUT, deadlines.header_timeout_s)  # the first bytes of a keep-alive request
             super().data_received(data)
             self._follow()
+            if self._waiting_for is None and self._between_requests() and not self.transport.is_closing():
+                # The first bytes of a keep-alive request whose headers are not complete yet. A request that
+                # arrives whole (the common case) never arms a timer: it costs no timer handle per request.
+                self._arm(HEADER_TIMEOUT, deadlines.header_timeout_s)
 
         def _between_requests(self) -> bool:
             return self.cycle is None or self.cycle.response_complete
