@@ -86,13 +86,13 @@ class SharedIndexStore(IndexStore):
         return key
 
     def _change(self, key: str | None, change: Any) -> dict[int, str]:
-        from filelock import FileLock
+        from hpi.storage import directory_lock
 
         if key is not None:
             self._check_key(key)
-        locks = self.root / ".locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(locks / f"{key or DEFAULT_KEY}.lock")):
+        # storage's lock (the one every persisted directory uses), on a lock file of its own per index
+        target = self.root / (key or DEFAULT_KEY)
+        with directory_lock(target, lock_path=self.root / ".locks" / f"{key or DEFAULT_KEY}.lock"):
             self._refresh(key)
             id_map = super()._change(key, change)
             self._seen[key or DEFAULT_KEY] = self._version(key)
