@@ -244,7 +244,20 @@ def _stop_accepting(proxy: Any) -> bool:
     if task is None or not task.done():
         return False
     _, server = task.result()
-    server.should_exit = True
+
+    def begin() -> None:  # on the proxy's event loop
+        from hpi.serving.server import take_backlog
+
+        stop = server.shutdown
+
+        async def shutdown(sockets: Any = None) -> None:
+            take_backlog(server)  # connections the kernel accepted are answered, not reset by the close
+            await stop(sockets=sockets)
+
+        server.shutdown = shutdown
+        server.should_exit = True
+
+    task.get_loop().call_soon_threadsafe(begin)
     return True
 
 

@@ -226,38 +226,16 @@ class HpiServer(uvicorn.Server):
 
     def protocol(self) -> asyncio.Protocol:
         """A protocol object for one connection, made as uvicorn makes it for one it accepted."""
-        return self.config.http_protocol_class(config=self.config, server_state=self.server_state,
-                                               app_state=self.lifespan.state)
+        return new_protocol(self)
 
     def adopt(self, conn: Any) -> None:
         """Serve an accepted socket ``conn`` as if this server had accepted it."""
-        conn.setblocking(False)
-        loop = asyncio.get_running_loop()
-        loop.create_task(loop.connect_accepted_socket(self.protocol, conn))
+        adopt_connection(self, conn)
 
     async def shutdown(self, sockets: list[Any] | None = None) -> None:
         self.server_state.hpi_stopping = True  # type: ignore[attr-defined]
-        for server in self.servers:
-            for listening in server.sockets:
-                self._take_backlog(listening.fileno())
-        await asyncio.sleep(0)  # let the adopted connections register before uvicorn looks at them
-        await super().shutdown(sockets)
-
-    def _take_backlog(self, fileno: int) -> None:
-        import os
-        import socket
-
-        listener = socket.socket(fileno=os.dup(fileno))
-        try:
-            listener.setblocking(False)
-            while True:
-                try:
-                    conn, _ = listener.accept()
-                except OSError:
-                    return
-                self.adopt(conn)
-        finally:
-            listener.close()
+        take_backlog(self)
+        await super().shutdown(sockets)  # closes the listening sockets first, in this same step
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -273,3 +251,43 @@ class HpiServer(uvicorn.Server):
         if self._captured_signals and self.announce_stop:
             logger.warning("hpi serve stopped on %s after draining its requests",
                            signal.Signals(self._captured_signals[0]).name)
+
+
+def new_protocol(server: uvicorn.Server) -> asyncio.Protocol:
+    """A protocol object for one connection of ``server``, made as uvicorn makes it for one it accepted."""
+    return server.config.http_protocol_class(config=server.config, server_state=server.server_state,
+                                             app_state=server.lifespan.state)
+
+
+def adopt_connection(server: uvicorn.Server, conn: Any) -> None:
+    """Serve an accepted socket ``conn`` on ``server`` as if it had accepted it (from the server's event loop)."""
+    conn.setblocking(False)
+    loop = asyncio.get_running_loop()
+    loop.create_task(loop.connect_accepted_socket(lambda: new_protocol(server), conn))
+
+
+def take_backlog(server: uvicorn.Server) -> int:
+    """Accept every connection waiting in ``server``'s listening sockets and serve it; how many.
+
+    Closing a listening socket resets the connections the kernel has accepted but the server has not: a client
+    that connected just before a graceful stop would see a reset instead of an answer. Call this in the same event
+    loop step as the close (uvicorn's ``shutdown`` closes first thing)."""
+    import os
+    import socket
+
+    taken = 0
+    for listening_server in getattr(server, "servers", []):
+        for listening in listening_server.sockets:
+            listener = socket.socket(fileno=os.dup(listening.fileno()))
+            try:
+                listener.setblocking(False)
+                while True:
+                    try:
+                        conn, _ = listener.accept()
+                    except OSError:
+                        break
+                    adopt_connection(server, conn)
+                    taken += 1
+            finally:
+                listener.close()
+    return taken
