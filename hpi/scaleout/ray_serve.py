@@ -14,6 +14,7 @@ process id), which says which replica answered.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -249,9 +250,13 @@ def _stop_accepting(proxy: Any) -> bool:
         from hpi.serving.server import take_backlog
 
         stop = server.shutdown
+        loop = task.get_loop()
 
         async def shutdown(sockets: Any = None) -> None:
             take_backlog(server)  # connections the kernel accepted are answered, not reset by the close
+            for conn in list(server.server_state.connections):
+                if getattr(conn, "cycle", None) is None:  # accepted, request not parsed yet
+                    conn.shutdown = functools.partial(_shutdown_after_grace, conn, loop)
             await stop(sockets=sockets)
 
         server.shutdown = shutdown
@@ -259,6 +264,22 @@ def _stop_accepting(proxy: Any) -> bool:
 
     task.get_loop().call_soon_threadsafe(begin)
     return True
+
+
+def _shutdown_after_grace(conn: Any, loop: Any, grace_s: float = 1.0) -> None:
+    """uvicorn's graceful stop closes a connection whose request it has not parsed yet; with the request's bytes
+    unread in the socket, the kernel then resets it. Give the request ``grace_s`` to arrive instead: then stop the
+    connection as uvicorn would (after its answer)."""
+
+    def later() -> None:
+        if conn.transport is None or conn.transport.is_closing():
+            return
+        if conn.cycle is None or conn.cycle.response_complete:
+            conn.transport.close()
+        else:
+            conn.cycle.keep_alive = False
+
+    loop.call_later(grace_s, later)
 
 
 def _http_server_stopped(proxy: Any) -> bool:
