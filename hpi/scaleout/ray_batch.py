@@ -138,7 +138,8 @@ def remote_files(uri: str, timeout_s: float = REMOTE_TIMEOUT_S) -> tuple[list[st
             "S3-compatible server via AWS_ENDPOINT_URL). Copy the images to a local or S3 path first")
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     has_keys = bool(os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"))
-    has_profile = bool(os.environ.get("AWS_PROFILE")) or Path("~/.aws/credentials").expanduser().is_file()
+    credentials_file = os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials"
+    has_profile = bool(os.environ.get("AWS_PROFILE")) or Path(credentials_file).expanduser().is_file()
     if not (has_keys or has_profile):
         raise InvalidInputError(
             f"{uri}: no S3 credentials configured; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "

@@ -19,14 +19,17 @@ from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION",
-           "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SHARED_CREDENTIALS_FILE")
+           "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 
 
 @pytest.fixture
 def no_aws(monkeypatch, tmp_path):
     for name in AWS_ENV:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.aws/credentials
+    # No credentials file either (HOME stays: Ray keeps its token under it, and a cluster started earlier in this
+    # process would not match a new one's)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
 
 
 def batch(toy_dir, tmp_path, source: str, *extra: str) -> int:
