@@ -57,6 +57,9 @@ class CacheEntry:
     parts: dict[str, Any]  # what the key was made from
     size_bytes: int
     created: float  # epoch seconds
+    # "ok" (every file's checksum matched), "unverified" (sizes match; checksums not read: hpi cache verify reads
+    # them), or "corrupted: <which file and how>"; an entry that is not ok is rebuilt before it is used
+    state: str = "unverified"
 
 
 class EngineCache:
@@ -125,8 +128,14 @@ class EngineCache:
     def _is_valid(self, entry: Path) -> bool:
         return storage.is_complete(entry)
 
-    def entries(self) -> list[CacheEntry]:
-        """Every valid entry, oldest first."""
+    def entries(self, *, verify: bool = False) -> list[CacheEntry]:
+        """Every entry with a manifest, oldest first, with its :attr:`CacheEntry.state`.
+
+        Args:
+            verify: read every file and check its SHA-256 (state ``ok`` or ``corrupted: ...``); without it only the
+                sizes are compared with the manifest (state ``unverified`` or ``corrupted: ...``), a few ``stat``
+                calls per entry.
+        """
         out = []
         if not self.root.is_dir():
             return out
@@ -137,7 +146,8 @@ class EngineCache:
                     continue
                 size = sum(int(m.get("size", 0)) for m in manifest["files"].values())
                 out.append(CacheEntry(kind_dir.name, entry.name, entry, manifest.get("parts", {}), size,
-                                      float(manifest.get("created", 0.0))))
+                                      float(manifest.get("created", 0.0)),
+                                      _verified_state(entry, manifest) if verify else _sized_state(entry, manifest)))
         return sorted(out, key=lambda e: e.created)
 
     def clear(self, kind: str | None = None) -> int:
@@ -157,3 +167,24 @@ class EngineCache:
                     shutil.rmtree(entry, ignore_errors=True)
                     removed += 1
         return removed
+
+
+def _sized_state(entry: Path, manifest: Mapping[str, Any]) -> str:
+    """``unverified`` when every file the manifest lists exists with its recorded size, else why not."""
+    for name, record in manifest["files"].items():
+        try:
+            size = (entry / name).stat().st_size
+        except OSError:
+            return f"corrupted: {name} is missing"
+        if not isinstance(record, dict) or size != record.get("size"):
+            return f"corrupted: {name} is {size} bytes, the manifest records {record.get('size')}"
+    return "unverified"
+
+
+def _verified_state(entry: Path, manifest: Mapping[str, Any]) -> str:
+    """``ok`` when every file matches its size and SHA-256, else which one does not (relative to the entry)."""
+    try:
+        storage.verify_files(entry, manifest["files"])
+    except StorageError as exc:
+        return "corrupted: " + str(exc).replace(f"{entry}/", "")
+    return "ok"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any
 
 from hpi.aot import prepare_engines
@@ -162,4 +163,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"engine cache: {cache.root}")
     for e in prepared.entries:
         print(f"  {e.kind:16} {e.size_bytes / 1e6:9.2f} MB  {e.path}")
-    return 0
+    return export_exit_code(prepared.builds)
+
+
+def export_exit_code(builds: Sequence[Any]) -> int:
+    """0: every engine asked for was built (a backend this machine cannot run is reported, not failed); 1: some
+    built, some failed; 2: none built."""
+    built = sum(b.status == "built" for b in builds)
+    failed = sum(b.status == "failed" for b in builds)
+    if builds and not built:
+        return 2
+    return 1 if failed else 0

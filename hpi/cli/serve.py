@@ -39,6 +39,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``hpi serve`` (also ``python -m hpi.serving``)."""
+    from hpi.serving import limits as limit_defaults
     from hpi.serving.batching import BatchingConfig
     from hpi.serving.indexes import IndexQuotas
     from hpi.serving.limits import ServingLimits
@@ -87,8 +88,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"seconds for the whole fetch of one URL, redirects included (default: {limits.url_timeout_s:g})")
     g.add_argument("--max-url-redirects", type=int, default=limits.url_max_redirects,
                    help=f"redirects followed per URL, each one checked again (default: {limits.url_max_redirects})")
-    g.add_argument("--max-connections", type=int, default=512,
-                   help="concurrent connections before uvicorn answers 503 (default: 512)")
+    g.add_argument("--max-connections", type=int, default=limit_defaults.DEFAULT_MAX_CONNECTIONS,
+                   help="requests served at once (per server, shared out among --workers) before the next gets 503 "
+                        "with Retry-After; a connection still sending its request does not count "
+                        f"(default: {limit_defaults.DEFAULT_MAX_CONNECTIONS})")
+    g.add_argument("--decode-memory-mb", type=float, default=None,
+                   help="MiB the decoded images of all requests in hand may take; past it a request waits up to 5 s, "
+                        "then gets 503 with Retry-After (default: an eighth of the machine's or container's memory, "
+                        "at least 256)")
+    g.add_argument("--header-timeout", type=float, default=limit_defaults.DEFAULT_HEADER_TIMEOUT_S,
+                   help="seconds a client may take to send a request's headers; then 408 and the connection closes "
+                        f"(default: {limit_defaults.DEFAULT_HEADER_TIMEOUT_S:g})")
+    g.add_argument("--body-timeout", type=float, default=limit_defaults.DEFAULT_BODY_TIMEOUT_S,
+                   help="seconds a client may take to send a request's body after its headers; then 408 and the "
+                        f"connection closes (default: {limit_defaults.DEFAULT_BODY_TIMEOUT_S:g})")
 
     g = parser.add_argument_group("authentication")
     g.add_argument("--api-key-file", metavar="FILE",
@@ -131,7 +144,10 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("engine")
     g.add_argument("--engine", choices=["uvicorn", "ray"], default="uvicorn",
                    help="uvicorn: this machine's processes (default); ray: Ray Serve replicas of the same app "
-                        "(RAY_ADDRESS, or a local cluster on 127.0.0.1)")
+                        "(on --address, else RAY_ADDRESS, else a local cluster on 127.0.0.1), listening on --port "
+                        "like the other variants")
+    g.add_argument("--address", help="with --engine ray: the Ray cluster to join (HOST:PORT as 'ray start --head' "
+                                     "prints it; default: RAY_ADDRESS, else a local cluster on 127.0.0.1)")
     g.add_argument("--workers", type=int, default=1,
                    help="with --engine uvicorn: server processes sharing the port, each with its own engine of "
                         "--threads threads (default: the cores / workers); image_classification only (default: 1)")
@@ -174,6 +190,10 @@ def settings_from_args(args: argparse.Namespace) -> Any:
                            max_index_bytes=int(args.max_index_disk_mb * MiB)),
         request_timeout_s=args.request_timeout,
         drain_timeout_s=args.graceful_timeout,
+        max_connections=args.max_connections,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        decode_memory_bytes=int(args.decode_memory_mb * MiB) if args.decode_memory_mb else None,
         **({} if args.loop_niceness is None else {"loop_niceness": args.loop_niceness}),
         metrics=not args.no_metrics,
         access_log=not args.no_access_log,
@@ -216,9 +236,8 @@ def run(args: argparse.Namespace) -> int:
 
     apply_to_serve_args(args)  # --tuned RECORD: its deployment's values replace the options it sets
     try:
-        import uvicorn
-
         from hpi.serving.app import create_app
+        from hpi.serving.server import HpiServer, server_config
     except ImportError as exc:
         raise BackendUnavailableError(
             f"hpi serve needs FastAPI and uvicorn ({exc.name} is missing); install them with: pip install 'hpi[serve]'"
@@ -235,20 +254,20 @@ def run(args: argparse.Namespace) -> int:
         from hpi.scaleout.ray_serve import serve_forever
 
         serve_forever(args.pipeline, settings, host=args.host, port=args.port, replicas=args.replicas,
-                      cpus_per_replica=args.cpus_per_replica)
+                      cpus_per_replica=args.cpus_per_replica, address=args.address)
         return 0
+    if args.address:
+        raise InvalidConfigError("--address is for --engine ray")
     if args.workers != 1:
         from hpi.serving.workers import WorkerOptions, serve_workers
 
         return serve_workers(args.pipeline, settings, host=args.host, port=args.port, workers=args.workers,
-                             options=WorkerOptions(log_level=args.log_level, max_connections=args.max_connections,
-                                                   graceful_timeout_s=args.graceful_timeout))
+                             options=WorkerOptions(log_level=args.log_level, graceful_timeout_s=args.graceful_timeout))
     app = create_app(args.pipeline, settings)
-    # uvicorn's own access log is off: hpi's carries the logId. On SIGTERM uvicorn stops accepting connections,
-    # waits for accepted requests (at most --graceful-timeout), then the app drains its queues and stops.
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                limit_concurrency=args.max_connections, timeout_keep_alive=5, access_log=False,
-                timeout_graceful_shutdown=args.graceful_timeout)
+    # On SIGTERM uvicorn stops accepting connections, waits for accepted requests (at most --graceful-timeout), then
+    # the app drains its queues and stops; HpiServer logs that and returns instead of re-raising the signal.
+    HpiServer(server_config(app, settings, host=args.host, port=args.port, log_level=args.log_level,
+                            graceful_timeout_s=args.graceful_timeout)).run()
     return 0
 
 

@@ -113,12 +113,79 @@ class HpiClassifier:
             model.close()
 
 
+REMOTE_TIMEOUT_S = 5.0  # connecting to and listing a remote store; a wrong endpoint fails within seconds
+
+
+def remote_files(uri: str, timeout_s: float = REMOTE_TIMEOUT_S) -> tuple[list[str], Any]:
+    """The images under a remote URI, and the pyarrow filesystem that reads them (for ``read_binary_files``).
+
+    Only ``s3://`` is supported, configured the way AWS tools are: ``AWS_ACCESS_KEY_ID`` and
+    ``AWS_SECRET_ACCESS_KEY`` (or ``AWS_PROFILE`` / ``~/.aws/credentials``), ``AWS_REGION``, and ``AWS_ENDPOINT_URL``
+    for an S3-compatible server (MinIO, Ceph, moto). The listing runs here, with short timeouts and no retries, so
+    an unreachable endpoint fails within seconds instead of after pyarrow's retries.
+
+    Raises:
+        InvalidInputError: an unsupported scheme, missing configuration, an unreachable endpoint, no images.
+    """
+    from urllib.parse import urlparse
+
+    from hpi.inputs import IMAGE_SUFFIXES
+
+    scheme = urlparse(uri).scheme.lower()
+    if scheme != "s3":
+        raise InvalidInputError(
+            f"{uri}: {scheme}:// inputs are not supported by hpi batch; supported: local paths and s3:// (AWS or an "
+            "S3-compatible server via AWS_ENDPOINT_URL). Copy the images to a local or S3 path first")
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    has_keys = bool(os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"))
+    credentials_file = os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials"
+    has_profile = bool(os.environ.get("AWS_PROFILE")) or Path(credentials_file).expanduser().is_file()
+    if not (has_keys or has_profile):
+        raise InvalidInputError(
+            f"{uri}: no S3 credentials configured; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "
+            "AWS_REGION, and AWS_ENDPOINT_URL for an S3-compatible server")
+    import pyarrow.fs as pafs
+
+    options: dict[str, Any] = {"connect_timeout": timeout_s, "request_timeout": timeout_s,
+                               "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=1),
+                               "region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+                               or "us-east-1"}
+    if endpoint:
+        parsed = urlparse(endpoint)
+        options["endpoint_override"] = parsed.netloc or parsed.path
+        options["scheme"] = parsed.scheme or "https"
+    if has_keys:
+        options.update(access_key=os.environ["AWS_ACCESS_KEY_ID"], secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+                       session_token=os.environ.get("AWS_SESSION_TOKEN"))
+    where = f"the S3 endpoint {endpoint}" if endpoint else "AWS S3"
+    path = uri.split("://", 1)[1].rstrip("/")
+    try:
+        fs = pafs.S3FileSystem(**options)
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.File:
+            entries = [info]
+        elif info.type == pafs.FileType.Directory:
+            entries = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+        else:
+            raise InvalidInputError(f"{uri}: no such object or prefix on {where}")
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise InvalidInputError(
+            f"{uri}: cannot list it on {where} within {timeout_s:g} s: {first}; check AWS_ENDPOINT_URL, the "
+            "credentials and AWS_REGION") from exc
+    files = sorted(e.path for e in entries if e.type == pafs.FileType.File
+                   and Path(e.path).suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InvalidInputError(f"{uri}: no images there on {where} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files, fs
+
+
 def expand_input(spec: str) -> list[str]:
-    """A directory (its images), a glob pattern, a file, or a remote URI Ray reads itself (``s3://...``)."""
+    """A directory (its images), a glob pattern or a file; a remote URI is checked by :func:`remote_files`."""
     from hpi.inputs import IMAGE_SUFFIXES
 
     if "://" in spec:
-        return [spec]
+        return remote_files(spec)[0]
     path = Path(spec).expanduser()
     if path.is_dir():
         files = sorted(str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -142,16 +209,19 @@ class BatchReport:
     threads_per_worker: int
     backend: str  # the engine each worker runs, e.g. onnxruntime[fp32]
     seconds: float
+    interrupted: bool = False  # stopped by a signal before the end: no output written
+    total: int = 0  # images the job was given
 
 
 def run_batch(model: str, inputs: str, output: str | os.PathLike[str], *, model_dir: str | None = None,
               use_hpip: bool = False, workers: int | None = None, batch_size: int = 16, topk: int | None = None,
               cache_dir: str | None = None, num_cpus: int | None = None,
-              object_store_bytes: int | None = None,
-              progress: Callable[[int, int], None] | None = None) -> BatchReport:
+              object_store_bytes: int | None = None, address: str | None = None,
+              progress: Callable[[int, int], None] | None = None, stop: Any = None) -> BatchReport:
     """Classify images on Ray Data and write one parquet file of PaddleX-format results.
 
-    Runs on the cluster ``RAY_ADDRESS`` names, else on a local cluster bound to 127.0.0.1 (no dashboard). The
+    Runs on the cluster at ``address`` (else ``RAY_ADDRESS``), else on a local cluster bound to 127.0.0.1 (no
+    dashboard). The
     model is located (or built from the zoo) and, with ``use_hpip``, its decision measured once here; each worker
     then loads it with threads = its CPUs.
 
@@ -161,8 +231,12 @@ def run_batch(model: str, inputs: str, output: str | os.PathLike[str], *, model_
         output: the parquet file to write (rows in input order).
         workers: actors (default: one per 2 CPUs of the cluster, at least 1).
         batch_size: images per ``map_batches`` call.
-        num_cpus, object_store_bytes: size of a local cluster (ignored with ``RAY_ADDRESS``).
+        num_cpus, object_store_bytes: size of a local cluster (ignored when joining one).
+        address: a running cluster to join (``HOST:PORT``); default ``RAY_ADDRESS``, else a local cluster.
         progress: called with (rows done, rows total) as results arrive.
+        stop: a :class:`hpi.scaleout.ray_cluster.StopSignals`, entered once Ray is up (``ray.init`` installs its
+            own SIGTERM handler): on SIGTERM or SIGINT the job stops after the batch in hand, writes no output and
+            returns a report with ``interrupted`` set.
     """
     import time
 
@@ -170,11 +244,17 @@ def run_batch(model: str, inputs: str, output: str | os.PathLike[str], *, model_
     from hpi.loading import locate_model
     from hpi.scaleout.ray_cluster import connect, disconnect
 
-    files = expand_input(inputs)
+    filesystem = None
+    if "://" in inputs:
+        files, filesystem = remote_files(inputs)
+    else:
+        files = expand_input(inputs)
     source = locate_model(model, model_dir, build=True)
     cache = EngineCache(cache_dir)
-    connection = connect(num_cpus=num_cpus, object_store_bytes=object_store_bytes)
+    connection = connect(address=address, num_cpus=num_cpus, object_store_bytes=object_store_bytes)
     try:
+        if stop is not None:
+            stop.__enter__()
         import pyarrow as pa
         import pyarrow.parquet as pq
         import ray
@@ -193,6 +273,7 @@ def run_batch(model: str, inputs: str, output: str | os.PathLike[str], *, model_
         # Reading files is I/O: it asks for no CPU, so that workers holding every CPU cannot starve it, and runs
         # as few tasks at a time as there are workers (with no CPU to count, Ray would start a process per block).
         ds = ray.data.read_binary_files(files, include_paths=True, num_cpus=0, concurrency=workers,
+                                        filesystem=filesystem,
                                         override_num_blocks=max(workers, min(len(files) // batch_size, 4 * workers)))
         ds = ds.map_batches(
             HpiClassifier, batch_size=batch_size, batch_format="numpy",
@@ -201,26 +282,32 @@ def run_batch(model: str, inputs: str, output: str | os.PathLike[str], *, model_
                                    "use_hpip": use_hpip, "hpi_config": hpi_config, "topk": topk,
                                    "cache_dir": str(cache.root)})
         out = Path(output)
-        out.parent.mkdir(parents=True, exist_ok=True)
         schema = pa.schema([("input_path", pa.string()), ("class_ids", pa.list_(pa.int64())),
                             ("scores", pa.list_(pa.float64())), ("label_names", pa.list_(pa.string())),
                             ("error", pa.string())])
         rows = failed = 0
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        try:
-            with pq.ParquetWriter(tmp, schema) as writer:
-                for batch in ds.iter_batches(batch_format="pyarrow", batch_size=batch_size):
-                    table = batch.select(list(RESULT_COLUMNS)).cast(schema)
-                    writer.write_table(table)
-                    rows += table.num_rows
-                    failed += table.num_rows - table.column("error").null_count
-                    if progress:
-                        progress(rows, len(files))
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return BatchReport(out, rows, failed, workers, threads, label, time.perf_counter() - start)
+        # The results (a few numbers per image) are gathered in memory and written once, atomically: a stopped or
+        # failed job leaves no partial file, and a reader never sees half of one.
+        sink = pa.BufferOutputStream()
+        with pq.ParquetWriter(sink, schema) as writer:
+            for batch in ds.iter_batches(batch_format="pyarrow", batch_size=batch_size):
+                table = batch.select(list(RESULT_COLUMNS)).cast(schema)
+                writer.write_table(table)
+                rows += table.num_rows
+                failed += table.num_rows - table.column("error").null_count
+                if progress:
+                    progress(rows, len(files))
+                if stop is not None and stop.event.is_set():
+                    return BatchReport(out, rows, failed, workers, threads, label, time.perf_counter() - start,
+                                       interrupted=True, total=len(files))
+        from hpi.storage import write_file_atomic
+
+        write_file_atomic(out, sink.getvalue().to_pybytes())
+        return BatchReport(out, rows, failed, workers, threads, label, time.perf_counter() - start,
+                           total=len(files))
     finally:
+        if stop is not None:
+            stop.__exit__(None, None, None)
         disconnect(connection)
 
 
@@ -237,4 +324,5 @@ def _engine_label(source: Any, use_hpip: bool, hpi_config: dict[str, Any], cache
     return record.winner.candidate.label
 
 
-__all__ = ["RESULT_COLUMNS", "BatchReport", "HpiClassifier", "actor_cpus", "expand_input", "run_batch"]
+__all__ = ["RESULT_COLUMNS", "BatchReport", "HpiClassifier", "actor_cpus", "expand_input", "remote_files",
+           "run_batch"]

@@ -14,6 +14,7 @@ process id), which says which replica answered.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -29,6 +30,7 @@ from hpi.serving.indexes import DEFAULT_KEY, IndexStore
 logger = logging.getLogger(__name__)
 
 REPLICA_HEADER = "X-Hpi-Replica"
+RAY_HEALTHY_PATH = "/-/healthy"
 
 
 class SharedIndexStore(IndexStore):
@@ -68,7 +70,7 @@ class SharedIndexStore(IndexStore):
             return
         if key is None:
             if self.default_path is not None and version is not None and slot in self._seen:
-                self.default = FeatureIndex.load(self.default_path)
+                self.default = self.load_quoted(self.default_path, "the default index")
         else:
             self._forget(key)
         self._seen[slot] = version
@@ -85,13 +87,13 @@ class SharedIndexStore(IndexStore):
         return key
 
     def _change(self, key: str | None, change: Any) -> dict[int, str]:
-        from filelock import FileLock
+        from hpi.storage import directory_lock
 
         if key is not None:
             self._check_key(key)
-        locks = self.root / ".locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(locks / f"{key or DEFAULT_KEY}.lock")):
+        # storage's lock (the one every persisted directory uses), on a lock file of its own per index
+        target = self.root / (key or DEFAULT_KEY)
+        with directory_lock(target, lock_path=self.root / ".locks" / f"{key or DEFAULT_KEY}.lock"):
             self._refresh(key)
             id_map = super()._change(key, change)
             self._seen[key or DEFAULT_KEY] = self._version(key)
@@ -121,6 +123,16 @@ def replica_app(pipeline: Any, settings: Any, config: Mapping[str, Any] | None =
     if isinstance(getattr(service, "store", None), IndexStore):
         service.store = SharedIndexStore.from_store(service.store)
     ident = f"{socket.gethostname()}:{os.getpid()}"
+
+    # Ray Serve's proxy answers /-/routes and, since Ray 2.50 or so, /-/healthz itself; health checks written for
+    # the /-/healthy of earlier Serve releases reach the app, which answers them as the proxy did.
+    async def ray_healthy() -> Any:
+        from fastapi.responses import PlainTextResponse
+
+        healthy = service.healthy
+        return PlainTextResponse("success" if healthy else "unhealthy", status_code=200 if healthy else 503)
+
+    app.add_api_route(RAY_HEALTHY_PATH, ray_healthy, methods=["GET"], include_in_schema=False)
 
     @app.middleware("http")
     async def name_replica(request: Any, call_next: Any) -> Any:
@@ -184,32 +196,126 @@ def app_builder(args: Mapping[str, str]) -> Any:
 
 
 def serve_forever(pipeline: str, settings: Any, *, host: str = "127.0.0.1", port: int = 8080, replicas: int = 2,
-                  cpus_per_replica: float | None = None) -> None:
-    """``hpi serve --engine ray``: connect to Ray (``RAY_ADDRESS`` or a local loopback cluster), start Serve's
-    HTTP proxy on ``host:port`` and run the application until interrupted."""
-    import time
+                  cpus_per_replica: float | None = None, address: str | None = None) -> str | None:
+    """``hpi serve --engine ray``: connect to Ray (``address``, else ``RAY_ADDRESS``, else a local loopback
+    cluster), start Serve's HTTP proxy on ``host:port`` and run the application until SIGTERM or SIGINT.
 
+    Serve's own ``/-/healthz`` and ``/-/routes`` (and ``/-/healthy``) answer beside hpi's endpoints. On a signal, Serve is shut down
+    (each replica finishes its requests in flight, up to the deployment's graceful shutdown timeout), then Ray;
+    a local cluster's processes are all stopped.
+
+    Returns:
+        The name of the signal that stopped the server.
+    """
     from ray import serve
 
     from hpi.device import cpu_count
-    from hpi.scaleout.ray_cluster import connect, disconnect
+    from hpi.scaleout.ray_cluster import StopSignals, connect, disconnect
 
-    connection = connect()
+    connection = connect(address=address)
     try:
-        cpus = cpus_per_replica or (connection.cpus or cpu_count()) / replicas  # fractions share cores
-        serve.start(http_options={"host": host, "port": port})
-        serve.run(build_application(pipeline, settings, replicas=replicas, cpus_per_replica=cpus), name="hpi",
-                  route_prefix="/")
-        logger.info("Ray Serve: %d replica(s) of %s on http://%s:%d", replicas, pipeline, host, port)
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        with StopSignals() as stop:  # after connect(): ray.init installs its own SIGTERM handler
+            cpus = cpus_per_replica or (connection.cpus or cpu_count()) / replicas  # fractions share cores
+            serve.start(http_options={"host": host, "port": port})
+            serve.run(build_application(pipeline, settings, replicas=replicas, cpus_per_replica=cpus), name="hpi",
+                      route_prefix="/")
+            logger.info("Ray Serve: %d replica(s) of %s on http://%s:%d (Ray's /-/healthz, /-/healthy and "
+                        "/-/routes beside hpi's endpoints)", replicas, pipeline, host, port)
+            while not stop.event.wait(1.0):
+                pass
+            drain_proxies(settings.drain_timeout_s)
+            try:
+                serve.shutdown()
+            finally:
+                disconnect(connection)
+            logger.warning("hpi serve --engine ray stopped on %s after its replicas drained their requests",
+                           stop.name)
+            return stop.name
     finally:
-        try:
-            serve.shutdown()
-        finally:
-            disconnect(connection)
+        disconnect(connection)  # a second call is a no-op; this one runs when starting failed
 
 
-__all__ = ["REPLICA_HEADER", "SharedIndexStore", "app_builder", "build_application", "replica_app", "serve_forever"]
+PROXY_ACTOR_PREFIX = "SERVE_PROXY_ACTOR"  # Ray Serve's name for its HTTP proxy actors (one per node)
+
+
+def _stop_accepting(proxy: Any) -> bool:
+    """Run inside a Serve proxy actor: start its uvicorn server's graceful stop (listening socket closed, requests in
+    flight finished, idle connections closed). False when the proxy has no HTTP server."""
+    task = getattr(proxy, "_start_http_server_task", None)
+    if task is None or not task.done():
+        return False
+    _, server = task.result()
+
+    def begin() -> None:  # on the proxy's event loop
+        from hpi.serving.server import take_backlog
+
+        stop = server.shutdown
+        loop = task.get_loop()
+
+        async def shutdown(sockets: Any = None) -> None:
+            take_backlog(server)  # connections the kernel accepted are answered, not reset by the close
+            for conn in list(server.server_state.connections):
+                if getattr(conn, "cycle", None) is None:  # accepted, request not parsed yet
+                    conn.shutdown = functools.partial(_shutdown_after_grace, conn, loop)
+            await stop(sockets=sockets)
+
+        server.shutdown = shutdown
+        server.should_exit = True
+
+    task.get_loop().call_soon_threadsafe(begin)
+    return True
+
+
+def _shutdown_after_grace(conn: Any, loop: Any, grace_s: float = 1.0) -> None:
+    """uvicorn's graceful stop closes a connection whose request it has not parsed yet; with the request's bytes
+    unread in the socket, the kernel then resets it. Give the request ``grace_s`` to arrive instead: then stop the
+    connection as uvicorn would (after its answer)."""
+
+    def later() -> None:
+        if conn.transport is None or conn.transport.is_closing():
+            return
+        if conn.cycle is None or conn.cycle.response_complete:
+            conn.transport.close()
+        else:
+            conn.cycle.keep_alive = False
+
+    loop.call_later(grace_s, later)
+
+
+def _http_server_stopped(proxy: Any) -> bool:
+    task = getattr(proxy, "_running_http_server_task", None)
+    return task is None or task.done()
+
+
+def drain_proxies(timeout_s: float) -> bool:
+    """Stop Serve's HTTP proxies as uvicorn stops: new connections refused, requests in flight answered (at most
+    ``timeout_s``). ``serve.shutdown()`` alone kills the proxies with their connections open (the clients see a
+    reset). This reaches into the proxy actor (Ray 2.60's attribute names); if they change, it logs and returns
+    False, and the stop goes on without draining."""
+    import time
+
+    import ray
+
+    try:
+        proxies = [ray.get_actor(a["name"], namespace=a["namespace"])
+                   for a in ray.util.list_named_actors(all_namespaces=True)
+                   if a["name"].startswith(PROXY_ACTOR_PREFIX)]
+        stopping = [p for p, ok in zip(proxies, ray.get([p.__ray_call__.remote(_stop_accepting) for p in proxies],
+                                                        timeout=10)) if ok]
+        deadline = time.monotonic() + timeout_s
+        while stopping and time.monotonic() < deadline:
+            done = ray.get([p.__ray_call__.remote(_http_server_stopped) for p in stopping], timeout=10)
+            stopping = [p for p, stopped in zip(stopping, done) if not stopped]
+            time.sleep(0.1)
+        if stopping:
+            logger.warning("%d Serve proxy(ies) still had requests after %.0f s; stopping them anyway",
+                           len(stopping), timeout_s)
+        return not stopping
+    except Exception as exc:  # noqa: BLE001 - Ray internals: draining is best effort, the stop must go on
+        logger.warning("could not drain Ray Serve's HTTP proxies (%s: %s); stopping without draining",
+                       type(exc).__name__, exc)
+        return False
+
+
+__all__ = ["REPLICA_HEADER", "SharedIndexStore", "app_builder", "build_application", "drain_proxies", "replica_app",
+           "serve_forever"]

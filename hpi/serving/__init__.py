@@ -3,7 +3,9 @@
 * :mod:`hpi.serving.app`: ``create_app(pipeline, settings) -> FastAPI``
 * :mod:`hpi.serving.protocol`: the request and response bodies
 * :mod:`hpi.serving.batching`: one engine thread per model, dynamic batching in front of it
-* :mod:`hpi.serving.limits`: body, image and pixel limits
+* :mod:`hpi.serving.limits`: body, image and pixel limits, the request limit, the decode-memory budget
+* :mod:`hpi.serving.server`: uvicorn as ``hpi serve`` runs it: header and body deadlines, JSON refusals, clean stop
+* :mod:`hpi.serving.workers`: ``--workers N``, several processes behind one port
 * :mod:`hpi.serving.fetch`: image URLs fetched by checked address (SSRF and DNS-rebinding safe)
 * :mod:`hpi.serving.auth`: API keys and admin keys
 * :mod:`hpi.serving.observability`: logIds, the JSON access log, Prometheus metrics

@@ -13,7 +13,9 @@ schema is at ``/openapi.json`` (and ``/docs``); ``GET /health`` says which backe
 
 The layers a request passes, outermost first: :class:`~hpi.serving.observability.ObserveMiddleware` (logId,
 metrics, access log), :class:`~hpi.serving.auth.AuthMiddleware` (keys, before the body is read),
-:class:`~hpi.serving.limits.BodyLimitMiddleware`, :class:`ErrorGuardMiddleware`, then FastAPI's routes.
+:class:`~hpi.serving.limits.BodyLimitMiddleware` (reads the body within its limit),
+:class:`~hpi.serving.limits.ConcurrencyLimitMiddleware` (requests at once, counted once fully arrived),
+:class:`ErrorGuardMiddleware`, then FastAPI's routes.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from hpi.errors import HpiError, InvalidConfigError
 from hpi.serving.auth import AuthMiddleware
 from hpi.serving.batching import yield_cpu_to_engines
 from hpi.serving.common import ServeSettings, Service, error_response, log_id_of, new_log_id, ok_response
-from hpi.serving.limits import BodyLimitMiddleware, error_body, status_for
+from hpi.serving.limits import BodyLimitMiddleware, ConcurrencyLimitMiddleware, error_body, status_for
 from hpi.serving.observability import ObserveMiddleware, ServerMetrics
 from hpi.serving.protocol import (
     HEALTH_ENDPOINT,
@@ -128,8 +130,12 @@ def create_app(pipeline: Any, settings: ServeSettings | None = None, *, worker: 
     if metrics is not None:
         _register_metrics(app, metrics)
     app.state.metrics = metrics
+    app.state.access_log = settings.access_log
     _register_error_handlers(app)
     app.add_middleware(ErrorGuardMiddleware)  # each add_middleware wraps the ones before: the last is outermost
+    # Inside the body limit, which reads the whole body first: a request counts against the limit only once it has
+    # fully arrived, so slow senders cannot use it up (the body deadline bounds them instead).
+    app.add_middleware(ConcurrencyLimitMiddleware, max_requests=settings.max_connections, exempt=(HEALTH_ENDPOINT,))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
     app.add_middleware(AuthMiddleware, auth=settings.auth, open_paths=[HEALTH_ENDPOINT],
                        admin_paths=INDEX_CHANGING_ENDPOINTS)
@@ -219,6 +225,12 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid request body: " + "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
+# Refusals the endpoints raise, by exception class, as counted in hpi_refusals_total.
+_REFUSAL_REASONS = {"ServerBusyError": "queue_full", "ServiceStoppedError": "stopping",
+                    "DecodeMemoryBusyError": "decode_memory", "PayloadTooLargeError": "too_large",
+                    "UrlNotAllowedError": "url_not_allowed"}
+
+
 def _register_error_handlers(app: FastAPI) -> None:
     async def on_http(request: Request, exc: StarletteHTTPException) -> Any:
         return error_response(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
@@ -234,6 +246,9 @@ def _register_error_handlers(app: FastAPI) -> None:
         if status >= 500:
             logger.error("logId %s: %s: %s", log_id_of(request), type(exc).__name__, exc, exc_info=exc)
         headers = {"Retry-After": "1"} if status == 503 else None
+        reason = _REFUSAL_REASONS.get(type(exc).__name__)
+        if reason:
+            request.state.refusal = reason
         return error_response(request, status, str(exc), headers)
 
     app.add_exception_handler(StarletteHTTPException, on_http)

@@ -2,7 +2,8 @@
 
 Keys come from files (``--api-key-file``, ``--admin-key-file``), one per line: either the key itself or its
 SHA-256 as ``sha256:<64 hex digits>`` (so a key file need not hold usable keys). Blank lines and lines starting with
-``#`` are skipped. Only digests are kept in memory; a presented key is hashed and compared with every digest in
+``#`` are skipped; a UTF-8 byte-order mark is ignored; a file other users may read or write is loaded with a warning
+(``chmod 600`` it), as ssh warns about a private key. Only digests are kept in memory; a presented key is hashed and compared with every digest in
 constant time (:func:`hmac.compare_digest`, no early exit), so neither the key nor its position leaks through timing.
 
 A client sends its key as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import re
 from collections.abc import Iterable
@@ -30,6 +32,8 @@ from typing import Any
 
 from hpi.errors import InvalidConfigError
 from hpi.serving.limits import Receive, Scope, Send, error_body
+
+logger = logging.getLogger(__name__)
 
 MIN_KEY_LENGTH = 16
 _DIGEST_RE = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
@@ -77,9 +81,16 @@ def load_key_file(path: str | os.PathLike[str]) -> frozenset[str]:
     """
     path = Path(path).expanduser()
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig drops the byte-order mark some editors write first, which would otherwise become part of the
+        # first key (a key that then never matches)
+        text = path.read_text(encoding="utf-8-sig")
+        mode = path.stat().st_mode
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidConfigError(f"cannot read the key file {path}: {exc}") from exc
+    if mode & 0o077:
+        # As ssh does for a private key: anyone else on the machine who can read the file can use the keys.
+        logger.warning("the key file %s is readable or writable by other users (mode %s); restrict it with: "
+                       "chmod 600 %s", path, oct(mode & 0o777), path)
     return parse_keys(text.splitlines(), str(path))
 
 
@@ -171,6 +182,7 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         log_id = scope["state"].get("log_id")
+        scope["state"]["refusal"] = "unauthorized" if role is None else "forbidden"
         if role is None:
             status, message = 401, ("missing or wrong API key; send it as 'Authorization: Bearer <key>' or "
                                     "'X-API-Key: <key>'")

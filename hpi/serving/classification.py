@@ -26,7 +26,7 @@ from hpi.serving.common import (
     model_status,
     ok_body,
 )
-from hpi.serving.limits import decode_image_bytes
+from hpi.serving.limits import decode_image_bytes, decoded_bytes
 from hpi.serving.protocol import (
     CLASSIFY_ENDPOINT,
     ClassifyRequest,
@@ -197,11 +197,13 @@ class ClassificationService(Service):
     async def classify(self, body: ClassifyRequest, request: Request) -> Any:
         data = await self.read_image(body.image, "image")
         topk = body.topk or self.default_topk
-        res = await self.submit(self.batcher, ClassifyItem(data, topk))
         log_id, visualize = log_id_of(request), self.visualize(body.visualize)
-        if not visualize:  # a few categories: building them here costs less than a hand-off to the pool
-            return json_response(ok_body(log_id, self._render(res, topk, data, visualize)))
-        return json_response(await self.in_cpu_pool(lambda: ok_body(log_id, self._render(res, topk, data, visualize))))
+        async with self.decode_budget.hold(decoded_bytes(data)):  # decoded in the batch, drawn on below
+            res = await self.submit(self.batcher, ClassifyItem(data, topk))
+            if not visualize:  # a few categories: building them here costs less than a hand-off to the pool
+                return json_response(ok_body(log_id, self._render(res, topk, data, visualize)))
+            return json_response(await self.in_cpu_pool(
+                lambda: ok_body(log_id, self._render(res, topk, data, visualize))))
 
     def register_routes(self, app: FastAPI) -> None:
         app.add_api_route(

@@ -23,7 +23,18 @@ from hpi.serving.auth import AuthConfig
 from hpi.serving.batching import BatchingConfig, DynamicBatcher
 from hpi.serving.fetch import UrlFetcher
 from hpi.serving.indexes import IndexQuotas
-from hpi.serving.limits import ServingLimits, check_pixels, decode_base64_image, decode_image_bytes, is_url
+from hpi.serving.limits import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTIONS,
+    DecodeBudget,
+    ServingLimits,
+    check_pixels,
+    decode_base64_image,
+    decode_image_bytes,
+    default_decode_budget_bytes,
+    is_url,
+)
 from hpi.serving.protocol import ModelStatus
 
 R = TypeVar("R")
@@ -47,6 +58,16 @@ class ServeSettings:
     quotas: IndexQuotas = field(default_factory=IndexQuotas)  # PP-ShiTuV2 indexes built through the API
     request_timeout_s: float = 120.0  # a request waiting longer for its result gets 504
     drain_timeout_s: float = 30.0  # on shutdown, how long queued requests may still run before they get 503
+    # Requests (headers complete) served at once by this process; more get 503 with Retry-After. A connection whose
+    # request is still arriving does not count: the deadlines below bound how long it may take.
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S  # a request's headers must arrive within this, else 408 and
+    # the connection closes
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S  # and its body within this after the headers
+    # Decoded images of all requests in hand, in bytes; past it a request waits up to decode_wait_s, then 503.
+    # None: an eighth of the machine's (or container's) memory, at least 256 MiB.
+    decode_memory_bytes: int | None = None
+    decode_wait_s: float = 5.0
     metrics: bool = True  # GET /metrics (Prometheus text)
     access_log: bool = True  # one JSON line per request on the hpi.serving.access logger (INFO)
     visualize: bool = True  # result.image when a request does not say (its "visualize"); False sends null
@@ -67,6 +88,11 @@ class ServeSettings:
             raise InvalidConfigError(f"request_timeout_s must be positive, got {self.request_timeout_s!r}")
         if not self.drain_timeout_s >= 0:
             raise InvalidConfigError(f"drain_timeout_s must not be negative, got {self.drain_timeout_s!r}")
+        if not isinstance(self.max_connections, int) or self.max_connections < 1:
+            raise InvalidConfigError(f"max_connections must be a positive integer, got {self.max_connections!r}")
+        for name in ("header_timeout_s", "body_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise InvalidConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
         if not 1 <= self.jpeg_quality <= 100:
             raise InvalidConfigError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality!r}")
         if not isinstance(self.loop_niceness, int) or not 0 <= self.loop_niceness <= 19:
@@ -166,6 +192,8 @@ class Service(ABC):
         workers = settings.cpu_workers or min(4, (os.cpu_count() or 1) + 1)
         self.cpu_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hpi-serve-cpu")
         self.batchers: list[DynamicBatcher[Any, Any]] = []
+        self.decode_budget = DecodeBudget(settings.decode_memory_bytes or default_decode_budget_bytes(),
+                                          settings.decode_wait_s)
         self.owned: Any = None  # a pipeline this service created, closed on stop()
 
     @abstractmethod

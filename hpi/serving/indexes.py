@@ -177,9 +177,21 @@ class IndexStore:
         path = self.root / key
         if not path.is_dir():
             raise UnknownIndexError(f"no index with indexKey {key!r} on this server")
-        index = FeatureIndex.load(path)
+        index = self.load_quoted(path, f"index {key}")
         self._remember(key, index)
         return index
+
+    def load_quoted(self, path: Path, name: str) -> FeatureIndex:
+        """Load a saved index; a damaged one raises :class:`IndexFileError` naming ``name`` and the file relative to
+        the index store (clients see the message: no server path in it)."""
+        try:
+            return FeatureIndex.load(path)
+        except IndexFileError as exc:
+            message = str(exc)
+            for prefix in (f"{self.root}{os.sep}", f"{path.parent}{os.sep}"):
+                message = message.replace(prefix, "")
+            logger.error("%s at %s is damaged: %s", name, path, exc)  # the full path, for the operator
+            raise IndexFileError(f"{name} is damaged: {message.strip(': ')}", path=exc.path) from exc
 
     def _remember(self, key: str, index: FeatureIndex) -> None:
         with self._cache_lock:

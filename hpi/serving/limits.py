@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import ipaddress
 import json
+import os
 import re
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +53,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MiB = 1 << 20
+# Connection-level defaults of ServeSettings, here so that ``hpi serve``'s parser can show them without FastAPI.
+DEFAULT_MAX_CONNECTIONS = 512
+DEFAULT_HEADER_TIMEOUT_S = 5.0
+DEFAULT_BODY_TIMEOUT_S = 30.0
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _DATA_URI_RE = re.compile(r"^data:[\w/+.\-]*(;[\w=.\-]+)*;base64,", re.ASCII)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -81,6 +87,12 @@ class ImageFetchError(RequestRejectedError):
     """An allowed URL could not be fetched (network error, HTTP error status, timeout)."""
 
     status_code = 422
+
+
+class DecodeMemoryBusyError(RequestRejectedError):
+    """The decoded images of the requests in hand already take the server's decode-memory budget."""
+
+    status_code = 503
 
 
 # --------------------------------------------------------------------------------------------------- limits
@@ -260,6 +272,65 @@ def check_pixels(data: bytes, limits: ServingLimits, name: str) -> tuple[int, in
     return width, height
 
 
+def default_decode_budget_bytes() -> int:
+    """An eighth of the machine's memory (of the cgroup's limit when lower), at least 256 MiB."""
+    total = 0
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = open(limit_file, encoding="ascii").read().strip()  # noqa: SIM115 - one read
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < (total or 1 << 62):
+            total = int(text)
+    return max(256 * MiB, total // 8)
+
+
+def decoded_bytes(data: bytes, name: str = "image") -> int:
+    """The bytes an encoded image takes once decoded to 8-bit BGR, from its header."""
+    width, height = image_dimensions(data, name)
+    return max(1, width) * max(1, height) * 3
+
+
+class DecodeBudget:
+    """A total for the decoded images of all requests in hand: a request holds its images' decoded size from
+    reading until its answer; past the total it waits (at most ``wait_s``), then is refused with 503 and
+    Retry-After. An image larger than the whole budget still runs, alone.
+
+    Sixteen concurrent largest-allowed images took the server to 1.36 GB before it had one.
+    """
+
+    def __init__(self, total_bytes: int, wait_s: float = 5.0) -> None:
+        if total_bytes < 1 or not wait_s > 0:
+            raise InvalidConfigError(f"decode budget must be positive with a positive wait, got {total_bytes!r} "
+                                     f"bytes and {wait_s!r} s")
+        self.total, self.wait_s, self.used = total_bytes, wait_s, 0
+        self._changed: Any = None  # asyncio.Condition, made on the serving loop
+
+    @contextlib.asynccontextmanager
+    async def hold(self, nbytes: int) -> AsyncIterator[None]:
+        import asyncio
+
+        nbytes = min(max(1, nbytes), self.total)
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: self.used + nbytes <= self.total), self.wait_s)
+            except TimeoutError:
+                raise DecodeMemoryBusyError(
+                    f"the server's decode-memory budget ({self.total / MiB:.0f} MiB) is taken by the images in hand; "
+                    f"retry shortly") from None
+            self.used += nbytes
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.used -= nbytes
+                self._changed.notify_all()
+
+
 def decode_image_bytes(data: bytes, limits: ServingLimits, name: str) -> np.ndarray:
     """Encoded bytes to a BGR uint8 HWC array (PaddleX's array convention), within the pixel limit.
 
@@ -316,9 +387,11 @@ class BodyLimitMiddleware:
         for key, value in scope.get("headers", ()):
             if key == b"content-length":
                 if not value.isdigit():
+                    _mark(scope, "bad_content_length")
                     await _reply(scope, send, 400, f"invalid Content-Length {value[:32].decode('latin-1')!r}")
                     return
                 if int(value) > limit:
+                    _mark(scope, "body_too_large")
                     await _reply(scope, send, 413, _too_large(int(value), limit))
                     return
         chunks: list[bytes] = []
@@ -330,6 +403,7 @@ class BodyLimitMiddleware:
             body = message.get("body", b"")
             size += len(body)
             if size > limit:
+                _mark(scope, "body_too_large")
                 await _reply(scope, send, 413, _too_large(None, limit))
                 return
             chunks.append(body)
@@ -352,12 +426,50 @@ def _too_large(size: int | None, limit: int) -> str:
     return f"request body too large: {got}, the limit is {limit / MiB:.1f} MiB"
 
 
-async def _reply(scope: Scope, send: Send, status: int, message: str) -> None:
+def _mark(scope: Scope, reason: str) -> None:
+    """Record why a request was refused, for the metrics and the access log (:mod:`hpi.serving.observability`)."""
+    scope.setdefault("state", {})["refusal"] = reason
+
+
+async def _reply(scope: Scope, send: Send, status: int, message: str,
+                 extra: tuple[tuple[bytes, bytes], ...] = ((b"connection", b"close"),)) -> None:
     body = error_body(status, message, scope.get("state", {}).get("log_id"))
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                            *extra]})
     await send({"type": "http.response.body", "body": body})
+
+
+class ConcurrencyLimitMiddleware:
+    """ASGI middleware: at most ``max_requests`` requests in this process at once; more get 503 with Retry-After.
+
+    It counts requests, not connections: a request reaches the app only once its headers are complete, so a client
+    that opens connections and never finishes a request cannot lock others out (the header and body deadlines of
+    :mod:`hpi.serving.server` close such connections). ``/health`` is exempt, so a load balancer can tell a busy
+    server from a dead one.
+    """
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], max_requests: int,
+                 exempt: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.max_requests = max_requests
+        self.exempt = frozenset(exempt)
+        self.active = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.max_requests:
+            _mark(scope, "connection_limit")
+            await _reply(scope, send, 503, f"the server is at its limit of {self.max_requests} requests at once; "
+                                           "retry shortly", ((b"retry-after", b"1"),))
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
 
 
 def status_for(exc: BaseException) -> int:

@@ -13,6 +13,11 @@ not collide) and renders it at ``GET /metrics`` in Prometheus' text format:
 
 * ``hpi_requests_total{endpoint,method,status}`` and ``hpi_request_duration_seconds{endpoint}`` (histogram);
 * ``hpi_requests_in_flight``;
+* ``hpi_refusals_total{reason}``: every request or connection hpi refused, by why: ``connection_limit``,
+  ``header_timeout``, ``body_timeout``, ``malformed_request``, ``bad_content_length``, ``body_too_large``,
+  ``unauthorized``, ``forbidden``, ``queue_full``, ``decode_memory``, ``stopping``. A refusal made before a request
+  existed (a header timeout, a malformed request line) is counted here and in the access log, not in
+  ``hpi_requests_total``;
 * per model, read from its batcher at scrape time: ``hpi_batch_size`` (histogram of images per engine call),
   ``hpi_queue_depth``, ``hpi_engine_busy_seconds_total``, ``hpi_batches_total``, ``hpi_batch_items_total``,
   ``hpi_rejected_requests_total``, ``hpi_item_errors_total``, ``hpi_batch_errors_total``.
@@ -64,6 +69,8 @@ class ServerMetrics:
                                 ["endpoint", "method", "status"], registry=self.registry)
         self.latency = Histogram("hpi_request_duration_seconds", "Time from request start to the last response byte",
                                  ["endpoint"], buckets=LATENCY_BUCKETS_S, registry=self.registry)
+        self.refusals = Counter("hpi_refusals", "Requests and connections refused, by reason", ["reason"],
+                                registry=self.registry)
         self.in_flight = Gauge("hpi_requests_in_flight", "Requests being answered", registry=self.registry,
                                multiprocess_mode="livesum")
         if shared_dir is None:
@@ -94,11 +101,11 @@ class ServerMetrics:
         """Write this worker's batcher counters to the shared directory (atomically: a scrape never reads half)."""
         if self.shared_dir is None:
             return
-        path = os.path.join(self.shared_dir, f"batchers_worker{self.worker}.json")
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump([{"name": b.name, **_batcher_row(b)} for b in self.batchers], f)
-        os.replace(tmp, path)
+        from hpi.storage import write_file_atomic
+
+        rows = [{"name": b.name, **_batcher_row(b)} for b in self.batchers]
+        write_file_atomic(os.path.join(self.shared_dir, f"batchers_worker{self.worker}.json"),
+                          json.dumps(rows).encode("utf-8"))
 
     def _shared_rows(self) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
         rows = []
@@ -181,6 +188,18 @@ class _BatcherCollector:
         yield from counters.values()
 
 
+def record_refusal(metrics: ServerMetrics | None, reason: str, status: int, client: tuple[str, int] | None,
+                   log_id: str, *, access_log: bool = True) -> None:
+    """Count and log a refusal made below the app (a header timeout, a malformed request): there is no request for
+    :class:`ObserveMiddleware` to see, so this writes the access-log line it would have written."""
+    if metrics is not None:
+        metrics.refusals.labels(reason).inc()
+    if access_log and access_logger.isEnabledFor(logging.INFO):
+        access_logger.info(json.dumps({"logId": log_id, "method": None, "path": None, "status": status, "ms": None,
+                                       "bytes": None, "client": client[0] if client else None, "role": None,
+                                       "refusal": reason}))
+
+
 def configure_access_log(level: str) -> None:
     """Send the access log (one JSON line per request) to stdout, unless logging was configured for it already."""
     access_logger.setLevel(level.upper())
@@ -234,14 +253,20 @@ class ObserveMiddleware:
         finally:
             seconds = time.perf_counter() - start
             path = scope.get("path", "")
+            refusal = state.get("refusal")
+            if refusal == "body_timeout":  # the connection layer answered 408 and closed the connection
+                status = 408
             if metrics is not None:
                 metrics.in_flight.dec()
                 metrics.observe(path if path in self.endpoints else OTHER_ENDPOINT, scope.get("method", ""), status,
                                 seconds)
+                if refusal:
+                    metrics.refusals.labels(refusal).inc()
             if self.access_log and access_logger.isEnabledFor(logging.INFO):
                 client = scope.get("client")
-                access_logger.info(json.dumps({
-                    "logId": log_id, "method": scope.get("method"), "path": path[:200], "status": status,
-                    "ms": round(seconds * 1000, 2), "bytes": sent, "client": client[0] if client else None,
-                    "role": state.get("auth_role"),
-                }))
+                line = {"logId": log_id, "method": scope.get("method"), "path": path[:200], "status": status,
+                        "ms": round(seconds * 1000, 2), "bytes": sent, "client": client[0] if client else None,
+                        "role": state.get("auth_role")}
+                if refusal:
+                    line["refusal"] = refusal
+                access_logger.info(json.dumps(line))

@@ -39,6 +39,7 @@ from hpi.serving.limits import (
     RequestRejectedError,
     check_pixels,
     decode_image_bytes,
+    decoded_bytes,
     read_image_field,
 )
 from hpi.serving.protocol import (
@@ -210,10 +211,12 @@ class ShiTuService(Service):
 
     async def infer(self, body: ShiTuInferRequest, request: Request) -> Any:
         index = await self.in_cpu_pool(self.store.get, body.indexKey)
-        image = await self.load_image(body.image, "image")
-        res = await self.submit(self.batcher, ShiTuItem(image, index))
+        data = await self.read_image(body.image, "image")
         log_id, visualize = log_id_of(request), self.visualize(body.visualize)
-        return json_response(await self.in_cpu_pool(lambda: ok_body(log_id, self._render(res, visualize))))
+        async with self.decode_budget.hold(decoded_bytes(data)):
+            image = await self.in_cpu_pool(decode_image_bytes, data, self.limits, "image")
+            res = await self.submit(self.batcher, ShiTuItem(image, index))
+            return json_response(await self.in_cpu_pool(lambda: ok_body(log_id, self._render(res, visualize))))
 
     def register_routes(self, app: FastAPI) -> None:
         routes = (

@@ -42,10 +42,9 @@ import time
 from multiprocessing.connection import wait
 from typing import Any
 
-import uvicorn
-
 from hpi.errors import InvalidConfigError
 from hpi.serving.common import ServeSettings
+from hpi.serving.server import HpiServer, server_config
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +59,6 @@ class WorkerOptions:
     """What every worker process needs besides the settings: its uvicorn options and logging."""
 
     log_level: str = "info"
-    max_connections: int = 512  # for the whole server; each worker takes its share
     graceful_timeout_s: float = 30.0
     metrics_dir: str | None = None
 
@@ -75,7 +73,8 @@ def worker_settings(settings: ServeSettings, workers: int, cores: int | None = N
     hpi_config = dict(settings.hpi_config or {})
     hpi_config.setdefault("threads", share)
     return dataclasses.replace(settings, hpi_config=hpi_config,
-                               cpu_workers=settings.cpu_workers or min(4, share + 1))
+                               cpu_workers=settings.cpu_workers or min(4, share + 1),
+                               max_connections=max(1, settings.max_connections // workers))
 
 
 def prepare(pipeline: str | os.PathLike[str], settings: ServeSettings) -> ServeSettings:
@@ -111,14 +110,13 @@ def serve_workers(pipeline: str | os.PathLike[str], settings: ServeSettings, *, 
     options = options or WorkerOptions()
     settings = prepare(pipeline, worker_settings(settings, workers))
     metrics_dir = tempfile.mkdtemp(prefix="hpi-serve-metrics-") if settings.metrics else None
-    options = dataclasses.replace(options, metrics_dir=metrics_dir,
-                                  max_connections=max(1, options.max_connections // workers))
+    options = dataclasses.replace(options, metrics_dir=metrics_dir)
     sock = bind(host, port)
     supervisor = _Supervisor(str(pipeline), settings, options, sock, workers)
     try:
         return supervisor.run()
     finally:
-        sock.close()
+        supervisor.close_listener()
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
@@ -144,6 +142,7 @@ class _Supervisor:
         self.lock = threading.Lock()  # self.workers is replaced by the main thread, read by the accepting thread
         self.next = 0
         self.stopping = False
+        self.signalled: int | None = None
 
     def start(self, index: int) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -168,6 +167,7 @@ class _Supervisor:
 
     def run(self) -> int:
         def on_signal(signum: int, _frame: Any) -> None:
+            self.signalled = self.signalled or signum
             self.stopping = True
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -181,10 +181,37 @@ class _Supervisor:
             self.stopping = True
             if acceptor.is_alive():
                 acceptor.join(5.0)
+            # New connections are refused from here on (not accepted and then reset by a stopping worker); those the
+            # kernel accepted already go to the workers, which get a moment to read their requests before SIGTERM.
+            handed = self.drain_backlog()
+            self.close_listener()
+            if handed:
+                time.sleep(0.5)
             self.stop()
             for s, handler in previous.items():
                 signal.signal(s, handler)
+        if self.signalled is not None:
+            logger.warning("hpi serve stopped on %s after its %d workers drained their requests",
+                           signal.Signals(self.signalled).name, len(self.workers))
         return code
+
+    def drain_backlog(self) -> int:
+        """Hand every connection still waiting in the listening socket's backlog to a worker; how many."""
+        if self.sock is None or self.sock.fileno() == -1:
+            return 0
+        self.sock.setblocking(False)
+        handed = 0
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return handed
+            with conn:
+                handed += self.hand(conn, attempts=40)
+
+    def close_listener(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
 
     def watch(self) -> int:
         while not self.stopping:
@@ -214,12 +241,14 @@ class _Supervisor:
                     logger.warning("accept failed: %s", exc)
                     time.sleep(0.05)
                 continue
-            with conn:
-                self.hand(conn)
+            with conn:  # accepted: a worker answers it, even if the stop began meanwhile
+                self.hand(conn) or self.hand(conn, attempts=40)
 
-    def hand(self, conn: socket.socket) -> bool:
-        """Pass ``conn`` to a ready worker; while none is ready (all starting), wait. False if stopping first."""
-        while not self.stopping:
+    def hand(self, conn: socket.socket, attempts: int | None = None) -> bool:
+        """Pass ``conn`` to a ready worker; while none is ready (all starting), wait (at most ``attempts`` rounds
+        of 50 ms, even while stopping; else until stopping). False if none took it."""
+        while (attempts > 0) if attempts is not None else not self.stopping:
+            attempts = None if attempts is None else attempts - 1
             with self.lock:
                 for _ in range(len(self.workers)):
                     worker = self.workers[self.next]
@@ -270,20 +299,20 @@ def worker_main(pipeline: str, settings: ServeSettings, options: WorkerOptions, 
     if settings.access_log:
         configure_access_log(options.log_level)
     app = create_app(pipeline, settings, worker=index, metrics_dir=options.metrics_dir)
-    config = uvicorn.Config(app, log_level=options.log_level, limit_concurrency=options.max_connections,
-                            timeout_keep_alive=5, access_log=False,
-                            timeout_graceful_shutdown=options.graceful_timeout_s)
+    config = server_config(app, settings, log_level=options.log_level, graceful_timeout_s=options.graceful_timeout_s)
     _HandedConnectionsServer(config, channel, ready).run()
 
 
-class _HandedConnectionsServer(uvicorn.Server):
+class _HandedConnectionsServer(HpiServer):
     """uvicorn serving the connections that arrive over ``channel`` instead of listening itself.
 
     Each connection gets uvicorn's own HTTP protocol object, made as uvicorn makes it for a connection it accepted, so
-    keep-alive, ``limit_concurrency`` and graceful shutdown (which waits for the connections it tracks) work as usual.
+    keep-alive, the deadlines and graceful shutdown (which waits for the connections it tracks) work as usual.
     """
 
-    def __init__(self, config: uvicorn.Config, channel: socket.socket, ready: Any) -> None:
+    announce_stop = False
+
+    def __init__(self, config: Any, channel: socket.socket, ready: Any) -> None:
         super().__init__(config)
         self.channel, self.ready = channel, ready
 
@@ -296,10 +325,6 @@ class _HandedConnectionsServer(uvicorn.Server):
         loop.add_reader(self.channel.fileno(), self._receive, loop)
         self.ready.set()
 
-    def _protocol(self) -> asyncio.Protocol:
-        return self.config.http_protocol_class(config=self.config, server_state=self.server_state,
-                                               app_state=self.lifespan.state)
-
     def _receive(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
             message, fds, _, _ = socket.recv_fds(self.channel, 16, 16)
@@ -311,16 +336,23 @@ class _HandedConnectionsServer(uvicorn.Server):
             loop.remove_reader(self.channel.fileno())
             self.should_exit = True
             return
+        # Served even while stopping: the supervisor accepted them before it closed its listening socket.
         for fd in fds:
-            conn = socket.socket(fileno=fd)
-            if self.should_exit:
-                conn.close()
-                continue
-            conn.setblocking(False)
-            loop.create_task(loop.connect_accepted_socket(self._protocol, conn))
+            self.adopt(socket.socket(fileno=fd))
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.channel.fileno() != -1:
-            asyncio.get_running_loop().remove_reader(self.channel.fileno())
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self.channel.fileno())
+            self.channel.setblocking(False)
+            while True:  # connections handed over but not read yet
+                try:
+                    _, fds, _, _ = socket.recv_fds(self.channel, 16, 16)
+                except OSError:
+                    break
+                if not fds:
+                    break
+                for fd in fds:
+                    self.adopt(socket.socket(fileno=fd))
             self.channel.close()
         await super().shutdown(sockets=None)

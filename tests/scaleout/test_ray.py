@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -21,9 +22,108 @@ from hpi.selection.measure import SAMPLE_IMAGES
 from hpi.serving.common import ServeSettings
 from tests.conftest import free_port
 
+ROOT = Path(__file__).resolve().parents[2]
+
 pytestmark = pytest.mark.slow
 
 OBJECT_STORE_BYTES = 80 << 20  # Ray's minimum is 75 MiB
+
+
+# ------------------------------------------------------------------ commands in their own processes (first: before
+# this module's in-process cluster starts, so that two clusters do not share the cores)
+
+
+def test_serve_engine_ray_stops_cleanly_on_sigterm_under_load(toy_dir, tmp_path):
+    """``hpi serve --engine ray`` on its own local cluster: Serve's and hpi's health paths answer; SIGTERM during
+    load answers the request in flight, refuses new connections, exits 0 and leaves no Ray process behind."""
+    import httpx
+
+    from tests.cli.test_serve_stop import stop_under_load
+    from tests.serving.conftest import ServerProcess
+
+    server = ServerProcess(toy_dir, tmp_path, "--engine", "ray", "--replicas", "1", "--no-access-log",
+                           env={"TMPDIR": "/tmp"})
+    try:
+        server.wait_ready(300)
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.get("/-/healthz").status_code == 200  # Serve's proxy
+            assert client.get("/-/healthy").text == "success"  # older Serve's path, answered by the replica
+            assert client.get("/-/routes").json() == {"/": "hpi"}
+            assert client.get("/health").json()["result"]["status"] == "ok"
+        stop_under_load(server, children=3)  # GCS, raylet, agents, the replica...
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def head_node():
+    """A Ray cluster started as a user would (``ray start --head --block``) on 127.0.0.1; its GCS address."""
+    import os
+    import signal as signals
+    import tempfile
+
+    import psutil
+
+    port = free_port()
+    tmp = tempfile.mkdtemp(prefix="hpi-ray-", dir="/tmp")  # Ray's socket paths must stay short
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("RAY_ADDRESS", None)
+    head = subprocess.Popen(["ray", "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+                             f"--object-store-memory={OBJECT_STORE_BYTES}", f"--temp-dir={tmp}"],
+                            env=env, stdout=open(Path(tmp) / "head.log", "wb"),  # noqa: SIM115 - the child's
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in (Path(tmp) / "head.log").read_text(errors="replace"):
+            assert head.poll() is None and time.monotonic() < deadline, "ray start --head did not come up"
+            time.sleep(0.5)
+        yield address
+    finally:
+        procs = psutil.Process(head.pid).children(recursive=True) if head.poll() is None else []
+        head.send_signal(signals.SIGTERM)
+        try:
+            head.wait(60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        _, alive = psutil.wait_procs(procs, timeout=30)
+        for proc in alive:
+            proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_batch_and_serve_join_a_cluster_with_address(head_node, toy_dir, photo_dir, tmp_path):
+    """``hpi batch --address`` and ``hpi serve --engine ray --address`` run on a cluster they did not start."""
+    import os
+
+    import httpx
+    import pyarrow.parquet as pq
+
+    from tests.serving.conftest import ServerProcess
+
+    # ray start turns on token authentication; a client says it will use it (the token is in ~/.ray/auth_token).
+    auth = {"RAY_AUTH_MODE": "token"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **auth}
+    env.pop("RAY_ADDRESS", None)
+    run = subprocess.run([sys.executable, "-m", "hpi", "-v", "batch", "--model", "ToyNet", "--model-dir", str(toy_dir),
+                          "--input", str(photo_dir), "--output", str(tmp_path / "out.parquet"), "--workers", "1",
+                          "--cache-dir", str(tmp_path / "cache"), "--address", head_node],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 1, run.stderr[-3000:]  # the corrupt photo
+    assert f"joined the Ray cluster at {head_node}" in run.stderr
+    assert len(pq.read_table(tmp_path / "out.parquet")) == 5
+
+    server = ServerProcess(toy_dir, tmp_path, "--engine", "ray", "--replicas", "1", "--address", head_node,
+                           "--no-access-log", env={"TMPDIR": "/tmp", **auth})
+    try:
+        server.wait_ready(300)
+        assert httpx.get(f"{server.url}/health", timeout=30).json()["result"]["status"] == "ok"
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(120) == 0
+        assert f"joined the Ray cluster at {head_node}" in server.output()
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,27 @@ def test_bad_key_files_name_the_problem(tmp_path, text, fragment):
         load_key_file(path)
 
 
+def test_a_byte_order_mark_does_not_become_part_of_the_first_key(tmp_path):
+    path = tmp_path / "keys.txt"
+    path.write_bytes("\ufeffcorrect-horse-battery-staple\nsecond-key-0123456789\n".encode())
+    path.chmod(0o600)
+    assert key_digest("correct-horse-battery-staple") in load_key_file(path)
+
+
+def test_a_key_file_others_can_read_is_loaded_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "keys.txt"
+    path.write_text("correct-horse-battery-staple\n")
+    path.chmod(0o644)
+    with caplog.at_level("WARNING", logger="hpi.serving.auth"):
+        assert load_key_file(path)
+    assert "readable or writable by other users (mode 0o644)" in caplog.text and "chmod 600" in caplog.text
+    caplog.clear()
+    path.chmod(0o600)
+    with caplog.at_level("WARNING", logger="hpi.serving.auth"):
+        load_key_file(path)
+    assert caplog.text == ""
+
+
 def test_missing_key_file_and_non_digests_are_config_errors(tmp_path):
     with pytest.raises(InvalidConfigError, match="cannot read the key file"):
         load_key_file(tmp_path / "absent")

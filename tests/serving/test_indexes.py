@@ -114,3 +114,21 @@ def test_a_build_that_fails_while_saving_leaves_the_disk_as_before(tmp_path, mon
         store.create(index_of(4, 1))
     assert disk_state(tmp_path) == before
     assert len(store.keys()) == 1
+
+
+def test_a_damaged_index_is_named_without_the_server_path(tmp_path, caplog):
+    from hpi.serving.limits import status_for
+
+    store = IndexStore(tmp_path / "store")
+    key = store.create(index_of(3))
+    saved = next(p for p in (tmp_path / "store" / key).iterdir() if p.suffix == ".npy" or p.suffix == ".faiss")
+    data = bytearray(saved.read_bytes())
+    data[-1] ^= 0xFF
+    saved.write_bytes(bytes(data))
+    fresh = IndexStore(tmp_path / "store")  # another process: nothing cached
+    with pytest.raises(IndexFileError) as info:
+        fresh.get(key)
+    message = str(info.value)
+    assert message.startswith(f"index {key} is damaged: {key}/{saved.name}") and str(tmp_path) not in message
+    assert status_for(info.value) == 500
+    assert str(saved) in caplog.text  # the operator's log has the full path
