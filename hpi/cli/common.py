@@ -32,6 +32,12 @@ def hpi_config_from_args(args: argparse.Namespace) -> HpiConfig:
     ``--precision`` (the backend's precision), ``--threads`` (one number; a list of them, as ``hpi bench`` takes,
     is the caller's to iterate), ``--fp32-only``, ``--calibrate``, ``--gate-data``. The one mapping from command
     line to config, so every command means the same by the same option."""
+    return HpiConfig.from_dict(hpi_config_values(args))
+
+
+def hpi_config_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``hpi_config`` keys those options set, as a plain mapping (for a server that hands it to its worker
+    processes); empty when none was given. :func:`hpi_config_from_args` types it."""
     values: dict[str, Any] = {}
     for option, key in _CONFIG_OPTIONS.items():
         value = getattr(args, option, None)
@@ -41,7 +47,7 @@ def hpi_config_from_args(args: argparse.Namespace) -> HpiConfig:
         values["backend_config"] = {"precision": args.precision}
     if getattr(args, "fp32_only", False):
         values["allow_reduced_precision"] = False
-    return HpiConfig.from_dict(values)
+    return values
 
 
 def progress_printer() -> Callable[[str], None]:

@@ -95,7 +95,7 @@ def run_triton_export(args: argparse.Namespace) -> int:
     from hpi.scaleout.triton import GpuTarget, export_triton_repository
 
     if not args.output:
-        raise SystemExit("hpi export --format triton: give --output REPO")
+        raise InvalidConfigError("hpi export --format triton: give --output REPO")
     if args.backends:
         raise InvalidConfigError("--backends builds engines into the cache; it has no meaning with --format triton")
     if args.calibrate:

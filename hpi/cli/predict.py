@@ -8,6 +8,7 @@ from typing import Any
 
 from hpi.api import create_model
 from hpi.cli.common import add_command, hpi_config_from_args
+from hpi.errors import InvalidConfigError
 from hpi.pipelines import create_pipeline
 
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         results = runner.predict(args.input, **kwargs)
     else:
         if not args.model:
-            raise SystemExit("hpi predict: give --model NAME (and --model-dir DIR) or --pipeline NAME")
+            raise InvalidConfigError("hpi predict: give --model NAME (and --model-dir DIR) or --pipeline NAME")
         runner = create_model(args.model, args.model_dir, device=args.device, use_hpip=args.use_hpip,
                               hpi_config=hpi_config_from_args(args))
         print(f"# {runner.model_name} on {runner.engine.describe()} ({runner.choice.reason})", file=sys.stderr)

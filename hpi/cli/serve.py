@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from hpi.cli.common import add_command, hpi_config_from_args
+from hpi.cli.common import add_command, hpi_config_values
 from hpi.errors import BackendUnavailableError, HpiError, InvalidConfigError
 
 logger = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         default_index=args.index,
         device=args.device,
         use_hpip=args.use_hpip,
-        hpi_config=hpi_config_from_args(args) or None,
+        hpi_config=hpi_config_values(args) or None,
     )
 
 

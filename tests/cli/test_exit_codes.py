@@ -37,7 +37,7 @@ def test_the_page_has_a_row_for_every_command_and_every_named_test_exists():
 @pytest.mark.parametrize("argv", [
     ["predict", "--no-such-option"], ["cache", "compact"], ["backends", "--no-such-option"], ["bench", "--nope"],
     ["export"], ["eval"], ["models", "--task", "nonsense"], ["pipeline-config", "no-such-pipeline"], ["serve"],
-    ["batch"], ["zoo", "--nope"],
+    ["batch"], ["zoo", "--nope"], ["tune"], ["triton", "verify"],
 ])
 def test_usage_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as info:

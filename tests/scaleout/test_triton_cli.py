@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,9 +51,14 @@ def test_serve_steps_are_printed(python_repo, capsys, tmp_path):
     assert "triton_python_backend_stub" in steps and f"--model-repository={python_repo.path}" in steps
 
 
-def test_verify_command(python_repo, capsys):
+def test_verify_command(python_repo, capsys, tmp_path):
     assert main(["triton", "verify", str(python_repo.path)]) == 0
     assert "intact" in capsys.readouterr().out
+    altered = tmp_path / "altered"
+    shutil.copytree(python_repo.path, altered)
+    config = next(altered.rglob("config.pbtxt"))
+    config.write_text(config.read_text() + "\n# edited by hand\n")
+    assert main(["triton", "verify", str(altered)]) == 1  # the exit-code table's 1: a file is altered
 
 
 def test_serve_command_runs_the_repository_and_load_reports_throughput(python_repo, capsys, tmp_path):
