@@ -34,13 +34,9 @@ def _unit_rows(rng: np.random.Generator, count: int, dim: int) -> np.ndarray:
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    from hpi.device import cpu_info
+
+    return str(cpu_info()["model"])
 
 
 def _latencies_ms(index: FeatureIndex, queries: np.ndarray, k: int) -> np.ndarray:

@@ -312,15 +312,9 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float) -> di
 
 
 def conditions(args: argparse.Namespace) -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+    from hpi.device import cpu_info
+
+    return {"cpu": cpu_info()["model"], "cores": os.cpu_count(), "python": platform.python_version(),
             "threads": args.threads, "workers": args.workers, "clients": args.clients, "duration_s": args.duration, "warmup_s": args.warmup,
             "max_requests": args.max_requests, "max_batch": args.max_batch,
             "max_batch_from": getattr(args, "max_batch_from", "given"), "window_ms": args.window_ms,

@@ -88,13 +88,9 @@ def loadavg() -> str:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    from hpi.device import cpu_info
+
+    return str(cpu_info()["model"])
 
 
 def make_jpeg(directory: Path) -> Path:

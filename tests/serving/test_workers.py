@@ -200,8 +200,14 @@ def test_two_workers_answer_on_one_port_and_add_up_their_metrics(toy_dir, tmp_pa
         with ThreadPoolExecutor(6) as pool:
             codes = sum(pool.map(classify, range(6)), [])
         assert codes == [0] * 24
-        time.sleep(1.5)  # every worker writes its batcher counters once a second
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        # every worker writes its batcher counters once a second: wait until both workers' have arrived
+        deadline = time.monotonic() + 60
+        while True:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            counted = [float(line.rsplit(" ", 1)[1]) for line in metric_lines(text, "hpi_batch_items_total")]
+            if sum(counted) >= 24 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         requests = metric_lines(text, "hpi_requests_total")
         assert [r for r in requests if 'endpoint="/image-classification"' in r and 'status="200"' in r] == [
             'hpi_requests_total{endpoint="/image-classification",method="POST",status="200"} 24.0']
