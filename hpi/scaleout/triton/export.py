@@ -231,7 +231,9 @@ def expected_outputs(source: ModelSource, cache: EngineCache, cfg: HpiConfig) ->
     from hpi.api import create_model
     from hpi.selection.measure import SAMPLE_IMAGES
 
-    config = {"backend": "onnxruntime", "threads": cfg.threads, "fold_preprocess": cfg.fold_preprocess}
+    # The repository's models decode at full size, so its expected outputs do too (no reduced-scale decoding).
+    config = {"backend": "onnxruntime", "threads": cfg.threads, "fold_preprocess": cfg.fold_preprocess,
+              "reduced_decode": False}
     paths = sorted(SAMPLE_IMAGES.glob("*.jpg"))
     with create_model(source.name, source.directory, device="cpu", use_hpip=True, hpi_config=config,
                       cache_dir=cache.root) as model:
