@@ -27,7 +27,8 @@ import numpy as np
 from hpi.backends import get_backend
 from hpi.cache import EngineCache
 from hpi.config import AccuracyGate, HpiConfig
-from hpi.device import Device, cpu_info
+from hpi.cpu import cpu_info
+from hpi.device import Device
 from hpi.models.detector_ops import DetectionSpec, detect_rows, prepare_image
 from hpi.selection.candidates import Candidate, candidates, reference_candidate, reordering_variant
 from hpi.selection.gate import Detections, compare_detections

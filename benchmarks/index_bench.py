@@ -34,7 +34,7 @@ def _unit_rows(rng: np.random.Generator, count: int, dim: int) -> np.ndarray:
 
 
 def _cpu_model() -> str:
-    from hpi.device import cpu_info
+    from hpi.cpu import cpu_info
 
     return str(cpu_info()["model"])
 

@@ -312,7 +312,7 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float) -> di
 
 
 def conditions(args: argparse.Namespace) -> dict[str, Any]:
-    from hpi.device import cpu_info
+    from hpi.cpu import cpu_info
 
     return {"cpu": cpu_info()["model"], "cores": os.cpu_count(), "python": platform.python_version(),
             "threads": args.threads, "workers": args.workers, "clients": args.clients, "duration_s": args.duration, "warmup_s": args.warmup,

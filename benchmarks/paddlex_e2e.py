@@ -88,7 +88,7 @@ def loadavg() -> str:
 
 
 def cpu_model() -> str:
-    from hpi.device import cpu_info
+    from hpi.cpu import cpu_info
 
     return str(cpu_info()["model"])
 

@@ -50,7 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hpi.artefacts.onnx import model_onnx, onnx_inputs  # noqa: E402
 from hpi.cache import EngineCache  # noqa: E402
 from hpi.config import AccuracyGate, HpiConfig  # noqa: E402
-from hpi.device import Device, cpu_info  # noqa: E402
+from hpi.cpu import cpu_info  # noqa: E402
+from hpi.device import Device  # noqa: E402
 from hpi.errors import HpiError  # noqa: E402
 from hpi.harness import run_isolated  # noqa: E402
 from hpi.preprocess.reference import preprocess_batch  # noqa: E402

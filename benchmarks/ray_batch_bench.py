@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from hpi import zoo
-    from hpi.device import cpu_count
+    from hpi.cpu import cpu_count
     from hpi.scaleout.ray_cluster import connect, disconnect
 
     cores = cpu_count()

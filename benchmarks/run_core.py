@@ -26,7 +26,8 @@ from hpi.bench.report import summary_rows, target_checks
 from hpi.bench.targets import cpu_kind, measure_peaks
 from hpi.cards import core_models
 from hpi.cli.common import progress_printer
-from hpi.device import Device, cpu_count
+from hpi.cpu import cpu_count
+from hpi.device import Device
 
 RESULTS = Path(__file__).parent / "results"
 sys.path.insert(0, str(Path(__file__).parent))  # op_profile.py, beside this script

@@ -11,11 +11,11 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from hpi.device import apply_isa_cap
+from hpi.cpu import apply_isa_cap
 from hpi.errors import InvalidConfigError
 from hpi.version import __version__
 
-# HPI_MAX_CPU_ISA: before any engine loads (hpi.device.isa_cap). A bad value is named where hpi first needs this
+# HPI_MAX_CPU_ISA: before any engine loads (hpi.cpu.isa_cap). A bad value is named where hpi first needs this
 # CPU's flags, not at import.
 with contextlib.suppress(InvalidConfigError):
     apply_isa_cap()

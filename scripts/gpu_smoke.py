@@ -133,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0915
     from hpi import cuda
     from hpi.backends import available_backends, get_backend
     from hpi.cache import EngineCache
-    from hpi.device import Device, device_signature, gpu_facts
+    from hpi.device import Device, device_signature
     from hpi.errors import InvalidInputError
+    from hpi.gpu import gpu_facts
     from hpi.source import ModelSource
 
     gpu = Device("gpu", 0)

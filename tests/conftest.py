@@ -199,33 +199,33 @@ def fake_cpu_flags(monkeypatch, keep=lambda f: True, add=()) -> None:  # noqa: A
     """Make hpi's CPU flags, in this process only, the detected ones that ``keep`` accepts plus ``add``. Child
     processes (measured selection, ``hpi export``, benchmarks) still see the real CPU: use it only in tests whose
     every decision is made here (precision policy, candidate lists)."""
-    from hpi import device
+    from hpi import cpu
 
-    info = {k: v for k, v in device.cpu_info().items() if k not in ("isa_cap", "real_flags")}  # a CPU, not a cap
+    info = {k: v for k, v in cpu.cpu_info().items() if k not in ("isa_cap", "real_flags")}  # a CPU, not a cap
     info["flags"] = sorted({f for f in info["flags"] if keep(f)} | set(add))
-    monkeypatch.setattr(device, "cpu_info", lambda: info)
+    monkeypatch.setattr(cpu, "cpu_info", lambda: info)
 
 
 def _avx2_cpu(monkeypatch) -> None:  # noqa: ANN001
     """An AVX2-only CPU (AMD EPYC Zen 3) for this process and every process it starts: ``HPI_MAX_CPU_ISA=avx2`` in
     the environment (children read it when they import hpi), and this process's CPU facts read again under it, so
     that both sides compute the same flags, cache keys and candidates. On a real AVX2-only CPU nothing changes."""
-    from hpi import device
+    from hpi import cpu
 
-    monkeypatch.setenv(device.ISA_CAP_ENV, "avx2")
-    info = device.cpu_info.__wrapped__()
-    monkeypatch.setattr(device, "cpu_info", lambda: info)
+    monkeypatch.setenv(cpu.ISA_CAP_ENV, "avx2")
+    info = cpu.cpu_info.__wrapped__()
+    monkeypatch.setattr(cpu, "cpu_info", lambda: info)
 
 
 def _real_cpu_has(flags: tuple[str, ...], name: str) -> None:
     """Skip the test unless the CPU, as every process of this test run sees it (after any ``HPI_MAX_CPU_ISA`` cap),
     has one of ``flags``: faking them here would not reach the child processes that build and run candidates."""
-    from hpi import device
+    from hpi import cpu
 
-    if not set(flags) & set(device.cpu_info()["flags"]):  # type: ignore[arg-type]
-        cap = device.cpu_info().get("isa_cap")
+    if not set(flags) & set(cpu.cpu_info()["flags"]):  # type: ignore[arg-type]
+        cap = cpu.cpu_info().get("isa_cap")
         pytest.skip(f"needs a CPU with {name}; this one has none of {', '.join(flags)}"
-                    f"{f' ({device.ISA_CAP_ENV}={cap})' if cap else ''}")
+                    f"{f' ({cpu.ISA_CAP_ENV}={cap})' if cap else ''}")
 
 
 @pytest.fixture
@@ -244,7 +244,7 @@ def cpu_without_vnni(cpu_without_bf16):
 @pytest.fixture
 def cpu_with_vnni():
     """A CPU with int8 dot products (AVX512-VNNI, AVX-VNNI or AMX-INT8); skipped, with the reason, on one without."""
-    from hpi.device import INT8_DOT_FLAGS
+    from hpi.cpu import INT8_DOT_FLAGS
 
     _real_cpu_has(INT8_DOT_FLAGS, "int8 dot products (VNNI, AVX-VNNI or AMX-INT8)")
 

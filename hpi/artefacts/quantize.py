@@ -24,7 +24,7 @@ Overflow. A CPU with AVX2 but without VNNI, AVX-VNNI or AMX-INT8 multiplies uint
 ``vpmaddubsw``, which sums each pair of products in a saturating 16-bit integer: 255 x 127 x 2 overflows it. Both
 tools have the standard answer, weights quantised to 7 bits (then 255 x 63 x 2 fits): NNCF's ``OverflowFix.ENABLE``
 and ONNX Runtime's ``reduce_range``. :func:`openvino_settings` and :func:`ort_settings` pick them for the CPU
-(:func:`hpi.device.int8_overflow_risk`); a CPU with int8 dot products sums in 32 bits and keeps 8-bit weights. The
+(:func:`hpi.precision.int8_overflow_risk`); a CPU with int8 dot products sums in 32 bits and keeps 8-bit weights. The
 choice is a setting, so it is in the artefact's key: an int8 model quantised with 7-bit weights on one CPU is never
 loaded on a CPU that needs none (nor the other way round), and :func:`overflow_handling` says in the selection
 record which one a candidate used.
@@ -49,7 +49,7 @@ from hpi.artefacts.onnx import _captured_stdout, export_onnx
 from hpi.artefacts.openvino import OPENVINO_FILE, convert_ir
 from hpi.cache import EngineCache
 from hpi.calibration import CalibrationSet
-from hpi.device import Device, int8_overflow_risk
+from hpi.device import Device
 from hpi.errors import BackendUnavailableError, ExportError, InvalidConfigError
 from hpi.models.detector_ops import (
     IM_SHAPE_INPUT,
@@ -58,6 +58,7 @@ from hpi.models.detector_ops import (
     DetectionSpec,
     prepare_image,
 )
+from hpi.precision import int8_overflow_risk
 from hpi.source import ModelSource
 
 logger = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ WEIGHT_BITS_ENV = "HPI_INT8_WEIGHT_BITS"
 
 def seven_bit_weights(device: Device = CPU) -> bool:
     """Whether int8 weights are kept to 7 bits on ``device``: where int8 sums can saturate
-    (:func:`hpi.device.int8_overflow_risk`), unless ``HPI_INT8_WEIGHT_BITS`` forces 7 or 8."""
+    (:func:`hpi.precision.int8_overflow_risk`), unless ``HPI_INT8_WEIGHT_BITS`` forces 7 or 8."""
     forced = os.environ.get(WEIGHT_BITS_ENV, "").strip()
     if forced not in ("", "7", "8"):
         raise InvalidConfigError(f"{WEIGHT_BITS_ENV}={forced!r}: expected 7 or 8 (or unset: the CPU decides)")

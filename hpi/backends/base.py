@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hpi.cache import EngineCache
-from hpi.device import Device, precision_reason
+from hpi.device import Device
 from hpi.errors import (
     BackendUnavailableError,
     EngineBuildError,
@@ -32,6 +32,7 @@ from hpi.errors import (
     InvalidConfigError,
     InvalidInputError,
 )
+from hpi.precision import precision_reason
 from hpi.source import ModelSource
 
 logger = logging.getLogger(__name__)

@@ -22,8 +22,9 @@ from hpi.artefacts.quantize import quantize_onnx
 from hpi.artefacts.runtime_cache import ScratchCopy, warmed_copy
 from hpi.backends.base import Backend, BackendConfig, Capabilities, Engine, library_refusal
 from hpi.calibration import calibration_set
-from hpi.device import cuda_device_count, device_signature, gpu_facts, resolve_threads
+from hpi.device import device_signature, resolve_threads
 from hpi.errors import BackendUnavailableError, InvalidConfigError
+from hpi.gpu import cuda_device_count, gpu_facts
 from hpi.trtlibs import TensorRtLibs, preload_tensorrt
 
 logger = logging.getLogger(__name__)

@@ -25,8 +25,9 @@ from hpi.artefacts.onnx import ONNX_MISSING
 from hpi.artefacts.tensorrt import TensorRtConfig, build_cached_plan, evict, relay, relay_errors
 from hpi.backends.base import Backend, Capabilities, Engine
 from hpi.cache import EngineCache
-from hpi.device import Device, cuda_device_count
+from hpi.device import Device
 from hpi.errors import BackendUnavailableError, InferenceError, InvalidInputError
+from hpi.gpu import cuda_device_count
 from hpi.source import ModelSource
 from hpi.trtlibs import TENSORRT_MISSING, import_tensorrt, module_available, tensorrt_installed
 

@@ -26,7 +26,8 @@ from hpi.bench.targets import (
     cpu_kind,
 )
 from hpi.cards import ModelCard, get_card
-from hpi.device import Device, cpu_info, parse_device
+from hpi.cpu import cpu_info
+from hpi.device import Device, parse_device
 from hpi.errors import UnknownModelError
 from hpi.selection.record import CandidateResult, RatioInterval, SelectionRecord
 

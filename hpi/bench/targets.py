@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from hpi.device import Device, cpu_info, precision_reason
+from hpi.cpu import cpu_info
+from hpi.device import Device
+from hpi.precision import precision_reason
 
 TARGET_BATCH = 1
 TARGET_THREADS = 2
@@ -36,7 +38,7 @@ class CpuKind:
     stem: str  # file-name part: "intel-xeon-amx", "amd-epyc-avx2"
     target_class: str | None  # "amx-vnni", "avx2" or None (the issue states no target for this kind)
     model: str  # the CPU's model name
-    flags: tuple[str, ...]  # the instruction-set flags that matter (hpi.device.cpu_info)
+    flags: tuple[str, ...]  # the instruction-set flags that matter (hpi.cpu.cpu_info)
     real_flags: tuple[str, ...] = ()  # under HPI_MAX_CPU_ISA: the CPU's own flags (the kind is then an emulation)
 
     @property
@@ -55,7 +57,7 @@ class CpuKind:
 
 
 def cpu_kind(info: Mapping[str, Any] | None = None) -> CpuKind:
-    """The kind of this CPU (or of ``info``, a :func:`hpi.device.cpu_info` dict): vendor, product line and the
+    """The kind of this CPU (or of ``info``, a :func:`hpi.cpu.cpu_info` dict): vendor, product line and the
     widest instruction set that changes what the engines compile to."""
     info = info or cpu_info()
     model, flags = str(info["model"]), tuple(info["flags"])

@@ -209,7 +209,7 @@ def serve_forever(pipeline: str, settings: Any, *, host: str = "127.0.0.1", port
     """
     from ray import serve
 
-    from hpi.device import cpu_count
+    from hpi.cpu import cpu_count
     from hpi.scaleout.ray_cluster import StopSignals, connect, disconnect
 
     connection = connect(address=address)

@@ -22,7 +22,8 @@ from typing import Any
 
 from hpi import storage
 from hpi.cache import EngineCache, cache_key
-from hpi.device import Device, cpu_count, cpu_info, device_signature
+from hpi.cpu import cpu_count, cpu_info
+from hpi.device import Device, device_signature
 from hpi.errors import InvalidConfigError
 from hpi.selection.record import library_versions
 from hpi.source import ModelSource

@@ -25,7 +25,8 @@ import yaml
 
 from hpi.cache import EngineCache, cache_key
 from hpi.config import HpiConfig
-from hpi.device import cpu_count, parse_device
+from hpi.cpu import cpu_count
+from hpi.device import parse_device
 from hpi.errors import InvalidConfigError
 from hpi.loading import locate_model
 from hpi.selection.decision import cached_selection

@@ -18,8 +18,9 @@ from hpi.backends import get_backend
 from hpi.backends import onnxruntime as ort_backend
 from hpi.backends.onnxruntime import OrtConfig, OrtEngine, ort_trt_cache_parts
 from hpi.cache import EngineCache, cache_key
-from hpi.device import Device, gpu_facts
+from hpi.device import Device
 from hpi.errors import BackendUnavailableError
+from hpi.gpu import gpu_facts
 from hpi.trtlibs import TensorRtLibs
 from tests.gpu_fakes import use_simulated_cuda
 from tests.tiny_onnx import tiny_source

@@ -19,8 +19,9 @@ from hpi.backends import get_backend
 from hpi.backends import paddle as paddle_backend
 from hpi.backends.paddle import PaddleBackend, PaddleConfig, PaddleEngine
 from hpi.cache import EngineCache
-from hpi.device import Device, gpu_facts
+from hpi.device import Device
 from hpi.errors import BackendUnavailableError
+from hpi.gpu import gpu_facts
 from hpi.source import ModelSource
 from tests.gpu_fakes import use_simulated_cuda
 from tests.tiny_onnx import INFERENCE_YML

@@ -20,8 +20,9 @@ from hpi.backends import get_backend, list_backends
 from hpi.backends import tensorrt as trt_backend
 from hpi.backends.tensorrt import TensorRtBackend, TensorRtConfig
 from hpi.cache import EngineCache
-from hpi.device import Device, cuda_device_count
+from hpi.device import Device
 from hpi.errors import BackendUnavailableError, InvalidInputError
+from hpi.gpu import cuda_device_count
 from tests.tiny_onnx import ort_reference, random_batch, tiny_onnx, tiny_source
 
 GPU0 = Device("gpu", 0)

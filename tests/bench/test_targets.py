@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hpi.bench.targets import Peaks, check_target, cpu_kind, measure_peaks, target_for
-from hpi.device import cpu_info
+from hpi.cpu import cpu_info
 
 XEON = {"model": "Intel(R) Xeon(R) Processor", "cores": 2,
         "flags": ["amx_bf16", "amx_int8", "amx_tile", "avx2", "avx512_bf16", "avx512_vnni", "avx512f", "avx_vnni"]}

@@ -109,7 +109,7 @@ def test_export_triton_honours_gate_data(toy_dir, tmp_path, capsys, calibration_
 
 
 def test_export_triton_gpu_without_a_gpu_says_how_to_state_one(toy_dir, tmp_path, capsys):
-    from hpi.device import cuda_device_count
+    from hpi.gpu import cuda_device_count
 
     if cuda_device_count():
         pytest.skip("a CUDA device is visible: the selection would run on it")

@@ -11,7 +11,8 @@ import pytest
 from hpi.backends import get_backend
 from hpi.cache import EngineCache
 from hpi.config import AccuracyGate, HpiConfig
-from hpi.device import Device, cpu_has_bf16
+from hpi.cpu import cpu_has_bf16
+from hpi.device import Device
 from hpi.preprocess.reference import preprocess_batch
 from hpi.selection.candidates import (
     Candidate,

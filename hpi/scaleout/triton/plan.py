@@ -24,7 +24,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from hpi.device import Device, cpu_count
+from hpi.cpu import cpu_count
+from hpi.device import Device
 from hpi.errors import InvalidConfigError
 
 ENGINE_BACKENDS = ("onnxruntime", "openvino", "python")
