@@ -79,10 +79,9 @@ def test_the_record_reads_back_and_sets_hpi_serve_options(tmp_path):
     assert (args.use_hpip, args.backend, args.precision, args.workers, args.threads, args.max_batch,
             args.batch_window_ms, args.no_visualize, args.loop_niceness) == (True, "openvino", "bf16", 2, 1, 4, 1.0,
                                                                              True, 0)
-    from hpi.cli.common import hpi_config_from_args
+    from hpi.cli.common import hpi_config_values
 
-    assert hpi_config_from_args(args) == {"backend": "openvino", "backend_config": {"precision": "bf16"},
-                                          "threads": 1}
+    assert hpi_config_values(args) == {"backend": "openvino", "backend_config": {"precision": "bf16"}, "threads": 1}
 
 
 @pytest.mark.parametrize(("change", "message"), [

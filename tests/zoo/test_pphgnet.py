@@ -37,7 +37,7 @@ def test_resize_as_paddlex_runs_it():
     assert shorts == {"PP-HGNet_tiny": 232, "PP-HGNet_small": 236, "PP-HGNet_base": 236}
     spec = preprocess_spec(_models()["PP-HGNet_small"])
     assert spec.interpolation == "LINEAR" and spec.crop == (224, 224)
-    assert _models()["PP-HGNet_small"].extra["declared_interpolation"] == "BICUBIC"
+    assert _models()["PP-HGNet_small"].card.preprocessing.interpolation == "BICUBIC"  # declared, not executed
 
 
 def test_stage_outputs():

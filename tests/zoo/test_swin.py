@@ -37,7 +37,7 @@ def test_catalogue_has_paddlex_names_and_preprocessing():
     for model in MODELS:
         expected = (384, 438) if model.name.endswith("_384") else (224, 256)
         assert (model.input_size, model.resize_short) == expected
-        assert model.extra["resize_backend"] == "pil"
+        assert model.card.preprocessing.resize_backend == "pil"
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
