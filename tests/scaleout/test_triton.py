@@ -272,7 +272,7 @@ def _predict_expected(exported):
     import hpi
 
     with hpi.create_model(exported.source.name, exported.source.directory, device="cpu", use_hpip=True,
-                          hpi_config={"backend": "onnxruntime", "threads": 2},
+                          hpi_config={"backend": "onnxruntime", "threads": 2, "reduced_decode": False},
                           cache_dir=exported.cache.root) as model:
         return {Path(r["input_path"]).name: r for r in model.predict(sorted(str(p) for p in SAMPLE_IMAGES.glob("*.jpg")))}
 
@@ -343,7 +343,7 @@ def test_real_triton_server_paddlex_layout_answers_like_hpi_serve(exported, trit
 
     data = (SAMPLE_IMAGES / "chelsea.jpg").read_bytes()
     with hpi.create_model("ToyNet", toy_dir, device="cpu", use_hpip=True,
-                          hpi_config={"backend": "onnxruntime", "threads": 2},
+                          hpi_config={"backend": "onnxruntime", "threads": 2, "reduced_decode": False},
                           cache_dir=exported.cache.root) as model, TestClient(
             create_app(model, ServeSettings(device="cpu"))) as http:
         want = http.post("/image-classification", json={"image": b64(data)}).json()
