@@ -174,20 +174,21 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
     if best is None:
         raise InvalidConfigError("no deployment could be measured in the time budget; give a longer --time-budget")
     confirmed = None
-    # The search's best is the best of many short, noisy runs; a longer run confirms it. One that is over the budget
-    # when confirmed gives way to the next deployment inside it (at most CONFIRM_TRIES are confirmed).
-    inside = sorted((m for m in state.measurements.values() if m.best_within(budget_ms)),
-                    key=lambda m: m.score(budget_ms), reverse=True)
-    for candidate in inside[:CONFIRM_TRIES]:
+    # The search's best is the best of many short, noisy runs; a longer run confirms it. The points inside the budget
+    # (a deployment at a number of clients) are confirmed best first until one holds: at most CONFIRM_TRIES, so a
+    # deployment whose p99 sat near the budget at 8 clients in a short run can still be confirmed at 4.
+    inside = sorted(((m, p) for m in state.measurements.values() for p in m.points if p.within(budget_ms)),
+                    key=lambda mp: mp[1].throughput_rps, reverse=True)
+    for candidate, point in inside[:CONFIRM_TRIES]:
         if confirmed is not None and time.monotonic() - started + confirm_s > time_budget_s:
             break  # no time left to confirm another
-        check = _confirm(measurer, candidate, budget_ms, plan, show)
+        check = _confirm(measurer, candidate, point.concurrency, plan, show)
         held = bool(check.points) and check.points[-1].within(budget_ms)
         if confirmed is None or held:
             best, confirmed = candidate, check
         if held:
             break
-        show(f"{candidate.deployment.key} was over the budget when confirmed")
+        show(f"{candidate.deployment.key} at {_clients(point.concurrency)} was over the budget when confirmed")
     rec = _record(model, source.content_hash, target, engines, state, best, confirmed, parts, key, budget_ms,
                   percentile, objective, climb, cores, selection, time.monotonic() - started)
     if target == "serve" and rec["chosen"]["met_budget"]:
@@ -199,17 +200,19 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
     return _finish(rec, out)
 
 
-def _confirm(measurer: ServeMeasurer, best: Measurement, budget_ms: float, plan: LoadPlan,
+def _confirm(measurer: ServeMeasurer, best: Measurement, clients: int, plan: LoadPlan,
              show: Callable[[str], None]) -> Measurement:
-    """The chosen deployment once more, in a fresh server, loaded as in the search up to its chosen concurrency
-    (the lower levels first: a server that has run them is what the search measured), that level ``CONFIRM_FACTOR``
-    times longer. Its last point is the confirmation."""
-    point = best.best_within(budget_ms)
-    show(f"confirming {best.deployment.key} at {point.concurrency} client{'s' if point.concurrency > 1 else ''}")
-    longer = dataclasses.replace(plan, concurrency=tuple(c for c in plan.concurrency if c <= point.concurrency),
+    """``best`` once more, in a fresh server, loaded as in the search up to ``clients`` (the lower levels first: a
+    server that has run them is what the search measured), that level ``CONFIRM_FACTOR`` times longer. Its last
+    point is the confirmation."""
+    show(f"confirming {best.deployment.key} at {_clients(clients)}")
+    longer = dataclasses.replace(plan, concurrency=tuple(c for c in plan.concurrency if c <= clients),
                                  stop_early=False, last_level_seconds=plan.seconds * CONFIRM_FACTOR)
-    m = ServeMeasurer(measurer.model, measurer.pipeline, longer, measurer.workdir, measurer.env)(best.deployment)
-    return m
+    return ServeMeasurer(measurer.model, measurer.pipeline, longer, measurer.workdir, measurer.env)(best.deployment)
+
+
+def _clients(n: int) -> str:
+    return f"{n} client{'s' if n > 1 else ''}"
 
 
 def _record(model: str, model_hash: str, target: str, engines: list[Engine], state: SearchState,
@@ -217,8 +220,11 @@ def _record(model: str, model_hash: str, target: str, engines: list[Engine], sta
             percentile: float, objective: str, climb: HillClimb, cores: int, selection: SelectionRecord,
             elapsed_s: float) -> dict[str, Any]:
     d = best.deployment
-    point = best.best_within(budget_ms)
     confirm_point = confirmed.points[-1] if confirmed is not None and confirmed.points else None
+    # the search's figures at the confirmed number of clients (its best level when nothing was confirmed)
+    point = best.best_within(budget_ms)
+    if confirm_point is not None:
+        point = next((p for p in best.points if p.concurrency == confirm_point.concurrency), point)
     met = point is not None
     chosen: dict[str, Any] = {"key": d.key, "met_budget": met}
     if point is not None:
@@ -264,7 +270,7 @@ def _finish(rec: dict[str, Any], out: Path, from_cache: bool = False) -> TuneRes
     met = bool(chosen["met_budget"]) and chosen.get("confirmed_within_budget") is not False
     pct = f"p{rec['percentile']:g}"
     if chosen["met_budget"]:
-        clients = f"{chosen['concurrency']} client{'s' if chosen['concurrency'] > 1 else ''}"
+        clients = _clients(chosen["concurrency"])
         message = (f"{chosen['key']}: {chosen['throughput_rps']:.1f} req/s at {clients}, "
                    f"{pct} {chosen['latency_ms']:.2f} ms inside the {rec['budget_ms']:g} ms budget")
         if chosen.get("confirmed_within_budget") is False:
