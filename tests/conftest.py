@@ -289,3 +289,17 @@ def free_port() -> int:
             return port
     raise RuntimeError(f"no free loopback port found below {low}")
 
+
+@pytest.fixture(autouse=True)
+def _logging_as_found():
+    """``hpi`` run in this process configures logging as a command does: ``basicConfig(force=True)`` replaces the
+    root logger's handlers, and ``hpi serve`` sends the access log to stdout without propagating it
+    (:func:`hpi.serving.observability.configure_access_log`). Put both back, so later tests' ``caplog`` sees the
+    access log (in CI two tests saw none after ``test_serve_configuration_errors_exit_2``)."""
+    import logging
+
+    access, root = logging.getLogger("hpi.serving.access"), logging.getLogger()
+    saved = (list(access.handlers), access.propagate, access.level, list(root.handlers), root.level)
+    yield
+    access.handlers[:], access.propagate, access.level = saved[0], saved[1], saved[2]
+    root.handlers[:], root.level = saved[3], saved[4]
