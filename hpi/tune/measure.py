@@ -50,6 +50,7 @@ class LoadPlan:
     start_timeout_s: float = 180.0
     stop_early: bool = True  # stop at a level over the budget or saturated (see the module's docstring)
     last_level_seconds: float | None = None  # the last level measures this long instead (a confirmation)
+    step_down: bool = False  # a confirmation: while the long level misses the budget, the next lower one, as long
 
     def estimate_s(self, start_s: float = 8.0) -> float:
         """A measurement's expected length: a server start and every load level."""
@@ -156,17 +157,19 @@ def load_levels(port: int, plan: LoadPlan, concurrency: Sequence[int] | None = N
     # Warm-up at the highest level first: every batch size up to the max reaches the engine, so that engines that
     # compile per shape (OpenVINO's static batches, oneDNN's primitives) have done so before any level is timed.
     asyncio.run(run_load(port, request, max(levels), plan.warmup_s, 0.0, Budget(MAX_REQUESTS_PER_LEVEL)))
+
+    def measure(clients: int, seconds: float) -> Point:
+        stats, measured_s = asyncio.run(run_load(port, request, clients, plan.warmup_s / 3, seconds,
+                                                 Budget(MAX_REQUESTS_PER_LEVEL)))
+        return Point(concurrency=clients, throughput_rps=round(len(stats.latencies_ms) / measured_s, 2),
+                     latency_ms=percentile(stats.latencies_ms, plan.percentile),
+                     p50_ms=percentile(stats.latencies_ms, 50), requests=stats.sent,
+                     errors=sum(stats.errors.values()), seconds=round(measured_s, 3))
+
     points: list[Point] = []
     for i, clients in enumerate(levels):
-        warmup = plan.warmup_s / 3
         last = i == len(levels) - 1 and plan.last_level_seconds is not None
-        stats, measured_s = asyncio.run(run_load(port, request, clients, warmup,
-                                                 plan.last_level_seconds if last else plan.seconds,
-                                                 Budget(MAX_REQUESTS_PER_LEVEL)))
-        point = Point(concurrency=clients, throughput_rps=round(len(stats.latencies_ms) / measured_s, 2),
-                      latency_ms=percentile(stats.latencies_ms, plan.percentile),
-                      p50_ms=percentile(stats.latencies_ms, 50), requests=stats.sent,
-                      errors=sum(stats.errors.values()), seconds=round(measured_s, 3))
+        point = measure(clients, plan.last_level_seconds if last else plan.seconds)
         points.append(point)
         if not plan.stop_early:
             continue
@@ -175,6 +178,13 @@ def load_levels(port: int, plan: LoadPlan, concurrency: Sequence[int] | None = N
         best_before = max((p.throughput_rps for p in points[:-1]), default=0.0)
         if best_before and point.throughput_rps < best_before * SATURATION_GAIN:
             break
+    if plan.step_down and plan.last_level_seconds is not None:
+        # a confirmation whose long level missed: the same server, one level lower at a time, each as long, until
+        # one holds (the last point is the confirmation's answer)
+        for clients in reversed(levels[:-1]):
+            if points[-1].within(plan.budget_ms):
+                break
+            points.append(measure(clients, plan.last_level_seconds))
     return points
 
 

@@ -154,7 +154,8 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
     state = SearchState({m.deployment.key: m for m in resumed})
     if state.measurements:
         show(f"resuming: {len(state.measurements)} deployments measured by an earlier run of this key")
-    confirm_s = plan.estimate_s() + (CONFIRM_FACTOR - 1) * level_seconds  # a server start, the levels, one longer
+    # a server start, the levels, the last one longer, and one step down as long
+    confirm_s = plan.estimate_s() + (2 * CONFIRM_FACTOR - 1) * level_seconds
 
     def measure_and_save(d: Deployment) -> Measurement:
         m = measurer(d)
@@ -187,6 +188,9 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
         if confirmed is None or held:
             best, confirmed = candidate, check
         if held:
+            if check.points[-1].concurrency < point.concurrency:
+                show(f"{candidate.deployment.key} was over the budget at {_clients(point.concurrency)} when confirmed "
+                     f"and held it at {_clients(check.points[-1].concurrency)}")
             break
         show(f"{candidate.deployment.key} at {_clients(point.concurrency)} was over the budget when confirmed")
     rec = _record(model, source.content_hash, target, engines, state, best, confirmed, parts, key, budget_ms,
@@ -203,11 +207,12 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
 def _confirm(measurer: ServeMeasurer, best: Measurement, clients: int, plan: LoadPlan,
              show: Callable[[str], None]) -> Measurement:
     """``best`` once more, in a fresh server, loaded as in the search up to ``clients`` (the lower levels first: a
-    server that has run them is what the search measured), that level ``CONFIRM_FACTOR`` times longer. Its last
-    point is the confirmation."""
+    server that has run them is what the search measured), that level ``CONFIRM_FACTOR`` times longer; while that
+    misses the budget, the next lower level as long (a p99 near the budget over a short level often is over it in a
+    longer one). Its last point is the confirmation."""
     show(f"confirming {best.deployment.key} at {_clients(clients)}")
     longer = dataclasses.replace(plan, concurrency=tuple(c for c in plan.concurrency if c <= clients),
-                                 stop_early=False, last_level_seconds=plan.seconds * CONFIRM_FACTOR)
+                                 stop_early=False, last_level_seconds=plan.seconds * CONFIRM_FACTOR, step_down=True)
     return ServeMeasurer(measurer.model, measurer.pipeline, longer, measurer.workdir, measurer.env)(best.deployment)
 
 
