@@ -41,6 +41,7 @@ is contacted; ``HPI_HOME`` / ``HPI_CACHE_DIR`` choose hpi's model store and engi
 
     nice -n 19 /tmp/pdxvenv/bin/python benchmarks/paddlex_e2e.py [--rounds 15] [--per-round 50] [--note TEXT]
 
+``--photo 12mp`` predicts a 4000x3000 phone-size JPEG instead of the 500x375 one (give it its own ``--out``).
 Writes ``benchmarks/results/paddlex_e2e.json`` and ``.md``. ``--model-dir DIR`` benchmarks another PaddleX
 inference directory of the same model instead (e.g. official weights).
 """
@@ -93,8 +94,19 @@ def cpu_model() -> str:
     return str(cpu_info()["model"])
 
 
-def make_jpeg(directory: Path) -> Path:
-    """chelsea.jpg resized to 500x375 (INTER_AREA) and written at JPEG quality 90."""
+def make_jpeg(directory: Path, photo: str = "500x375") -> tuple[Path, dict[str, Any]]:
+    """The photo to predict and how it was made: ``500x375``, chelsea.jpg resized (INTER_AREA) and written at JPEG
+    quality 90; ``12mp``, scikit-image's coffee as a 4000x3000 phone-size JPEG of quality 90
+    (:func:`hpi.selection.reduced_decode.photo_jpeg`, as ``benchmarks/reduced_decode_e2e.py`` makes it)."""
+    if photo == "12mp":
+        from skimage import data
+
+        from hpi.selection.reduced_decode import PHONE_PHOTO, PHONE_QUALITY, photo_jpeg
+
+        path = directory / "coffee_4000x3000_q90.jpg"
+        path.write_bytes(photo_jpeg(data.coffee()))
+        return path, {"source": "skimage.data.coffee()", "size": list(PHONE_PHOTO), "jpeg_quality": PHONE_QUALITY,
+                      "bytes": os.path.getsize(path)}
     bgr = cv2.imread(str(SOURCE_IMAGE), cv2.IMREAD_COLOR)
     if bgr is None:
         raise SystemExit(f"cannot read {SOURCE_IMAGE}")
@@ -102,7 +114,8 @@ def make_jpeg(directory: Path) -> Path:
     path = directory / "chelsea_500x375_q90.jpg"
     if not cv2.imwrite(str(path), small, [cv2.IMWRITE_JPEG_QUALITY, 90]):
         raise SystemExit(f"cannot write {path}")
-    return path
+    return path, {"source": str(SOURCE_IMAGE.relative_to(REPO)), "size": [500, 375], "jpeg_quality": 90,
+                  "bytes": os.path.getsize(path)}
 
 
 def model_directory(name: str, given: str | None) -> Path:
@@ -213,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-paddlex-default", action="store_true", help="skip PaddleX's default thread count")
     ap.add_argument("--note", default="", help="free text for the report (e.g. what else ran on the machine)")
+    ap.add_argument("--photo", choices=("500x375", "12mp"), default="500x375",
+                    help="the benchmarks' 500x375 JPEG, or a 4000x3000 phone-size one")
     ap.add_argument("--out", default=str(RESULTS / "paddlex_e2e"), help="output path without extension")
     args = ap.parse_args(argv)
 
@@ -220,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     directory = model_directory(args.model, args.model_dir)
     tmp = tempfile.TemporaryDirectory(prefix="paddlex_e2e_")
-    image = str(make_jpeg(Path(tmp.name)))
+    image_path, image_info = make_jpeg(Path(tmp.name), args.photo)
+    image = str(image_path)
 
     candidates: dict[str, tuple[Any, dict[str, Any]]] = {}
     load_seconds: dict[str, float] = {}
@@ -285,8 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "model_dir": str(directory),
         "weights": _weights(directory),
-        "image": {"source": str(SOURCE_IMAGE.relative_to(REPO)), "size": [500, 375], "jpeg_quality": 90,
-                  "bytes": os.path.getsize(image)},
+        "image": image_info,
         "rounds": args.rounds,
         "per_round": args.per_round,
         "warmup": args.warmup,
@@ -331,6 +346,7 @@ def render_md(rep: dict[str, Any], argv: list[str]) -> str:
         "hpi_normal": f"hpi normal mode, {rep['threads']} threads",
     }
     m = rep["machine"]
+    w, h = rep["image"]["size"]
     v = rep["versions"]
     nice = ["nice", "-n", str(m["niceness"])] if m["niceness"] else []  # the command as it was run
     lines = [
@@ -338,8 +354,8 @@ def render_md(rep: dict[str, Any], argv: list[str]) -> str:
         "",
         f"`{shlex.join([*nice, sys.executable, 'benchmarks/paddlex_e2e.py', *argv])}`",
         "",
-        f"{rep['model']} ({rep['weights']} weights, {rep['model_dir']}), 500x375 JPEG (quality 90, "
-        f"{rep['image']['bytes']} bytes, from {rep['image']['source']}), `predict(path, batch_size=1, topk=5)`; "
+        f"{rep['model']} ({rep['weights']} weights, {rep['model_dir']}), {w}x{h} JPEG (quality "
+        f"{rep['image']['jpeg_quality']}, {rep['image']['bytes']} bytes, from {rep['image']['source']}), `predict(path, batch_size=1, topk=5)`; "
         f"{rep['rounds']} rounds x {rep['per_round']} predictions per candidate after {rep['warmup']} warm-up, "
         "the order rotating between rounds. Median and p10-p90 per image over all predictions.",
         "",
