@@ -13,9 +13,12 @@ differs. A bad image does not fail the batch: its row has the message in ``error
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,8 +241,6 @@ def run_batch(model: str, inputs: str, output: str | os.PathLike[str], *, model_
             own SIGTERM handler): on SIGTERM or SIGINT the job stops after the batch in hand, writes no output and
             returns a report with ``interrupted`` set.
     """
-    import time
-
     from hpi.cache import EngineCache
     from hpi.loading import locate_model
     from hpi.scaleout.ray_cluster import connect, disconnect
@@ -252,6 +253,7 @@ def run_batch(model: str, inputs: str, output: str | os.PathLike[str], *, model_
     source = locate_model(model, model_dir, build=True)
     cache = EngineCache(cache_dir)
     connection = connect(address=address, num_cpus=num_cpus, object_store_bytes=object_store_bytes)
+    threads_before: set[threading.Thread] | None = None
     try:
         if stop is not None:
             stop.__enter__()
@@ -289,8 +291,10 @@ def run_batch(model: str, inputs: str, output: str | os.PathLike[str], *, model_
         # The results (a few numbers per image) are gathered in memory and written once, atomically: a stopped or
         # failed job leaves no partial file, and a reader never sees half of one.
         sink = pa.BufferOutputStream()
-        with pq.ParquetWriter(sink, schema) as writer:
-            for batch in ds.iter_batches(batch_format="pyarrow", batch_size=batch_size):
+        threads_before = set(threading.enumerate())
+        batches = iter(ds.iter_batches(batch_format="pyarrow", batch_size=batch_size))
+        with pq.ParquetWriter(sink, schema) as writer, contextlib.closing(batches):  # type: ignore[type-var]
+            for batch in batches:
                 table = batch.select(list(RESULT_COLUMNS)).cast(schema)
                 writer.write_table(table)
                 rows += table.num_rows
@@ -308,7 +312,22 @@ def run_batch(model: str, inputs: str, output: str | os.PathLike[str], *, model_
     finally:
         if stop is not None:
             stop.__exit__(None, None, None)
+        if threads_before is not None:
+            _settle_iteration(threads_before)
         disconnect(connection)
+
+
+ITERATION_SETTLE_S = 10.0  # at most this long for Ray Data's iteration threads to finish the block in hand
+
+
+def _settle_iteration(threads_before: set[threading.Thread]) -> None:
+    """Wait (bounded) for the threads Ray Data's iterator started to end. A job stopped mid-way (SIGTERM) closes
+    the iterator, but its fetch threads (``iter_threaded``) finish the block in hand first; one still calling into
+    Ray after ``ray.shutdown()`` makes Ray's core worker end the process with status 1 instead of the job's 143."""
+    deadline = time.monotonic() + ITERATION_SETTLE_S
+    for thread in set(threading.enumerate()) - threads_before:
+        if thread.name.startswith("iter_"):
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _engine_label(source: Any, use_hpip: bool, hpi_config: dict[str, Any], cache: Any) -> str:
