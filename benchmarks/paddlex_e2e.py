@@ -95,26 +95,21 @@ def cpu_model() -> str:
 
 
 def make_jpeg(directory: Path, photo: str = "500x375") -> tuple[Path, dict[str, Any]]:
-    """The photo to predict and how it was made: ``500x375``, chelsea.jpg resized (INTER_AREA) and written at JPEG
-    quality 90; ``12mp``, scikit-image's coffee as a 4000x3000 phone-size JPEG of quality 90
-    (:func:`hpi.selection.reduced_decode.photo_jpeg`, as ``benchmarks/reduced_decode_e2e.py`` makes it)."""
+    """The photo to predict, made as the other benchmarks make it, and how: ``500x375``, chelsea.jpg resized
+    (INTER_AREA) at JPEG quality 90 (:func:`hpi.bench.measure.stage_image`); ``12mp``, scikit-image's coffee as a
+    4000x3000 phone-size JPEG of quality 90 (``benchmarks/reduced_decode_e2e.py``'s ``phone_photo``)."""
     if photo == "12mp":
-        from skimage import data
+        from reduced_decode_e2e import phone_photo
 
-        from hpi.selection.reduced_decode import PHONE_PHOTO, PHONE_QUALITY, photo_jpeg
+        from hpi.selection.reduced_decode import PHONE_PHOTO, PHONE_QUALITY
 
-        path = directory / "coffee_4000x3000_q90.jpg"
-        path.write_bytes(photo_jpeg(data.coffee()))
+        path = phone_photo(directory)
         return path, {"source": "skimage.data.coffee()", "size": list(PHONE_PHOTO), "jpeg_quality": PHONE_QUALITY,
                       "bytes": os.path.getsize(path)}
-    bgr = cv2.imread(str(SOURCE_IMAGE), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise SystemExit(f"cannot read {SOURCE_IMAGE}")
-    small = cv2.resize(bgr, (500, 375), interpolation=cv2.INTER_AREA)
-    path = directory / "chelsea_500x375_q90.jpg"
-    if not cv2.imwrite(str(path), small, [cv2.IMWRITE_JPEG_QUALITY, 90]):
-        raise SystemExit(f"cannot write {path}")
-    return path, {"source": str(SOURCE_IMAGE.relative_to(REPO)), "size": [500, 375], "jpeg_quality": 90,
+    from hpi.bench.measure import STAGE_IMAGE_SIZE, stage_image
+
+    path = stage_image(directory)
+    return path, {"source": str(SOURCE_IMAGE.relative_to(REPO)), "size": list(STAGE_IMAGE_SIZE), "jpeg_quality": 90,
                   "bytes": os.path.getsize(path)}
 
 
@@ -355,7 +350,8 @@ def render_md(rep: dict[str, Any], argv: list[str]) -> str:
         f"`{shlex.join([*nice, sys.executable, 'benchmarks/paddlex_e2e.py', *argv])}`",
         "",
         f"{rep['model']} ({rep['weights']} weights, {rep['model_dir']}), {w}x{h} JPEG (quality "
-        f"{rep['image']['jpeg_quality']}, {rep['image']['bytes']} bytes, from {rep['image']['source']}), `predict(path, batch_size=1, topk=5)`; "
+        f"{rep['image']['jpeg_quality']}, {rep['image']['bytes']} bytes, from {rep['image']['source']}), "
+        "`predict(path, batch_size=1, topk=5)`; "
         f"{rep['rounds']} rounds x {rep['per_round']} predictions per candidate after {rep['warmup']} warm-up, "
         "the order rotating between rounds. Median and p10-p90 per image over all predictions.",
         "",
