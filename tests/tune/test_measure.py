@@ -13,7 +13,7 @@ from hpi.tune.measure import LoadPlan, load_levels
 
 @pytest.fixture
 def synthetic_load(monkeypatch):
-    """A server whose p99 at ``clients`` is ``P99[clients]`` in a short level and 1.3x that in a longer one (a short
+    """A server whose p99 at ``clients`` is ``p99[clients]`` in a short level and 1.3x that in a longer one (a short
     level sees less of the tail); records each (clients, seconds) loaded."""
     p99 = {1: 7.0, 2: 10.0, 4: 14.0, 8: 18.0}
     calls = []
