@@ -35,7 +35,7 @@ class OpenVinoConfig(BackendConfig):
 
     threads: int | None = None  # INFERENCE_NUM_THREADS; None: the machine's cores
     performance_hint: str = "LATENCY"  # "LATENCY" (one stream) or "THROUGHPUT" (several streams)
-    num_streams: int | None = None  # override the hint's stream count
+    num_streams: int | None = None  # override the hint's stream count; with N > 1 a batch runs as N parts at once
     compile_cache: bool = True  # keep compiled models in the engine cache as blobs (faster second load)
     static_batch: bool = True  # compile one static-shape model per batch size seen (bf16 PP-LCNet: 25% faster)
     calibration_data: str | None = None  # int8: the calibration images' directory; None: the built-in photos
@@ -90,7 +90,9 @@ class OpenVinoEngine(Engine):
         # Static shapes pay only when the batch is the one dynamic dim.
         self._static = cfg.static_batch and all(
             shape[0] is None and all(d is not None for d in shape[1:]) for shape in self.input_shapes.values())
-        self._requests = {None: self._dynamic.create_infer_request()}
+        self._streams = cfg.num_streams or 1
+        self._by_batch: dict[int, object] = {}  # static-shape compiled models
+        self._requests = {(None, 0): self._dynamic.create_infer_request()}  # (static batch or None, stream slot)
 
     @property
     def _compiled(self):  # noqa: ANN202 - the dynamic-shape compiled model (its properties are the engine's)
@@ -106,24 +108,42 @@ class OpenVinoEngine(Engine):
         return compile_cached(self._core, compile_model, self.cache, {**self._blob_parts, "batch": batch},
                               self._properties)
 
-    def _request(self, batch: int):  # noqa: ANN202
-        if not self._static:
-            return self._requests[None]
-        request = self._requests.get(batch)
+    def _request(self, batch: int, slot: int = 0):  # noqa: ANN202
+        """The infer request of stream ``slot`` for a batch of ``batch`` (one compiled model per static batch)."""
+        key = (batch if self._static else None, slot)
+        request = self._requests.get(key)
         if request is None:
-            model = self._model.clone()
-            model.reshape({name: [batch, *shape[1:]] for name, shape in self.input_shapes.items()})
-            request = self._compile(model, batch).create_infer_request()
-            self._requests[batch] = request
+            compiled = self._dynamic
+            if self._static:
+                compiled = self._by_batch.get(batch)
+                if compiled is None:
+                    model = self._model.clone()
+                    model.reshape({name: [batch, *shape[1:]] for name, shape in self.input_shapes.items()})
+                    compiled = self._by_batch[batch] = self._compile(model, batch)
+            request = self._requests[key] = compiled.create_infer_request()
         return request
 
     def _run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        request = self._request(next(iter(feed.values())).shape[0])
-        request.infer(feed, share_inputs=True)
-        return [request.get_output_tensor(i).data.copy() for i in range(len(self.output_names))]
+        batch = next(iter(feed.values())).shape[0]
+        parts = min(self._streams, batch)
+        if parts <= 1:
+            request = self._request(batch)
+            request.infer(feed, share_inputs=True)
+            return [request.get_output_tensor(i).data.copy() for i in range(len(self.output_names))]
+        # several streams (num_streams): the batch split into that many parts, run at once, one per stream
+        bounds = [round(batch * k / parts) for k in range(parts + 1)]
+        requests = []
+        for slot, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+            request = self._request(hi - lo, slot)
+            request.start_async({name: x[lo:hi] for name, x in feed.items()}, share_inputs=True)
+            requests.append(request)
+        for request in requests:
+            request.wait()
+        return [np.concatenate([r.get_output_tensor(i).data for r in requests]) for i in range(len(self.output_names))]
 
     def _close(self) -> None:
         self._requests = {}
+        self._by_batch = {}
         self._dynamic = None
         self._model = None
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hpi.config import HpiConfig
+from hpi.errors import InvalidConfigError
 
 
 def add_command(subparsers: Any, name: str, add_arguments: Callable[[argparse.ArgumentParser], None],
@@ -29,7 +30,7 @@ _CONFIG_OPTIONS = {"backend": "backend", "threads": "threads", "calibrate": "cal
 
 def hpi_config_from_args(args: argparse.Namespace) -> HpiConfig:
     """The :class:`~hpi.config.HpiConfig` of the selection options a command has and was given: ``--backend``,
-    ``--precision`` (the backend's precision), ``--threads`` (one number; a list of them, as ``hpi bench`` takes,
+    ``--precision`` (the backend's precision), ``--streams`` (OpenVINO's), ``--threads`` (one number; a list of them, as ``hpi bench`` takes,
     is the caller's to iterate), ``--fp32-only``, ``--calibrate``, ``--gate-data``. The one mapping from command
     line to config, so every command means the same by the same option."""
     return HpiConfig.from_dict(hpi_config_values(args))
@@ -45,6 +46,10 @@ def hpi_config_values(args: argparse.Namespace) -> dict[str, Any]:
             values[key] = value
     if getattr(args, "precision", None):
         values["backend_config"] = {"precision": args.precision}
+    if getattr(args, "streams", None):
+        if values.get("backend") != "openvino":
+            raise InvalidConfigError(f"--streams {args.streams} is OpenVINO's: give it with --backend openvino")
+        values["backend_config"] = {**values.get("backend_config", {}), "num_streams": args.streams}
     if getattr(args, "fp32_only", False):
         values["allow_reduced_precision"] = False
     return values

@@ -52,10 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--use-hpip", action="store_true", help="high-performance mode (measured backend choice)")
     parser.add_argument("--backend", help="force a backend: paddle, onnxruntime, openvino, tensorrt")
     parser.add_argument("--threads", type=int, help="CPU threads per model (default: the machine's cores)")
+    parser.add_argument("--streams", type=int, metavar="N",
+                        help="with --backend openvino: streams per worker; a batch runs as N parts at once, the "
+                             "threads shared between them (default: one stream)")
     parser.add_argument("--tuned", metavar="RECORD",
                         help="run the deployment 'hpi tune --target serve' wrote (its tune.json): it sets --use-hpip, "
-                             "--backend, the precision, --workers, --threads, --max-batch, --batch-window-ms, "
-                             "--no-visualize and --loop-niceness, replacing those options")
+                             "--backend, the precision, --workers, --threads, --streams, --max-batch, "
+                             "--batch-window-ms, --no-visualize and --loop-niceness, replacing those options")
 
     g = parser.add_argument_group("batching")
     g.add_argument("--max-batch", type=_max_batch, default=batching.max_batch,

@@ -21,8 +21,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="find the fastest deployment inside a latency budget, measured under load",
         description=(
             "Starting from the candidates that pass selection's accuracy gate, search workers x threads, max batch "
-            "size and batching window (a hill-climb over the ordered knobs), measure each deployment through the "
-            "real 'hpi serve' on loopback at rising client concurrency, and keep the most requests per second "
+            "size, batching window and OpenVINO streams (a hill-climb over the ordered knobs), measure each "
+            "deployment through the target's real server ('hpi serve', or tritonserver) on loopback at rising "
+            "client concurrency, and keep the most requests per second "
             "whose latency percentile is inside the budget. Writes tune.json (read by 'hpi serve --tuned' and "
             "'hpi export --format triton --tuned'), pipeline.yaml and the report (report.png, report.html, "
             "report.md, table.json) into --output. Exit status 1 when no deployment met the budget."
@@ -59,8 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--objective", choices=["throughput"], default="throughput",
                         help="what is maximised inside the budget (default: throughput)")
     parser.add_argument("--target", choices=["serve", "triton", "ray"], default="serve",
-                        help="the deployment written: serve (measured through hpi serve), triton or ray (the same "
-                             "knobs measured through hpi serve as a stand-in; the record says so)")
+                        help="the deployment written: serve (measured through hpi serve), triton (measured through "
+                             "nvidia-pytriton's tritonserver on the Python-engine repository; hpi serve stands in "
+                             "where that server cannot run) or ray (hpi serve stands in; the record says so)")
     parser.add_argument("--concurrency", type=levels, default=[1, 2, 4, 8, 16], metavar="N,N,...",
                         help="client connections per load level, ascending (default: 1,2,4,8,16)")
     parser.add_argument("--time-budget", type=lambda v: duration(v, "s"), default=300.0, metavar="TIME",
@@ -101,6 +103,11 @@ def run(args: argparse.Namespace) -> int:
         if rec.get("serve_command_explicit"):
             print("the same, spelled out:")
             print(f"  {rec['serve_command_explicit']}")
+    elif rec.get("export_command"):
+        print("write the Triton repository it measured with:")
+        print(f"  {rec['export_command']}")
+        print("(--engine-backend onnxruntime writes the same graph for Triton's onnxruntime backend; that variant was "
+              "not measured here)")
     elif rec["target"] == "triton":
         print(f"write the Triton repository with: hpi export --format triton --tuned {result.output / 'tune.json'}")
     return 0

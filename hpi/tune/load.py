@@ -12,6 +12,7 @@ import asyncio
 import json
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,9 +54,11 @@ class Budget:
         return True
 
 
-def build_request(port: int, body: bytes, path: str = CLASSIFY_PATH) -> bytes:
-    """The bytes of one keep-alive ``POST path`` with a JSON ``body``."""
-    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+def build_request(port: int, body: bytes, path: str = CLASSIFY_PATH, headers: dict[str, str] | None = None) -> bytes:
+    """The bytes of one keep-alive ``POST path`` with ``body`` (JSON, or as ``headers`` say)."""
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    kind = "" if headers and "Content-Type" in headers else "Content-Type: application/json\r\n"
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{kind}{extra}"
             f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n")
     return head.encode("ascii") + body
 
@@ -75,8 +78,11 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
     return int(status_line.split()[1]), headers, body
 
 
-def check_body(status: int, body: bytes) -> str | None:
-    """None for a correct classification response, else what was wrong."""
+Check = Callable[[int, dict[str, str], bytes], str | None]  # (status, headers, body) -> what was wrong, or None
+
+
+def check_body(status: int, headers: dict[str, str], body: bytes) -> str | None:
+    """None for a correct ``hpi serve`` classification response, else what was wrong."""
     if status != 200:
         return f"http_{status}"
     try:
@@ -92,8 +98,9 @@ def check_body(status: int, body: bytes) -> str | None:
 
 
 async def client(port: int, request: bytes, measure_from: float, stop_at: float, budget: Budget,
-                 stats: LoadStats) -> None:
-    """One connection sending ``request`` in a loop until ``stop_at`` (or the budget is spent)."""
+                 stats: LoadStats, check: Check = check_body) -> None:
+    """One connection sending ``request`` in a loop until ``stop_at`` (or the budget is spent); ``check`` judges
+    each response."""
     reader = writer = None
     while True:
         now = time.perf_counter()
@@ -111,7 +118,7 @@ async def client(port: int, request: bytes, measure_from: float, stop_at: float,
             await writer.drain()
             status, headers, body = await asyncio.wait_for(read_response(reader), REQUEST_TIMEOUT_S)
             latency_ms = (time.perf_counter_ns() - start) / 1e6
-            problem = check_body(status, body)
+            problem = check(status, headers, body)
             if headers.get("connection", "").lower() == "close":
                 writer.close()
                 reader = writer = None
@@ -129,15 +136,16 @@ async def client(port: int, request: bytes, measure_from: float, stop_at: float,
         writer.close()
 
 
-async def run_load(port: int, request: bytes, clients: int, warmup_s: float, duration_s: float, budget: Budget
-                   ) -> tuple[LoadStats, float]:
+async def run_load(port: int, request: bytes, clients: int, warmup_s: float, duration_s: float, budget: Budget,
+                   check: Check = check_body) -> tuple[LoadStats, float]:
     """``clients`` connections in a loop: ``warmup_s`` unmeasured, then ``duration_s`` measured. Returns the stats
     and the measured seconds."""
     stats = LoadStats()
     start = time.perf_counter()
     measure_from = start + warmup_s
     stop_at = measure_from + duration_s
-    await asyncio.gather(*(client(port, request, measure_from, stop_at, budget, stats) for _ in range(clients)))
+    await asyncio.gather(*(client(port, request, measure_from, stop_at, budget, stats, check)
+                           for _ in range(clients)))
     measured_s = max(1e-9, min(time.perf_counter(), stop_at) - measure_from)
     return stats, measured_s
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hpi.errors import HpiError
-from hpi.tune.load import Budget, build_request, http_get, percentile, run_load
+from hpi.tune.load import Budget, Check, build_request, check_body, http_get, percentile, run_load
 from hpi.tune.record import write_json
 from hpi.tune.search import Deployment, Measurement, Point
 
@@ -83,6 +83,7 @@ def explicit_arguments(pipeline: str | Path, record: dict[str, Any], *, host: st
     return ["--pipeline", str(pipeline), "--host", host, "--port", str(port), "--use-hpip", "--backend",
             record["backend"], "--threads", str(d["threads"]), "--workers", str(d["instances"]),
             "--max-batch", str(d["max_batch_size"]), "--batch-window-ms", f"{d['batch_delay_ms']:g}",
+            *(["--streams", str(d["streams"])] if d.get("streams") else []),
             "--no-visualize", "--loop-niceness", str(record.get("loop_niceness", 15)), "--log-level", "warning"]
 
 
@@ -149,18 +150,34 @@ def stop(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
         proc.wait(timeout=10)
 
 
-def load_levels(port: int, plan: LoadPlan, concurrency: Sequence[int] | None = None) -> list[Point]:
-    """Load the running server at each concurrency, ascending, stopping early (see the module's docstring)."""
-    body = json.dumps({"image": base64.b64encode(plan.image.read_bytes()).decode("ascii")}).encode()
-    request = build_request(port, body)
+@dataclass(frozen=True)
+class Traffic:
+    """What every client sends (the bytes of one request) and how each answer is judged."""
+
+    request: bytes
+    check: Check = check_body
+
+
+def serve_traffic(port: int, image: Path) -> Traffic:
+    """``POST /image-classification`` with ``image`` to ``hpi serve`` on ``port``."""
+    body = json.dumps({"image": base64.b64encode(image.read_bytes()).decode("ascii")}).encode()
+    return Traffic(build_request(port, body))
+
+
+def load_levels(port: int, plan: LoadPlan, traffic: Traffic | None = None,
+                concurrency: Sequence[int] | None = None) -> list[Point]:
+    """Load the running server at each concurrency, ascending, stopping early (see the module's docstring); the
+    traffic is ``hpi serve``'s unless given."""
+    traffic = traffic or serve_traffic(port, plan.image)
+    request, check = traffic.request, traffic.check
     levels = list(concurrency or plan.concurrency)
     # Warm-up at the highest level first: every batch size up to the max reaches the engine, so that engines that
     # compile per shape (OpenVINO's static batches, oneDNN's primitives) have done so before any level is timed.
-    asyncio.run(run_load(port, request, max(levels), plan.warmup_s, 0.0, Budget(MAX_REQUESTS_PER_LEVEL)))
+    asyncio.run(run_load(port, request, max(levels), plan.warmup_s, 0.0, Budget(MAX_REQUESTS_PER_LEVEL), check))
 
     def measure(clients: int, seconds: float) -> Point:
         stats, measured_s = asyncio.run(run_load(port, request, clients, plan.warmup_s / 3, seconds,
-                                                 Budget(MAX_REQUESTS_PER_LEVEL)))
+                                                 Budget(MAX_REQUESTS_PER_LEVEL), check))
         return Point(concurrency=clients, throughput_rps=round(len(stats.latencies_ms) / measured_s, 2),
                      latency_ms=percentile(stats.latencies_ms, plan.percentile),
                      p50_ms=percentile(stats.latencies_ms, 50), requests=stats.sent,
@@ -197,13 +214,19 @@ class ServeMeasurer:
         plan: the load levels.
         workdir: where each server's record and the servers' log (``servers.log``) go.
         env: extra environment for the server (``HPI_CACHE_DIR`` and the like are inherited anyway).
+        through: what the record says the load went through (``hpi serve``, or ``hpi serve`` standing in).
     """
 
     def __init__(self, model: str, pipeline: Path, plan: LoadPlan, workdir: Path,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, through: str = "hpi serve") -> None:
         self.model, self.pipeline, self.plan, self.env = model, pipeline, plan, env or {}
         self.workdir = workdir
         self.log = workdir / "servers.log"
+        self.through = through  # what the measurements went through (the record's measured_through)
+
+    def with_plan(self, plan: LoadPlan, through: str | None = None) -> ServeMeasurer:
+        """The same servers loaded by another plan (a confirmation's)."""
+        return ServeMeasurer(self.model, self.pipeline, plan, self.workdir, self.env, through or self.through)
 
     def command(self, d: Deployment, port: int) -> list[str]:
         """The server of ``d``: ``hpi serve --tuned`` with a record of ``d`` alone."""

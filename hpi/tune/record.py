@@ -116,7 +116,7 @@ def read_progress(path: Path, parts: dict[str, Any]) -> list[dict[str, Any]]:
 
 def apply_to_serve_args(args: argparse.Namespace) -> None:
     """Set ``hpi serve``'s options from the record named by ``args.tuned`` (when given): backend (with
-    high-performance mode), precision, workers, threads, max batch, batching window, visualisation and the event
+    high-performance mode), precision, workers, threads, OpenVINO streams, max batch, batching window, visualisation and the event
     loop's niceness. The record's values
     replace the corresponding options; the others (host, port, limits, ...) stay as given.
 
@@ -135,6 +135,7 @@ def apply_to_serve_args(args: argparse.Namespace) -> None:
     if record["precision"] != "fp32":
         args.precision = record["precision"]
     args.workers, args.threads = int(d["instances"]), int(d["threads"])
+    args.streams = int(d["streams"]) if d.get("streams") else None
     args.max_batch, args.batch_window_ms = int(d["max_batch_size"]), float(d["batch_delay_ms"])
     if record.get("visualize") is False:
         args.no_visualize = True

@@ -8,14 +8,16 @@ chosen-percentile latency was inside the budget and that had no errors (:meth:`M
 deployment that met the budget at no concurrency ranks below every one that did, by how little it missed it.
 
 The search is a hill-climb over ordered knobs (coordinate ascent): starting from ``hpi serve``'s defaults on the
-selection's winner, it steps the workers x threads split and the server's event-loop niceness, tries each backend
-candidate, then steps each other ordered knob (max batch size, batching window) up and down from the best point so far while that improves, and
-repeats the pass until a pass changes nothing or the time budget is spent. Every deployment is measured at most once (the record resumes).
+selection's winner, it steps the split of the cores (workers x threads, and on an OpenVINO engine x streams per
+worker) and (``hpi serve`` only) the server's event-loop niceness, tries each backend candidate, then steps each
+other ordered knob (max batch size, batching window) up and down from the best point so far while that improves, and repeats the pass until a
+pass changes nothing or the time budget is spent. Every deployment is measured at most once (the record resumes).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +28,15 @@ from hpi.errors import InvalidConfigError
 MAX_BATCH_SIZES = (1, 2, 4, 8, 16)  # the ordered values of the max batch size knob
 LOOP_NICENESS = (0, 15)  # the ordered values of the server's event-loop niceness knob (15: hpi serve's default)
 BATCH_DELAYS_MS = (0.5, 1.0, 2.0, 4.0, 8.0)  # the ordered values of the batching window knob
+STREAMS = (None, 2, 4)  # the ordered values of OpenVINO's streams per instance (None: one), up to its threads
+# the knobs each target searches, in the order a pass steps them (instances first: on a small machine shared with
+# other work, how the cores are split moved latency most, e.g. PP-LCNet on 2 busy cores: p99 1.5-30x lower with 2
+# workers of 1 thread than 1 of 2)
+# workers x threads; on an OpenVINO engine also x streams: streams are the same cores split inside one process
+SERVE_KNOBS = ("instances", "loop_niceness", "engine", "max_batch_size", "batch_delay_ms")
+TRITON_KNOBS = ("instances", "engine", "max_batch_size", "batch_delay_ms")  # Triton has no event loop of hpi's
+KNOB_NAMES = {"instances": "worker split", "loop_niceness": "loop niceness", "engine": "engine",
+              "max_batch_size": "max batch", "batch_delay_ms": "window"}
 
 
 @dataclass(frozen=True)
@@ -89,10 +100,21 @@ def splits(cores: int) -> list[tuple[int, int]]:
     return [(n, cores // n) for n in range(1, cores + 1) if cores % n == 0]
 
 
+def streams_for(d: Deployment) -> list[int | None]:
+    """The streams values that can matter for ``d``: OpenVINO only, at most one stream per engine thread."""
+    if d.backend != "openvino":
+        return [None]
+    return [s for s in STREAMS if s is None or s <= d.threads]
+
+
 def normalised(d: Deployment) -> Deployment:
     """``d`` with knobs that cannot matter set to one value, so that equal deployments measure once: a batch of
-    one never waits for a second item, so its delay is 0."""
-    return dataclasses.replace(d, batch_delay_ms=0.0) if d.max_batch_size == 1 else d
+    one never waits for a second item, so its delay is 0; streams are OpenVINO's, and at most one per thread."""
+    if d.max_batch_size == 1:
+        d = dataclasses.replace(d, batch_delay_ms=0.0)
+    if d.streams is not None and d.streams not in streams_for(d):
+        d = dataclasses.replace(d, streams=None)
+    return d
 
 
 @dataclass(frozen=True)
@@ -193,7 +215,12 @@ class HillClimb:
     def __init__(self, engines: Sequence[Engine], cores: int, budget_ms: float,
                  measure: Callable[[Deployment], Measurement], *, time_budget_s: float, estimate_s: float = 0.0,
                  state: SearchState | None = None, progress: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, start: Deployment | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, start: Deployment | None = None,
+                 knobs: Sequence[str] = SERVE_KNOBS) -> None:
+        unknown = [k for k in knobs if k not in KNOB_NAMES]
+        if unknown:
+            raise InvalidConfigError(f"unknown knob(s) {unknown}; known: {', '.join(KNOB_NAMES)}")
+        self.knobs = tuple(knobs)
         if not engines:
             raise InvalidConfigError("no gate-passing candidate to tune")
         if not budget_ms > 0:
@@ -211,13 +238,14 @@ class HillClimb:
         self.start = start or Deployment(engines[0].backend, engines[0].precision, 1, cores, 8, 2.0)
         self.new = 0  # measurements made by this run (not resumed)
 
-    # the ordered knobs: each maps a deployment to its neighbours one step down and one step up
-    KNOBS = ("instances", "loop_niceness", "engine", "max_batch_size", "batch_delay_ms")
-
     def _knob_values(self, knob: str, d: Deployment) -> list[Deployment]:
         """``d`` with every value of ``knob``, in the knob's order (empty where the knob cannot matter)."""
-        if knob == "instances":
-            return [dataclasses.replace(d, instances=n, threads=t) for n, t in splits(self.cores)]
+        if knob == "instances":  # the cores split, coarsest first; OpenVINO's streams split an instance further
+            out = []
+            for n, t in splits(self.cores):
+                split = dataclasses.replace(d, instances=n, threads=t, streams=None)
+                out += [dataclasses.replace(split, streams=v) for v in streams_for(split)]
+            return out
         if knob == "loop_niceness":
             return [dataclasses.replace(d, loop_niceness=n) for n in LOOP_NICENESS]
         if knob == "engine":
@@ -229,10 +257,27 @@ class HillClimb:
         delay = d.batch_delay_ms or BATCH_DELAYS_MS[2]
         return [dataclasses.replace(d, batch_delay_ms=w) for w in sorted(set(BATCH_DELAYS_MS) | {delay})]
 
+    def space(self) -> set[str]:
+        """The keys of the distinct deployments the knobs span here (after :func:`normalised`)."""
+        keys: set[str] = set()
+        niceness = LOOP_NICENESS if "loop_niceness" in self.knobs else (self.start.loop_niceness,)
+        for e, (n, t), nice, b, w in itertools.product(self.engines, splits(self.cores), niceness, MAX_BATCH_SIZES,
+                                                       BATCH_DELAYS_MS):
+            d = Deployment(e.backend, e.precision, n, t, b, w, loop_niceness=nice)
+            for streams in streams_for(d):
+                keys.add(normalised(dataclasses.replace(d, streams=streams)).key)
+        return keys
+
     def space_size(self) -> int:
-        """How many distinct deployments the knobs span here (after :func:`normalised`)."""
-        n = len(self.engines) * len(splits(self.cores)) * len(LOOP_NICENESS)
-        return n * (1 + (len(MAX_BATCH_SIZES) - 1) * len(BATCH_DELAYS_MS))
+        """How many distinct deployments the knobs span here."""
+        return len(self.space())
+
+    def describe_space(self) -> str:
+        """The knobs and the size of the space, for a person: "2 engine(s) x 2 worker split(s) of 2 cores x ..."."""
+        parts = [f"{len(self.engines)} engine(s)", f"{len(splits(self.cores))} worker split(s) of {self.cores} cores"
+                 + (" (OpenVINO: x streams)" if any(e.backend == "openvino" for e in self.engines) else "")]
+        parts += [KNOB_NAMES[k] for k in self.knobs if k not in ("engine", "instances")]
+        return f"{' x '.join(parts)} = {self.space_size()} deployments"
 
     def elapsed(self) -> float:
         return self.clock() - self.started
@@ -294,10 +339,7 @@ class HillClimb:
             current = self.measure(self.start)
             while True:
                 before = current.deployment.key
-                # the knobs in order (instances first: on a small machine shared with other work, how the cores
-                # are split moved latency most, e.g. PP-LCNet on 2 busy cores: p99 1.5-30x lower with 2 workers of
-                # 1 thread than 1 of 2), each from the best deployment so far
-                for knob in self.KNOBS:
+                for knob in self.knobs:  # in order, each from the best deployment so far
                     values = self._knob_values(knob, current.deployment)
                     if not values:
                         continue

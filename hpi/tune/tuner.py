@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -31,10 +31,21 @@ from hpi.errors import InvalidConfigError
 from hpi.loading import locate_model
 from hpi.selection.decision import cached_selection
 from hpi.selection.record import SelectionRecord
+from hpi.source import ModelSource
 from hpi.tune import record as records
 from hpi.tune import report
 from hpi.tune.measure import LoadPlan, ServeMeasurer, explicit_arguments, serve_arguments
-from hpi.tune.search import Deployment, Engine, HillClimb, Measurement, SearchState, shortfall, splits
+from hpi.tune.search import (
+    SERVE_KNOBS,
+    TRITON_KNOBS,
+    Deployment,
+    Engine,
+    HillClimb,
+    Measurement,
+    SearchState,
+    shortfall,
+)
+from hpi.tune.triton import ENGINE_BACKEND, TritonMeasurer
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +82,20 @@ def write_pipeline(path: Path, model: str, model_dir: Path) -> Path:
     return path
 
 
-def commands(output: Path, rec: dict[str, Any], *, host: str, port: int) -> dict[str, str]:
-    """The ``hpi serve`` command lines of a serve record: with ``--tuned``, and spelled out (fp32 only)."""
+def commands(output: Path, rec: dict[str, Any], *, host: str, port: int, model_dir: Path | None = None
+             ) -> dict[str, str]:
+    """The commands that run a record's deployment: for serve, ``hpi serve`` with ``--tuned`` and spelled out (fp32
+    only); for a Triton record measured through tritonserver, the ``hpi export`` that writes that repository."""
     pipeline, tuned = output / "pipeline.yaml", output / records.RECORD_FILE
+    if rec["target"] == "triton":
+        if "triton" not in rec:  # measured through the hpi serve stand-in: no repository variant was measured
+            return {}
+        where = ["--model-dir", str(model_dir)] if model_dir is not None else []
+        return {"export_command": shlex.join([
+            "hpi", "export", "--format", "triton", "--model", rec["model"], *where, "--tuned", str(tuned),
+            "--engine-backend", rec["triton"]["engine_backend"], "--output", str(output / "triton-repository")])}
+    if rec["target"] != "serve":
+        return {}
     out = {"serve_command": shlex.join(["hpi", "serve", *serve_arguments(pipeline, tuned, host=host, port=port)])}
     explicit = explicit_arguments(pipeline, rec, host=host, port=port)
     if explicit is not None:
@@ -87,7 +109,7 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
          host: str = "127.0.0.1", port: int = 8080, cache_dir: str | os.PathLike[str] | None = None,
          remeasure: bool = False, progress: Callable[[str], None] | None = None) -> TuneResult:
     """Find the deployment of ``model`` with the most requests per second whose ``percentile`` latency is inside
-    ``budget_ms``, measured through ``hpi serve`` on loopback.
+    ``budget_ms``, measured under load on loopback through the target's server.
 
     Args:
         model: the model's name (the store's, or the zoo's: built with seeded weights when absent).
@@ -95,8 +117,9 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
         budget_ms: the latency budget.
         percentile: the latency percentile the budget bounds (99: p99).
         objective: what is maximised inside the budget; "throughput" is the one there is.
-        target: "serve" (measured through ``hpi serve``), "triton" or "ray" (the same deployment knobs, measured
-            through ``hpi serve`` as a stand-in: the record says so).
+        target: "serve" (measured through ``hpi serve``), "triton" (through a real ``tritonserver`` on the
+            Python-engine repository where nvidia-pytriton's server runs, else ``hpi serve`` standing in) or "ray"
+            (``hpi serve`` standing in); the record's ``measured_through`` says which.
         concurrency: client connections per load level, ascending.
         time_budget_s: no new measurement starts past this (selection, if not cached yet, counts too).
         output: the directory of the record, the pipeline, the report and the servers' log.
@@ -125,6 +148,7 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
     out = Path(output).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     source = locate_model(model, model_dir, build=True)
+    given_dir = source.directory if model_dir is not None else None
     device = parse_device("cpu")
     cache = EngineCache(cache_dir)
     cores = cpu_count()
@@ -138,8 +162,8 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
         if cached is not None:
             show(f"a record for this model, hardware, library versions and budget is cached ({key}); "
                  "--remeasure measures again")
-            if target == "serve" and cached["chosen"]["met_budget"]:
-                cached.update(commands(out, cached, host=host, port=port))
+            if cached["chosen"]["met_budget"]:
+                cached.update(commands(out, cached, host=host, port=port, model_dir=given_dir))
             return _finish(cached, out, from_cache=True)
 
     show(f"selection: the gate-passing candidates of {model} (cached after the first run)")
@@ -147,9 +171,7 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
     engines = gate_passing(selection)
     show("candidates: " + ", ".join(f"{e.backend}[{e.precision}] {e.p50_ms:.2f} ms" for e in engines))
     plan = LoadPlan(concurrency=concurrency, seconds=level_seconds, percentile=percentile, budget_ms=budget_ms)
-    # the servers build their engines into the same cache as the selection's
-    measurer = ServeMeasurer(model, out / "pipeline.yaml", plan, out / "servers",
-                             env={"HPI_CACHE_DIR": str(cache.root)})
+    measurer, engines, knobs = _measurer(target, model, source, selection, engines, cache, plan, out, show)
     resumed = [Measurement.from_dict(m) for m in records.read_progress(out / records.PROGRESS_FILE, parts)]
     state = SearchState({m.deployment.key: m for m in resumed})
     if state.measurements:
@@ -165,10 +187,9 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
 
     climb = HillClimb(engines, cores, budget_ms, measure_and_save,
                       time_budget_s=max(0.0, time_budget_s - (time.monotonic() - started) - confirm_s),
-                      estimate_s=plan.estimate_s(), state=state, progress=show)
-    show(f"search: {SEARCH}; {len(engines)} engine(s) x {len(splits(cores))} worker split(s) of {cores} cores x loop "
-         f"niceness x max batch x window = {climb.space_size()} deployments" + (" (a small space: 2 cores split only as 1x2 and 2x1)"
-                                                                  if cores <= 2 else ""))
+                      estimate_s=plan.estimate_s(), state=state, progress=show, knobs=knobs)
+    show(f"search: {SEARCH} through {measurer.through}; {climb.describe_space()}"
+         + (" (a small space: 2 cores split only as 1x2 and 2x1)" if cores <= 2 else ""))
     climb.run()
     show(f"search stopped: {state.stopped}")
     best = state.best(budget_ms)
@@ -194,9 +215,9 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
             break
         show(f"{candidate.deployment.key} at {_clients(point.concurrency)} was over the budget when confirmed")
     rec = _record(model, source.content_hash, target, engines, state, best, confirmed, parts, key, budget_ms,
-                  percentile, objective, climb, cores, selection, time.monotonic() - started)
-    if target == "serve" and rec["chosen"]["met_budget"]:
-        rec.update(commands(out, rec, host=host, port=port))
+                  percentile, objective, climb, cores, selection, time.monotonic() - started, measurer)
+    if rec["chosen"]["met_budget"]:
+        rec.update(commands(out, rec, host=host, port=port, model_dir=given_dir))
     # cached only when final: a search the time budget cut short resumes from its progress file instead, and a
     # deployment that did not hold the budget when confirmed is worth measuring again
     if state.stopped.startswith("converged") and rec["chosen"].get("confirmed_within_budget") is not False:
@@ -204,7 +225,51 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
     return _finish(rec, out)
 
 
-def _confirm(measurer: ServeMeasurer, best: Measurement, clients: int, plan: LoadPlan,
+class Measurer(Protocol):
+    """Measures one deployment under the plan's load (:class:`~hpi.tune.measure.ServeMeasurer`,
+    :class:`~hpi.tune.triton.TritonMeasurer`)."""
+
+    plan: LoadPlan
+    through: str  # what the load went through, for the record
+
+    def __call__(self, d: Deployment) -> Measurement: ...
+
+    def with_plan(self, plan: LoadPlan) -> Measurer: ...
+
+
+def _measurer(target: str, model: str, source: ModelSource, selection: SelectionRecord, engines: list[Engine],
+              cache: EngineCache, plan: LoadPlan, out: Path, show: Callable[[str], None]
+              ) -> tuple[Measurer, list[Engine], tuple[str, ...]]:
+    """What measures ``target``'s deployments, the engines it can run, and the knobs searched.
+
+    * serve: ``hpi serve`` on every gate-passing engine; workers x threads, event-loop niceness, engine, max batch,
+      window, and OpenVINO streams on an OpenVINO engine.
+    * triton: a real ``tritonserver`` where this machine runs nvidia-pytriton's, on the Python-engine repository
+      (ONNX Runtime fp32, which is what a CPU repository runs whatever the decision); instances x threads, max
+      batch, queue delay. Elsewhere ``hpi serve`` stands in, and the record says why.
+    * ray: ``hpi serve`` stands in for Ray Serve (replicas = workers); the record says so.
+    """
+    # the servers build their engines into the same cache as the selection's
+    serve = ServeMeasurer(model, out / "pipeline.yaml", plan, out / "servers", env={"HPI_CACHE_DIR": str(cache.root)})
+    if target == "serve":
+        return serve, engines, SERVE_KNOBS
+    if target == "triton":
+        from hpi.scaleout.triton.environment import unsupported_reason
+
+        reason = unsupported_reason()
+        if reason is None:
+            ort = next((e for e in engines if (e.backend, e.precision) == ("onnxruntime", "fp32")),
+                       Engine("onnxruntime", "fp32", float("inf")))
+            show("triton: measured through a real tritonserver (nvidia-pytriton's, Python backend) on the "
+                 "--engine-backend python repository: ONNX Runtime fp32, the engine a CPU repository runs")
+            return TritonMeasurer(source, selection, cache, plan, out / "servers", progress=show), [ort], TRITON_KNOBS
+        stand_in = f"hpi serve (a stand-in: tritonserver cannot run here: {reason})"
+    else:
+        stand_in = "hpi serve (a stand-in: Ray Serve itself was not measured; replicas = workers)"
+    return serve.with_plan(plan, through=stand_in), engines, SERVE_KNOBS
+
+
+def _confirm(measurer: Measurer, best: Measurement, clients: int, plan: LoadPlan,
              show: Callable[[str], None]) -> Measurement:
     """``best`` once more, in a fresh server, loaded as in the search up to ``clients`` (the lower levels first: a
     server that has run them is what the search measured), that level ``CONFIRM_FACTOR`` times longer; while that
@@ -213,7 +278,7 @@ def _confirm(measurer: ServeMeasurer, best: Measurement, clients: int, plan: Loa
     show(f"confirming {best.deployment.key} at {_clients(clients)}")
     longer = dataclasses.replace(plan, concurrency=tuple(c for c in plan.concurrency if c <= clients),
                                  stop_early=False, last_level_seconds=plan.seconds * CONFIRM_FACTOR, step_down=True)
-    return ServeMeasurer(measurer.model, measurer.pipeline, longer, measurer.workdir, measurer.env)(best.deployment)
+    return measurer.with_plan(longer)(best.deployment)
 
 
 def _clients(n: int) -> str:
@@ -223,7 +288,7 @@ def _clients(n: int) -> str:
 def _record(model: str, model_hash: str, target: str, engines: list[Engine], state: SearchState,
             best: Measurement, confirmed: Measurement | None, parts: dict[str, Any], key: str, budget_ms: float,
             percentile: float, objective: str, climb: HillClimb, cores: int, selection: SelectionRecord,
-            elapsed_s: float) -> dict[str, Any]:
+            elapsed_s: float, measurer: Measurer) -> dict[str, Any]:
     d = best.deployment
     confirm_point = confirmed.points[-1] if confirmed is not None and confirmed.points else None
     # the search's figures at the confirmed number of clients (its best level when nothing was confirmed)
@@ -253,8 +318,7 @@ def _record(model: str, model_hash: str, target: str, engines: list[Engine], sta
         "backend": d.backend, "precision": d.precision, "deployment": d.deployment_dict(),
         "visualize": False, "loop_niceness": d.loop_niceness,
         "budget_ms": budget_ms, "percentile": percentile, "objective": objective,
-        "measured_through": "hpi serve" + ("" if target == "serve" else
-                                           f" (a stand-in: {target} itself was not measured)"),
+        "measured_through": measurer.through,
         "chosen": chosen,
         "search": {"method": SEARCH, "space_size": climb.space_size(), "measured": len(state.measurements),
                    "measured_now": climb.new, "stopped": state.stopped, "seconds": round(elapsed_s, 1),
@@ -264,7 +328,8 @@ def _record(model: str, model_hash: str, target: str, engines: list[Engine], sta
         "measurements": [m.to_dict() for m in state.measurements.values()],
         "confirmation": confirmed.to_dict() if confirmed is not None else None,
         "model_hash": model_hash, "cache_key": key, "key": parts, "created": time.time(),
-    }
+    } | ({"triton": {"engine_backend": ENGINE_BACKEND, "server_version": measurer.server_version}}
+         if isinstance(measurer, TritonMeasurer) else {})
 
 
 def _finish(rec: dict[str, Any], out: Path, from_cache: bool = False) -> TuneResult:

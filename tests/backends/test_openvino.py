@@ -58,3 +58,22 @@ def test_bf16_is_offered_only_where_the_cpu_runs_it(cpu_without_bf16, tmp_path):
 
 def test_bf16_is_offered_on_a_cpu_with_it(cpu_with_bf16):
     assert get_backend("openvino").precisions(CPU)[:2] == ("fp32", "bf16")  # and int8 where the CPU has VNNI
+
+
+def test_streams_split_a_batch_and_give_the_same_outputs(tmp_path, monkeypatch):
+    """With num_streams 2 a batch runs as two parts at once (uneven for an odd batch), with one stream's outputs."""
+    source = tiny_source(tmp_path / "m")
+    cache = EngineCache(tmp_path / "cache")
+    batches = {n: random_batch(n) for n in (1, 5, 8)}
+    with get_backend("openvino").engine(source, CPU, {"threads": 2}, cache=cache) as engine:
+        one = {n: engine.run(x)[0] for n, x in batches.items()}
+    started = []
+    real = ov.InferRequest.start_async
+    monkeypatch.setattr(ov.InferRequest, "start_async",
+                        lambda self, inputs, *a, **k: started.append(next(iter(inputs.values())).shape[0])
+                        or real(self, inputs, *a, **k))
+    with get_backend("openvino").engine(source, CPU, {"threads": 2, "num_streams": 2}, cache=cache) as engine:
+        assert engine._compiled.get_property("NUM_STREAMS") == 2
+        for n, x in batches.items():
+            np.testing.assert_allclose(engine.run(x)[0], one[n], rtol=1e-5, atol=1e-6)
+    assert started == [2, 3, 4, 4]  # batch 1 runs whole; 5 as 2 + 3; 8 as 4 + 4

@@ -18,7 +18,7 @@ def synthetic_load(monkeypatch):
     p99 = {1: 7.0, 2: 10.0, 4: 14.0, 8: 18.0}
     calls = []
 
-    async def run_load(port, request, clients, warmup_s, duration_s, budget):  # noqa: ANN001, ARG001
+    async def run_load(port, request, clients, warmup_s, duration_s, budget, check=None):  # noqa: ANN001, ARG001
         calls.append((clients, duration_s))
         if duration_s == 0:  # the warm-up
             return LoadStats(), 1e-9

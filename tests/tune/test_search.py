@@ -8,6 +8,7 @@ import pytest
 
 from hpi.errors import InvalidConfigError
 from hpi.tune.search import (
+    TRITON_KNOBS,
     Deployment,
     Engine,
     HillClimb,
@@ -156,3 +157,47 @@ def test_each_knob_steps_from_the_best_deployment_so_far():
     HillClimb(ENGINES, 2, 20.0, measure, time_budget_s=1e9).run()
     assert [(d.instances, d.loop_niceness) for d in calls[:3]] == [(1, 15), (2, 15), (2, 0)]
     assert calls[3].backend == "openvino" and (calls[3].instances, calls[3].loop_niceness) == (2, 0)
+
+
+def test_openvino_streams_are_searched_where_they_can_matter():
+    """Streams split an OpenVINO instance's cores further (at most one per thread), so they are values of the
+    cores split knob on an OpenVINO engine: the climb finds a gain there even where more workers pay too."""
+    def with_streams(d: Deployment) -> Measurement:
+        m = synthetic(d)
+        gain = 1.5 if d.streams == 2 else 1.0  # two streams pay here
+        return dataclasses.replace(m, points=tuple(dataclasses.replace(p, throughput_rps=p.throughput_rps * gain)
+                                                   for p in m.points))
+
+    ov = Deployment("openvino", "fp32", 1, 2, 8, 2.0)
+    assert normalised(dataclasses.replace(ov, streams=4)).streams is None  # 4 streams on 2 threads: one
+    assert normalised(Deployment("onnxruntime", "fp32", 1, 2, 8, 2.0, streams=2)).streams is None  # not OpenVINO's
+    calls = []
+
+    def measure(d):
+        calls.append(d)
+        return with_streams(d)
+
+    climb = HillClimb(ENGINES, 2, 20.0, measure, time_budget_s=1e9, start=dataclasses.replace(ov, instances=1))
+    best = climb.run().best(20.0).deployment
+    assert best.backend == "openvino" and best.streams == 2 and best.instances == 1
+    assert {d.streams for d in calls if d.backend == "onnxruntime"} == {None}
+    # ONNX Runtime: 2 splits x 2 niceness x 21 batch/window; OpenVINO: (1x2 with 1 or 2 streams, 2x1) x 2 x 21
+    assert climb.space_size() == 84 + 126
+    assert "(OpenVINO: x streams)" in climb.describe_space()
+
+
+def test_the_triton_knobs_leave_out_the_event_loop():
+    calls = []
+
+    def measure(d):
+        calls.append(d)
+        return synthetic(d)
+
+    climb = HillClimb(ENGINES[:1], 2, 20.0, measure, time_budget_s=1e9, knobs=TRITON_KNOBS)
+    climb.run()
+    assert {d.loop_niceness for d in calls} == {15} and {d.streams for d in calls} == {None}
+    assert climb.space_size() == 2 * 21
+    assert climb.describe_space() == ("1 engine(s) x 2 worker split(s) of 2 cores x max batch x window = 42 "
+                                      "deployments")
+    with pytest.raises(InvalidConfigError, match="unknown knob"):
+        HillClimb(ENGINES, 2, 20.0, measure, time_budget_s=1, knobs=("instances", "colour"))
