@@ -155,12 +155,25 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 2) if values else None
 
 
-def http_get(port: int, path: str, timeout_s: float = 10.0) -> tuple[int, bytes]:
-    """The status and body of ``GET path`` on the loopback server (one connection, closed after)."""
+def _get(port: int, path: str, timeout_s: float) -> tuple[int, dict[str, str], bytes]:
     with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+def http_get(port: int, path: str, timeout_s: float = 10.0) -> tuple[int, bytes]:
+    """The status and body of ``GET path`` on the loopback server (one connection, closed after)."""
+    status, _, body = _get(port, path, timeout_s)
+    return status, body
+
+
+def http_head(port: int, path: str, timeout_s: float = 10.0) -> tuple[int, dict[str, str]]:
+    """The status and headers (lower-case names) of ``GET path`` on the loopback server."""
+    status, headers, _ = _get(port, path, timeout_s)
+    return status, headers

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hpi.errors import HpiError
-from hpi.tune.load import Budget, Check, build_request, check_body, http_get, percentile, run_load
+from hpi.tune.load import Budget, Check, build_request, check_body, http_get, http_head, percentile, run_load
 from hpi.tune.record import write_json
 from hpi.tune.search import Deployment, Measurement, Point
 
@@ -80,8 +80,10 @@ def explicit_arguments(pipeline: str | Path, record: dict[str, Any], *, host: st
     if record["precision"] != "fp32":
         return None
     d = record["deployment"]
+    spread = (["--engine", "ray", "--replicas", str(d["instances"]), "--cpus-per-replica", str(d["threads"])]
+              if record["target"] == "ray" else ["--workers", str(d["instances"])])
     return ["--pipeline", str(pipeline), "--host", host, "--port", str(port), "--use-hpip", "--backend",
-            record["backend"], "--threads", str(d["threads"]), "--workers", str(d["instances"]),
+            record["backend"], "--threads", str(d["threads"]), *spread,
             "--max-batch", str(d["max_batch_size"]), "--batch-window-ms", f"{d['batch_delay_ms']:g}",
             *(["--streams", str(d["streams"])] if d.get("streams") else []),
             "--no-visualize", "--loop-niceness", str(record.get("loop_niceness", 15)), "--log-level", "warning"]
@@ -137,6 +139,31 @@ def wait_workers(port: int, workers: int, timeout_s: float) -> None:
             return
         time.sleep(0.25)
     raise ServerStartError(f"{len(seen)} of {workers} workers were serving after {timeout_s:.0f} s")
+
+
+def wait_replicas(port: int, replicas: int, timeout_s: float) -> None:
+    """Wait until ``GET /health`` has been answered by all ``replicas`` of ``hpi serve --engine ray`` (each names
+    itself in ``X-Hpi-Replica``; Ray's proxy spreads requests over the replicas that are running).
+
+    Raises:
+        ServerStartError: not every replica answered within ``timeout_s``.
+    """
+    from hpi.scaleout.ray_serve import REPLICA_HEADER
+
+    deadline = time.monotonic() + timeout_s
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        try:
+            status, headers = http_head(port, "/health", timeout_s=5)
+        except OSError:
+            status, headers = 0, {}
+        if status == 200 and headers.get(REPLICA_HEADER.lower()):
+            seen.add(headers[REPLICA_HEADER.lower()])
+            if len(seen) >= replicas:
+                return
+        else:
+            time.sleep(0.25)
+    raise ServerStartError(f"{len(seen)} of {replicas} Ray Serve replicas answered after {timeout_s:.0f} s")
 
 
 def stop(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
@@ -218,20 +245,22 @@ class ServeMeasurer:
     """
 
     def __init__(self, model: str, pipeline: Path, plan: LoadPlan, workdir: Path,
-                 env: dict[str, str] | None = None, through: str = "hpi serve") -> None:
+                 env: dict[str, str] | None = None, through: str = "hpi serve", target: str = "serve") -> None:
         self.model, self.pipeline, self.plan, self.env = model, pipeline, plan, env or {}
         self.workdir = workdir
         self.log = workdir / "servers.log"
         self.through = through  # what the measurements went through (the record's measured_through)
+        self.target = target  # "ray": hpi serve --engine ray (the record's instances are Ray Serve replicas)
 
     def with_plan(self, plan: LoadPlan, through: str | None = None) -> ServeMeasurer:
         """The same servers loaded by another plan (a confirmation's)."""
-        return ServeMeasurer(self.model, self.pipeline, plan, self.workdir, self.env, through or self.through)
+        return ServeMeasurer(self.model, self.pipeline, plan, self.workdir, self.env, through or self.through,
+                             self.target)
 
     def command(self, d: Deployment, port: int) -> list[str]:
         """The server of ``d``: ``hpi serve --tuned`` with a record of ``d`` alone."""
         tuned = self.workdir / "deployment.json"
-        write_json(tuned, deployment_record(self.model, d))
+        write_json(tuned, deployment_record(self.model, d, self.target))
         return [sys.executable, "-m", "hpi", "serve", *serve_arguments(self.pipeline, tuned, port=port)]
 
     def __call__(self, d: Deployment) -> Measurement:
@@ -250,7 +279,10 @@ class ServeMeasurer:
                 if served.get("backend") != d.backend:
                     return Measurement(d, (), time.monotonic() - start,
                                        f"the server ran {served.get('backend')}, not {d.backend}")
-                wait_workers(port, d.instances, self.plan.start_timeout_s)
+                if self.target == "ray":
+                    wait_replicas(port, d.instances, self.plan.start_timeout_s)
+                else:
+                    wait_workers(port, d.instances, self.plan.start_timeout_s)
                 points = load_levels(port, self.plan)
             except ServerStartError as exc:
                 return Measurement(d, (), time.monotonic() - start, f"{exc} (log: {self.log})")

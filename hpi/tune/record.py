@@ -116,25 +116,32 @@ def read_progress(path: Path, parts: dict[str, Any]) -> list[dict[str, Any]]:
 
 def apply_to_serve_args(args: argparse.Namespace) -> None:
     """Set ``hpi serve``'s options from the record named by ``args.tuned`` (when given): backend (with
-    high-performance mode), precision, workers, threads, OpenVINO streams, max batch, batching window, visualisation and the event
+    high-performance mode), precision, workers (a ray record: ``--engine ray``, replicas and CPUs per replica),
+    threads, OpenVINO streams, max batch, batching window, visualisation and the event
     loop's niceness. The record's values
     replace the corresponding options; the others (host, port, limits, ...) stay as given.
 
     Raises:
-        InvalidConfigError: not a tune record, or one tuned for another target.
+        InvalidConfigError: not a tune record, or one tuned for Triton.
     """
     path = getattr(args, "tuned", None)
     if not path:
         return
     record = load_record(path)
-    if record["target"] != "serve":
-        raise InvalidConfigError(f"{path} was tuned for {record['target']}, not for hpi serve")
+    if record["target"] not in ("serve", "ray"):
+        raise InvalidConfigError(f"{path} was tuned for {record['target']}, not for hpi serve; write its repository "
+                                 f"with: hpi export --format triton --tuned {path}")
     d = record["deployment"]
     args.use_hpip = True
     args.backend = record["backend"]
     if record["precision"] != "fp32":
         args.precision = record["precision"]
-    args.workers, args.threads = int(d["instances"]), int(d["threads"])
+    args.threads = int(d["threads"])
+    if record["target"] == "ray":  # Ray Serve replicas of the same app, each with its threads' CPUs
+        args.engine, args.workers = "ray", 1
+        args.replicas, args.cpus_per_replica = int(d["instances"]), float(d["threads"])
+    else:
+        args.workers = int(d["instances"])
     args.streams = int(d["streams"]) if d.get("streams") else None
     args.max_batch, args.batch_window_ms = int(d["max_batch_size"]), float(d["batch_delay_ms"])
     if record.get("visualize") is False:

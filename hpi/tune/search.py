@@ -35,6 +35,9 @@ STREAMS = (None, 2, 4)  # the ordered values of OpenVINO's streams per instance 
 # workers x threads; on an OpenVINO engine also x streams: streams are the same cores split inside one process
 SERVE_KNOBS = ("instances", "loop_niceness", "engine", "max_batch_size", "batch_delay_ms")
 TRITON_KNOBS = ("instances", "engine", "max_batch_size", "batch_delay_ms")  # Triton has no event loop of hpi's
+# Ray Serve: the replicas keep hpi serve's loop niceness (each Ray deployment measured costs a cluster start, so the
+# search there is kept to the knobs that moved throughput most)
+RAY_KNOBS = TRITON_KNOBS
 KNOB_NAMES = {"instances": "worker split", "loop_niceness": "loop niceness", "engine": "engine",
               "max_batch_size": "max batch", "batch_delay_ms": "window"}
 

@@ -36,6 +36,7 @@ from hpi.tune import record as records
 from hpi.tune import report
 from hpi.tune.measure import LoadPlan, ServeMeasurer, explicit_arguments, serve_arguments
 from hpi.tune.search import (
+    RAY_KNOBS,
     SERVE_KNOBS,
     TRITON_KNOBS,
     Deployment,
@@ -50,6 +51,7 @@ from hpi.tune.triton import ENGINE_BACKEND, TritonMeasurer
 logger = logging.getLogger(__name__)
 
 SEARCH = "hill-climb over ordered knobs"
+RAY_THROUGH = "Ray Serve (hpi serve --engine ray on a local loopback cluster, a fresh one per deployment)"
 CONFIRM_FACTOR = 3  # the confirmation run measures this many times a search level's seconds
 CONFIRM_TRIES = 3  # deployments confirmed at most, best first, until one stays inside the budget
 
@@ -94,8 +96,6 @@ def commands(output: Path, rec: dict[str, Any], *, host: str, port: int, model_d
         return {"export_command": shlex.join([
             "hpi", "export", "--format", "triton", "--model", rec["model"], *where, "--tuned", str(tuned),
             "--engine-backend", rec["triton"]["engine_backend"], "--output", str(output / "triton-repository")])}
-    if rec["target"] != "serve":
-        return {}
     out = {"serve_command": shlex.join(["hpi", "serve", *serve_arguments(pipeline, tuned, host=host, port=port)])}
     explicit = explicit_arguments(pipeline, rec, host=host, port=port)
     if explicit is not None:
@@ -247,7 +247,8 @@ def _measurer(target: str, model: str, source: ModelSource, selection: Selection
     * triton: a real ``tritonserver`` where this machine runs nvidia-pytriton's, on the Python-engine repository
       (ONNX Runtime fp32, which is what a CPU repository runs whatever the decision); instances x threads, max
       batch, queue delay. Elsewhere ``hpi serve`` stands in, and the record says why.
-    * ray: ``hpi serve`` stands in for Ray Serve (replicas = workers); the record says so.
+    * ray: Ray Serve (``hpi serve --engine ray``, a local cluster per deployment): replicas x CPUs each, engine,
+      max batch, window.
     """
     # the servers build their engines into the same cache as the selection's
     serve = ServeMeasurer(model, out / "pipeline.yaml", plan, out / "servers", env={"HPI_CACHE_DIR": str(cache.root)})
@@ -263,10 +264,12 @@ def _measurer(target: str, model: str, source: ModelSource, selection: Selection
             show("triton: measured through a real tritonserver (nvidia-pytriton's, Python backend) on the "
                  "--engine-backend python repository: ONNX Runtime fp32, the engine a CPU repository runs")
             return TritonMeasurer(source, selection, cache, plan, out / "servers", progress=show), [ort], TRITON_KNOBS
-        stand_in = f"hpi serve (a stand-in: tritonserver cannot run here: {reason})"
-    else:
-        stand_in = "hpi serve (a stand-in: Ray Serve itself was not measured; replicas = workers)"
-    return serve.with_plan(plan, through=stand_in), engines, SERVE_KNOBS
+        return serve.with_plan(plan, through=f"hpi serve (a stand-in: tritonserver cannot run here: {reason})"), \
+            engines, SERVE_KNOBS
+    show("ray: measured through Ray Serve (hpi serve --engine ray on a local loopback cluster)")
+    ray = ServeMeasurer(model, out / "pipeline.yaml", plan, out / "servers", env={"HPI_CACHE_DIR": str(cache.root)},
+                        through=RAY_THROUGH, target="ray")
+    return ray, engines, RAY_KNOBS
 
 
 def _confirm(measurer: Measurer, best: Measurement, clients: int, plan: LoadPlan,

@@ -270,3 +270,56 @@ def test_triton_requests_are_kserve_v2_with_the_image_as_a_binary_tensor(tmp_pat
     assert check_triton(400, {}, b'{"error": "bad"}') == "http_400"
     assert check_triton(200, {}, b'{"outputs": []}') == "no_class_ids"
     assert check_triton(200, {}, b"<html>") == "bad_json"
+
+
+def test_a_ray_record_runs_ray_serve_replicas(tmp_path):
+    from hpi.cli import build_parser
+    from hpi.cli.common import hpi_config_values
+    from hpi.tune.measure import deployment_record, explicit_arguments
+    from hpi.tune.record import apply_to_serve_args, write_json
+    from hpi.tune.search import Deployment
+
+    record = deployment_record(MODEL, Deployment("paddle", "fp32", 2, 1, 4, 1.0), target="ray")
+    args = build_parser().parse_args(["serve", "--pipeline", "p.yaml", "--tuned",
+                                      str(write_json(tmp_path / "tune.json", record))])
+    apply_to_serve_args(args)
+    assert (args.engine, args.replicas, args.cpus_per_replica, args.workers) == ("ray", 2, 1.0, 1)
+    spelled = build_parser().parse_args(["serve", *explicit_arguments("p.yaml", record)])
+    assert (spelled.engine, spelled.replicas, spelled.cpus_per_replica, spelled.workers) == ("ray", 2, 1.0, 1)
+    assert hpi_config_values(spelled) == hpi_config_values(args) == {"backend": "paddle", "threads": 1}
+    triton = write_json(tmp_path / "triton.json", deployment_record(MODEL, Deployment("onnxruntime", "fp32", 1, 2, 8, 2),
+                                                                    target="triton"))
+    args = build_parser().parse_args(["serve", "--pipeline", "p.yaml", "--tuned", str(triton)])
+    from hpi.errors import InvalidConfigError
+
+    with pytest.raises(InvalidConfigError, match="tuned for triton, not for hpi serve; write its repository with"):
+        apply_to_serve_args(args)
+
+
+@pytest.mark.slow
+@pytest.mark.serving
+def test_ray_target_tunes_through_ray_serve_and_the_printed_command_runs_it(lcnet, tune_cache, tmp_path):
+    """``--target ray`` measured through Ray Serve (a local loopback cluster per deployment): the record says so,
+    and the printed ``hpi serve --tuned`` starts Ray Serve with the record's replicas, which classify."""
+    out, port = tmp_path / "tune", free_port()
+    done = hpi_tune(lcnet, tune_cache, out, "--latency-budget", "200ms", "--target", "ray", "--time-budget", "60s",
+                    "--concurrency", "1,2", "--level-seconds", "1", "--port", str(port), timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    rec = json.loads((out / "tune.json").read_text())
+    assert rec["target"] == "ray" and rec["measured_through"].startswith("Ray Serve")
+    lines = done.stdout.splitlines()
+    command = lines[lines.index("run it with:") + 1].strip()
+    assert command == rec["serve_command"] and "--tuned" in command
+    if rec["precision"] == "fp32":  # spelled out only for fp32 (only --tuned can ask for another precision)
+        explicit = shlex.split(rec["serve_command_explicit"])
+        assert explicit[explicit.index("--replicas") + 1] == str(rec["deployment"]["instances"])
+    proc = subprocess.Popen([sys.executable, "-m", "hpi", *shlex.split(command)[1:]], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        assert measure.wait_healthy(port, proc, 180)["models"][0]["backend"] == rec["backend"]
+        measure.wait_replicas(port, rec["deployment"]["instances"], 120)  # every replica answers
+        rps, p99, errors = served(port, 1, 2.0)
+        assert rps > 0 and errors == 0
+    finally:
+        measure.stop(proc)
+    assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
