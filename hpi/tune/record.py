@@ -38,9 +38,9 @@ DEPLOYMENT_KEYS = ("instances", "threads", "max_batch_size", "batch_delay_ms", "
 
 
 def tune_key(source: ModelSource, device: Device, *, target: str, budget_ms: float, percentile: float,
-             objective: str, concurrency: tuple[int, ...]) -> dict[str, Any]:
+             objective: str, concurrency: tuple[int, ...], measured_through: str) -> dict[str, Any]:
     """What a tuned deployment depends on: the model's bytes, the hardware (with its core count, which the
-    deployment spreads), every library version, the target and the budget."""
+    deployment spreads), every library version, the target, the server its load went through, and the budget."""
     info = cpu_info()
     return {
         "model": source.content_hash,
@@ -50,6 +50,7 @@ def tune_key(source: ModelSource, device: Device, *, target: str, budget_ms: flo
         "cpu": str(info.get("model", "")),
         "versions": library_versions(device),
         "target": target,
+        "measured_through": measured_through,
         "budget_ms": budget_ms,
         "percentile": percentile,
         "objective": objective,

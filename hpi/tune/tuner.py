@@ -1,9 +1,10 @@
 """``tune``: from a model and a latency budget to the deployment that serves the most requests inside it.
 
 1. The gate-passing candidates of measured selection (backend x precision, the cached decision), fastest first.
-2. The hill-climb (:class:`hpi.tune.search.HillClimb`) over workers x threads, max batch size and batching window,
-   each deployment measured through the real ``hpi serve`` (:class:`hpi.tune.measure.ServeMeasurer`), bounded by
-   the time budget and resumable from ``tune-progress.json``.
+2. The hill-climb (:class:`hpi.tune.search.HillClimb`) over the target's knobs (the cores split, max batch size,
+   batching window, ...), each deployment measured through the target's real server: ``hpi serve``
+   (:class:`hpi.tune.measure.ServeMeasurer`, ``--engine ray`` for Ray Serve) or ``tritonserver``
+   (:class:`hpi.tune.triton.TritonMeasurer`), bounded by the time budget and resumable from ``tune-progress.json``.
 3. The best deployment inside the budget measured once more, longer, at the concurrency it was chosen at: the
    figure the record keeps (the search's own figure is the best of many noisy ones, which overstates it).
 4. The record (``tune.json``, also cached in the engine cache), the pipeline it serves, and the report.
@@ -47,6 +48,7 @@ from hpi.tune.search import (
     shortfall,
 )
 from hpi.tune.triton import ENGINE_BACKEND, TritonMeasurer
+from hpi.tune.triton import THROUGH as TRITON_THROUGH
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +121,7 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
         objective: what is maximised inside the budget; "throughput" is the one there is.
         target: "serve" (measured through ``hpi serve``), "triton" (through a real ``tritonserver`` on the
             Python-engine repository where nvidia-pytriton's server runs, else ``hpi serve`` standing in) or "ray"
-            (``hpi serve`` standing in); the record's ``measured_through`` says which.
+            (through Ray Serve, ``hpi serve --engine ray``); the record's ``measured_through`` says which.
         concurrency: client connections per load level, ascending.
         time_budget_s: no new measurement starts past this (selection, if not cached yet, counts too).
         output: the directory of the record, the pipeline, the report and the servers' log.
@@ -152,8 +154,9 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
     device = parse_device("cpu")
     cache = EngineCache(cache_dir)
     cores = cpu_count()
+    through = measured_through(target)
     parts = records.tune_key(source, device, target=target, budget_ms=budget_ms, percentile=percentile,
-                             objective=objective, concurrency=concurrency)
+                             objective=objective, concurrency=concurrency, measured_through=through)
     key = cache_key(parts)
     write_pipeline(out / "pipeline.yaml", model, source.directory)
 
@@ -171,7 +174,7 @@ def tune(model: str, *, model_dir: str | os.PathLike[str] | None = None, budget_
     engines = gate_passing(selection)
     show("candidates: " + ", ".join(f"{e.backend}[{e.precision}] {e.p50_ms:.2f} ms" for e in engines))
     plan = LoadPlan(concurrency=concurrency, seconds=level_seconds, percentile=percentile, budget_ms=budget_ms)
-    measurer, engines, knobs = _measurer(target, model, source, selection, engines, cache, plan, out, show)
+    measurer, engines, knobs = _measurer(target, through, model, source, selection, engines, cache, plan, out, show)
     resumed = [Measurement.from_dict(m) for m in records.read_progress(out / records.PROGRESS_FILE, parts)]
     state = SearchState({m.deployment.key: m for m in resumed})
     if state.measurements:
@@ -237,39 +240,42 @@ class Measurer(Protocol):
     def with_plan(self, plan: LoadPlan) -> Measurer: ...
 
 
-def _measurer(target: str, model: str, source: ModelSource, selection: SelectionRecord, engines: list[Engine],
-              cache: EngineCache, plan: LoadPlan, out: Path, show: Callable[[str], None]
+def measured_through(target: str) -> str:
+    """What ``target``'s deployments are measured through on this machine (part of the record's key: a record
+    measured through a stand-in is not one measured through the real server)."""
+    if target == "triton":
+        from hpi.scaleout.triton.environment import unsupported_reason
+
+        reason = unsupported_reason()
+        return TRITON_THROUGH if reason is None else f"hpi serve (a stand-in: tritonserver cannot run here: {reason})"
+    return RAY_THROUGH if target == "ray" else "hpi serve"
+
+
+def _measurer(target: str, through: str, model: str, source: ModelSource, selection: SelectionRecord,
+              engines: list[Engine], cache: EngineCache, plan: LoadPlan, out: Path, show: Callable[[str], None]
               ) -> tuple[Measurer, list[Engine], tuple[str, ...]]:
     """What measures ``target``'s deployments, the engines it can run, and the knobs searched.
 
-    * serve: ``hpi serve`` on every gate-passing engine; workers x threads, event-loop niceness, engine, max batch,
-      window, and OpenVINO streams on an OpenVINO engine.
+    * serve: ``hpi serve`` on every gate-passing engine; workers x threads (x OpenVINO streams), event-loop
+      niceness, engine, max batch, window.
     * triton: a real ``tritonserver`` where this machine runs nvidia-pytriton's, on the Python-engine repository
       (ONNX Runtime fp32, which is what a CPU repository runs whatever the decision); instances x threads, max
       batch, queue delay. Elsewhere ``hpi serve`` stands in, and the record says why.
     * ray: Ray Serve (``hpi serve --engine ray``, a local cluster per deployment): replicas x CPUs each, engine,
       max batch, window.
     """
+    if through == TRITON_THROUGH:
+        ort = next((e for e in engines if (e.backend, e.precision) == ("onnxruntime", "fp32")),
+                   Engine("onnxruntime", "fp32", float("inf")))
+        show("triton: measured through a real tritonserver (nvidia-pytriton's, Python backend) on the "
+             "--engine-backend python repository: ONNX Runtime fp32, the engine a CPU repository runs")
+        return TritonMeasurer(source, selection, cache, plan, out / "servers", progress=show), [ort], TRITON_KNOBS
+    if target == "ray":
+        show(f"ray: measured through {through}")
     # the servers build their engines into the same cache as the selection's
-    serve = ServeMeasurer(model, out / "pipeline.yaml", plan, out / "servers", env={"HPI_CACHE_DIR": str(cache.root)})
-    if target == "serve":
-        return serve, engines, SERVE_KNOBS
-    if target == "triton":
-        from hpi.scaleout.triton.environment import unsupported_reason
-
-        reason = unsupported_reason()
-        if reason is None:
-            ort = next((e for e in engines if (e.backend, e.precision) == ("onnxruntime", "fp32")),
-                       Engine("onnxruntime", "fp32", float("inf")))
-            show("triton: measured through a real tritonserver (nvidia-pytriton's, Python backend) on the "
-                 "--engine-backend python repository: ONNX Runtime fp32, the engine a CPU repository runs")
-            return TritonMeasurer(source, selection, cache, plan, out / "servers", progress=show), [ort], TRITON_KNOBS
-        return serve.with_plan(plan, through=f"hpi serve (a stand-in: tritonserver cannot run here: {reason})"), \
-            engines, SERVE_KNOBS
-    show("ray: measured through Ray Serve (hpi serve --engine ray on a local loopback cluster)")
-    ray = ServeMeasurer(model, out / "pipeline.yaml", plan, out / "servers", env={"HPI_CACHE_DIR": str(cache.root)},
-                        through=RAY_THROUGH, target="ray")
-    return ray, engines, RAY_KNOBS
+    serve = ServeMeasurer(model, out / "pipeline.yaml", plan, out / "servers", env={"HPI_CACHE_DIR": str(cache.root)},
+                          through=through, target="ray" if target == "ray" else "serve")
+    return serve, engines, RAY_KNOBS if target == "ray" else SERVE_KNOBS
 
 
 def _confirm(measurer: Measurer, best: Measurement, clients: int, plan: LoadPlan,
