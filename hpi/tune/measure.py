@@ -252,10 +252,9 @@ class ServeMeasurer:
         self.through = through  # what the measurements went through (the record's measured_through)
         self.target = target  # "ray": hpi serve --engine ray (the record's instances are Ray Serve replicas)
 
-    def with_plan(self, plan: LoadPlan, through: str | None = None) -> ServeMeasurer:
+    def with_plan(self, plan: LoadPlan) -> ServeMeasurer:
         """The same servers loaded by another plan (a confirmation's)."""
-        return ServeMeasurer(self.model, self.pipeline, plan, self.workdir, self.env, through or self.through,
-                             self.target)
+        return ServeMeasurer(self.model, self.pipeline, plan, self.workdir, self.env, self.through, self.target)
 
     def command(self, d: Deployment, port: int) -> list[str]:
         """The server of ``d``: ``hpi serve --tuned`` with a record of ``d`` alone."""

@@ -10,8 +10,8 @@ deployment that met the budget at no concurrency ranks below every one that did,
 The search is a hill-climb over ordered knobs (coordinate ascent): starting from ``hpi serve``'s defaults on the
 selection's winner, it steps the split of the cores (workers x threads, and on an OpenVINO engine x streams per
 worker) and (``hpi serve`` only) the server's event-loop niceness, tries each backend candidate, then steps each
-other ordered knob (max batch size, batching window) up and down from the best point so far while that improves, and repeats the pass until a
-pass changes nothing or the time budget is spent. Every deployment is measured at most once (the record resumes).
+other ordered knob (max batch size, batching window) up and down from the best point so far while that improves,
+and repeats the pass until a pass changes nothing or the time budget is spent. Every deployment is measured at most once (the record resumes).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ MAX_BATCH_SIZES = (1, 2, 4, 8, 16)  # the ordered values of the max batch size k
 LOOP_NICENESS = (0, 15)  # the ordered values of the server's event-loop niceness knob (15: hpi serve's default)
 BATCH_DELAYS_MS = (0.5, 1.0, 2.0, 4.0, 8.0)  # the ordered values of the batching window knob
 STREAMS = (None, 2, 4)  # the ordered values of OpenVINO's streams per instance (None: one), up to its threads
-# the knobs each target searches, in the order a pass steps them (instances first: on a small machine shared with
-# other work, how the cores are split moved latency most, e.g. PP-LCNet on 2 busy cores: p99 1.5-30x lower with 2
-# workers of 1 thread than 1 of 2)
-# workers x threads; on an OpenVINO engine also x streams: streams are the same cores split inside one process
+# The knobs each target searches, in the order a pass steps them. "instances" is the split of the cores: workers x
+# threads, and on an OpenVINO engine x streams (the same cores split inside one process). It comes first: on a small
+# machine shared with other work, how the cores are split moved latency most (e.g. PP-LCNet on 2 busy cores: p99
+# 1.5-30x lower with 2 workers of 1 thread than 1 of 2).
 SERVE_KNOBS = ("instances", "loop_niceness", "engine", "max_batch_size", "batch_delay_ms")
 TRITON_KNOBS = ("instances", "engine", "max_batch_size", "batch_delay_ms")  # Triton has no event loop of hpi's
 # Ray Serve: the replicas keep hpi serve's loop niceness (each Ray deployment measured costs a cluster start, so the

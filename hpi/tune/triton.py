@@ -1,5 +1,5 @@
 """Measuring one deployment through a real Triton server: the model exported as a Triton repository with the
-deployment's values (the same export ``hpi export --format triton --tuned`` runs), served by the ``nvidia-pytriton``
+deployment's values (its record exported as ``hpi export --format triton --tuned`` exports one), served by the ``nvidia-pytriton``
 wheel's ``tritonserver`` on a free loopback port, loaded by :mod:`hpi.tune.load` as ``hpi serve`` is, stopped again.
 
 That server has only the Python backend, so the repository is the ``--engine-backend python`` variant: the same
@@ -24,7 +24,8 @@ from hpi.errors import HpiError
 from hpi.selection.record import SelectionRecord
 from hpi.source import ModelSource
 from hpi.tune.load import build_request, http_get
-from hpi.tune.measure import LoadPlan, Traffic, free_port, load_levels
+from hpi.tune.measure import LoadPlan, Traffic, deployment_record, free_port, load_levels
+from hpi.tune.record import write_json
 from hpi.tune.search import Deployment, Measurement
 
 ENGINE_BACKEND = "python"  # the only engine backend nvidia-pytriton's server has
@@ -52,16 +53,6 @@ def check_triton(status: int, headers: dict[str, str], body: bytes) -> str | Non
     except (ValueError, AttributeError):
         return "bad_json"
     return None if outputs.get("CLASS_IDS", {}).get("data") else "no_class_ids"
-
-
-def export_options(d: Deployment, **extra: Any) -> Any:
-    """The Triton export options of ``d`` (what ``hpi export --format triton --tuned`` sets from a record)."""
-    from hpi.scaleout.triton import TritonExportOptions
-    from hpi.tune.search import preferred_batch_sizes
-
-    return TritonExportOptions(instances=d.instances, threads_per_instance=d.threads, max_batch_size=d.max_batch_size,
-                               max_queue_delay_us=round(d.batch_delay_ms * 1000),
-                               preferred_batch_sizes=tuple(preferred_batch_sizes(d.max_batch_size)), **extra)
 
 
 class TritonMeasurer:
@@ -94,11 +85,21 @@ class TritonMeasurer:
         return other
 
     def repository(self, d: Deployment) -> Any:
-        """``d`` exported as the Python-engine repository (replacing the previous deployment's)."""
-        from hpi.scaleout.triton import export_triton_repository
+        """``d`` exported as the Python-engine repository (replacing the previous deployment's), the way
+        ``hpi export --format triton --tuned`` exports a record: ``d``'s own record, read and applied by the same
+        functions."""
+        from hpi.scaleout.triton import (
+            TritonExportOptions,
+            apply_tuned,
+            export_triton_repository,
+            read_tune_record,
+        )
 
+        record = write_json(self.workdir / "deployment.json", deployment_record(self.source.name, d, "triton"))
+        options = apply_tuned(TritonExportOptions(engine_backend=ENGINE_BACKEND), read_tune_record(record),
+                              self.source.name)
         return export_triton_repository(self.source, self.workdir / "repository", cache=self.cache,
-                                        record=self.selection, options=export_options(d, engine_backend=ENGINE_BACKEND))
+                                        record=self.selection, options=options)
 
     def _environment(self, repository: Path) -> Path:
         from hpi.scaleout.triton.environment import REQUIREMENTS_FILE, server_environment
